@@ -1,0 +1,166 @@
+//! The JSON shapes of the REST API (PROTOCOL.md), and their parsing into domain types.
+//! Shared by the handlers and the typed client.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::DomainError;
+use crate::domain::accounts::{AccessKey, AccessSettings, AccountAttributes, DeviceAttributes};
+use crate::domain::encoding::{decode_base64, encode_base64};
+use crate::domain::ids::{Aci, RegistrationId};
+use crate::domain::keys::{
+    EcPublicKey, IdentityKey, KemPublicKey, KemSignedPreKey, Signature, SignedEcPreKey,
+    SignedPreKey, parse_key_id,
+};
+use crate::service::accounts::Registration;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountAttributesJson {
+    #[serde(default)]
+    pub fetches_messages: bool,
+    pub registration_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unidentified_access_key: Option<String>,
+    #[serde(default)]
+    pub unrestricted_unidentified_access: bool,
+    /// Accepted for compatibility and ignored: without phone numbers there is no
+    /// re-registration for a lock to guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_lock: Option<String>,
+}
+
+impl TryFrom<AccountAttributesJson> for AccountAttributes {
+    type Error = DomainError;
+
+    fn try_from(json: AccountAttributesJson) -> Result<Self, DomainError> {
+        let name = json
+            .name
+            .map(|n| decode_base64("accountAttributes.name", &n))
+            .transpose()?;
+        let unidentified_access_key = json
+            .unidentified_access_key
+            .map(|k| {
+                let bytes = decode_base64("accountAttributes.unidentifiedAccessKey", &k)?;
+                AccessKey::parse("accountAttributes.unidentifiedAccessKey", &bytes)
+            })
+            .transpose()?;
+        Ok(AccountAttributes {
+            device: DeviceAttributes {
+                fetches_messages: json.fetches_messages,
+                registration_id: RegistrationId::new(json.registration_id)?,
+                name: DeviceAttributes::check_name(name)?,
+                capabilities: json.capabilities,
+            },
+            access: AccessSettings {
+                unidentified_access_key,
+                unrestricted_unidentified_access: json.unrestricted_unidentified_access,
+            },
+        })
+    }
+}
+
+/// `{keyId, publicKey, signature}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedPreKeyJson {
+    pub key_id: i64,
+    pub public_key: String,
+    pub signature: String,
+}
+
+impl SignedPreKeyJson {
+    fn parts(&self, field: &str) -> Result<(u32, Vec<u8>, Signature), DomainError> {
+        let key_id = parse_key_id(&format!("{field}.keyId"), self.key_id)?;
+        let public_key = decode_base64(&format!("{field}.publicKey"), &self.public_key)?;
+        let signature = Signature::parse(
+            &format!("{field}.signature"),
+            &decode_base64(&format!("{field}.signature"), &self.signature)?,
+        )?;
+        Ok((key_id, public_key, signature))
+    }
+
+    pub fn to_ec(&self, field: &str) -> Result<SignedEcPreKey, DomainError> {
+        let (key_id, public_key, signature) = self.parts(field)?;
+        Ok(SignedPreKey {
+            key_id,
+            public_key: EcPublicKey::parse(&format!("{field}.publicKey"), &public_key)?,
+            signature,
+        })
+    }
+
+    pub fn to_kem(&self, field: &str) -> Result<KemSignedPreKey, DomainError> {
+        let (key_id, public_key, signature) = self.parts(field)?;
+        Ok(SignedPreKey {
+            key_id,
+            public_key: KemPublicKey::parse(&format!("{field}.publicKey"), public_key)?,
+            signature,
+        })
+    }
+
+    pub fn from_key<K: crate::domain::keys::SerializedKey>(key: &SignedPreKey<K>) -> Self {
+        Self {
+            key_id: i64::from(key.key_id),
+            public_key: encode_base64(key.public_key.serialized()),
+            signature: encode_base64(key.signature.as_bytes()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationRequestJson {
+    pub account_attributes: AccountAttributesJson,
+    pub aci_identity_key: String,
+    pub aci_signed_pre_key: SignedPreKeyJson,
+    pub aci_pq_last_resort_pre_key: SignedPreKeyJson,
+    #[serde(default)]
+    pub skip_device_transfer: bool,
+}
+
+impl TryFrom<RegistrationRequestJson> for Registration {
+    type Error = DomainError;
+
+    fn try_from(json: RegistrationRequestJson) -> Result<Self, DomainError> {
+        let identity_key: IdentityKey = EcPublicKey::parse(
+            "aciIdentityKey",
+            &decode_base64("aciIdentityKey", &json.aci_identity_key)?,
+        )?;
+        Ok(Registration {
+            signed_pre_key: json.aci_signed_pre_key.to_ec("aciSignedPreKey")?,
+            pq_last_resort_pre_key: json
+                .aci_pq_last_resort_pre_key
+                .to_kem("aciPqLastResortPreKey")?,
+            attributes: json.account_attributes.try_into()?,
+            identity_key,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrationResponseJson {
+    pub uuid: Aci,
+    pub number: Option<String>,
+    pub pni: Option<String>,
+    pub storage_capable: bool,
+    pub reregistration: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WhoAmIJson {
+    pub uuid: Aci,
+    pub number: Option<String>,
+}
+
+/// The error body every endpoint uses.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ErrorJson {
+    pub code: u16,
+    pub message: String,
+}

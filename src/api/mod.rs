@@ -1,0 +1,76 @@
+//! The public HTTP API: the one route table, the extractor configuration that turns bad
+//! input into clear 400s, and thin handlers per area. Handlers parse, call a service and
+//! render; they hold no rules of their own.
+
+pub mod accounts;
+pub mod admin;
+pub mod entities;
+pub mod middleware;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::AppError;
+
+/// Largest JSON body accepted (registration with a Kyber key is about 5 KiB; the message
+/// endpoints bring their own limits).
+pub const JSON_LIMIT: usize = 256 * 1024;
+
+/// The one route table of the public API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(web::PathConfig::default().error_handler(path_error))
+        .app_data(web::QueryConfig::default().error_handler(query_error))
+        .service(resource("/v1/registration").route(web::post().to(accounts::register)))
+        .service(resource("/v1/accounts/whoami").route(web::get().to(accounts::whoami)))
+        .service(
+            resource("/v1/accounts/attributes/").route(web::put().to(accounts::set_attributes)),
+        )
+        .service(resource("/v1/accounts/attributes").route(web::put().to(accounts::set_attributes)))
+        .service(resource("/v1/accounts/me").route(web::delete().to(accounts::delete)))
+        .default_service(web::to(not_found));
+}
+
+/// A resource whose unsupported methods answer 405 with the usual JSON body.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(JSON_LIMIT)
+        // curl users forget the header; the body is parsed as JSON either way.
+        .content_type_required(false)
+        .error_handler(json_error)
+}
+
+fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    match err {
+        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+            AppError::PayloadTooLarge
+        }
+        JsonPayloadError::Deserialize(e) => AppError::bad_request(format!("invalid JSON: {e}")),
+        JsonPayloadError::Serialize(e) => AppError::internal(e),
+        other => AppError::bad_request(format!("invalid JSON body: {other}")),
+    }
+    .into()
+}
+
+fn path_error(err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    AppError::bad_request(format!("invalid path: {err}")).into()
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    AppError::bad_request(format!("invalid query: {err}")).into()
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::NotFound("no such endpoint".into()))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, AppError> {
+    Err(AppError::MethodNotAllowed(format!(
+        "{} is not allowed on this endpoint",
+        req.method()
+    )))
+}

@@ -1,0 +1,187 @@
+//! Verifying device credentials without paying argon2 on every request.
+//!
+//! Every request still reads the device from the store, so a deleted device or account, or
+//! a changed password (a new PHC string), is seen at once on every pod. What the cache
+//! saves is the argon2 verification: it remembers, per device, a digest of the PHC string
+//! that was verified and a keyed MAC of the password that matched it. A request whose
+//! stored PHC string and presented password match both is accepted without argon2; any
+//! other request pays the full verification. Unknown devices verify against a dummy hash,
+//! so they cost what a wrong password costs.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::basic::Credentials;
+use super::password;
+use crate::domain::ids::{Aci, DeviceId};
+use crate::error::AppError;
+use crate::limits::{Limit, RateLimiter};
+use crate::metrics::Metrics;
+use crate::storage::AccountStore;
+
+/// Past this many cached devices the cache starts over (a bound, not a policy: entries are
+/// cheap to rebuild with one argon2 verification each).
+const CACHE_CAPACITY: usize = 100_000;
+
+/// Who a request acts as, once authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthenticatedDevice {
+    pub aci: Aci,
+    pub device: DeviceId,
+}
+
+struct Verified {
+    phc_digest: [u8; 32],
+    password_mac: [u8; 32],
+}
+
+#[derive(Clone)]
+pub struct Authenticator(Arc<Inner>);
+
+struct Inner {
+    accounts: Arc<dyn AccountStore>,
+    limiter: RateLimiter,
+    metrics: Metrics,
+    // std Mutex: lookups and inserts are a hash-map operation, never held across an await.
+    cache: Mutex<HashMap<(Aci, DeviceId), Verified>>,
+    mac_key: [u8; 32],
+    dummy_hash: String,
+}
+
+impl Authenticator {
+    /// Computes the dummy hash once (one argon2 hash): call it at start, not per request.
+    pub fn new(
+        accounts: Arc<dyn AccountStore>,
+        limiter: RateLimiter,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let mut mac_key = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut mac_key);
+        let mut dummy = [0u8; 24];
+        rand::rngs::OsRng.fill_bytes(&mut dummy);
+        let dummy_hash = password::hash(&crate::domain::encoding::encode_base64(&dummy))?;
+        Ok(Self(Arc::new(Inner {
+            accounts,
+            limiter,
+            metrics,
+            cache: Mutex::new(HashMap::new()),
+            mac_key,
+            dummy_hash,
+        })))
+    }
+
+    fn mac(&self, password: &str) -> [u8; 32] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0.mac_key).expect("any key length");
+        mac.update(password.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn outcome(&self, outcome: &str) {
+        self.0
+            .metrics
+            .auth_attempts
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// Records a request that carried no usable credentials.
+    pub fn reject_unusable(&self, missing: bool) -> AppError {
+        self.outcome(if missing { "missing" } else { "malformed" });
+        AppError::Unauthorized
+    }
+
+    /// Checks `credentials`; `client` is charged an `authFailures` permit per failure and
+    /// refused (429) before any argon2 work once it has none left.
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials,
+        client: IpAddr,
+    ) -> Result<AuthenticatedDevice, AppError> {
+        let inner = &self.0;
+        let key = (credentials.aci, credentials.device);
+        let device = inner
+            .accounts
+            .device(credentials.aci, credentials.device)
+            .await?;
+        let password_mac = self.mac(&credentials.password);
+        let authenticated = AuthenticatedDevice {
+            aci: credentials.aci,
+            device: credentials.device,
+        };
+
+        if let Some(device) = &device {
+            let phc_digest: [u8; 32] = Sha256::digest(device.password_hash.as_bytes()).into();
+            let cached = inner
+                .cache
+                .lock()
+                .map_err(|_| AppError::internal(anyhow::anyhow!("credential cache poisoned")))?
+                .get(&key)
+                .map(|v| {
+                    bool::from(
+                        v.phc_digest.ct_eq(&phc_digest) & v.password_mac.ct_eq(&password_mac),
+                    )
+                })
+                .unwrap_or(false);
+            if cached {
+                self.outcome("ok_cached");
+                return Ok(authenticated);
+            }
+        }
+
+        let client_key = client.to_string();
+        inner
+            .limiter
+            .ensure_available(Limit::AuthFailures, &client_key)
+            .await?;
+
+        let (phc, known) = match &device {
+            Some(d) => (d.password_hash.clone(), true),
+            None => (inner.dummy_hash.clone(), false),
+        };
+        inner.metrics.password_verifications.inc();
+        let matches = password::verify_blocking(phc.clone(), credentials.password.clone()).await?;
+        if matches && known {
+            let mut cache = inner
+                .cache
+                .lock()
+                .map_err(|_| AppError::internal(anyhow::anyhow!("credential cache poisoned")))?;
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(
+                key,
+                Verified {
+                    phc_digest: Sha256::digest(phc.as_bytes()).into(),
+                    password_mac,
+                },
+            );
+            self.outcome("ok_verified");
+            return Ok(authenticated);
+        }
+
+        self.outcome(if known {
+            "bad_password"
+        } else {
+            "unknown_device"
+        });
+        inner
+            .limiter
+            .check(Limit::AuthFailures, &client_key)
+            .await?;
+        Err(AppError::Unauthorized)
+    }
+
+    /// Drops cached verifications of an account's devices (it was deleted). Correctness
+    /// does not depend on this, since every request re-reads the device; it frees memory.
+    pub fn forget_account(&self, aci: Aci) {
+        if let Ok(mut cache) = self.0.cache.lock() {
+            cache.retain(|(a, _), _| *a != aci);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Accounts and devices: validated attributes, access keys, passwords, and what a
+//! registration consists of.
+
+use std::collections::BTreeMap;
+
+use super::DomainError;
+use super::ids::{Aci, DeviceId, RegistrationId};
+use super::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
+
+/// The most devices an account may have (primary included).
+pub const MAX_DEVICES: usize = 6;
+/// Device names are encrypted by the client; we only bound their size.
+pub const MAX_DEVICE_NAME_BYTES: usize = 225;
+pub const MIN_PASSWORD_CHARS: usize = 16;
+pub const MAX_PASSWORD_CHARS: usize = 512;
+
+/// A 16-byte sealed-sender access key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessKey([u8; 16]);
+
+impl AccessKey {
+    pub fn parse(field: &str, bytes: &[u8]) -> Result<Self, DomainError> {
+        let key: [u8; 16] = bytes.try_into().map_err(|_| {
+            DomainError::invalid(format!("{field} must be 16 bytes, got {}", bytes.len()))
+        })?;
+        Ok(Self(key))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+/// A device password as chosen by the client; checked for length, never stored in clear.
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(password: String) -> Result<Self, DomainError> {
+        let chars = password.chars().count();
+        if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars) {
+            return Err(DomainError::invalid(format!(
+                "the password must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"
+            )));
+        }
+        Ok(Self(password))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+/// Capability flags a device advertises; unknown names are kept as sent.
+pub type Capabilities = BTreeMap<String, bool>;
+
+/// What a device says about itself (the per-device part of the account attributes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceAttributes {
+    pub fetches_messages: bool,
+    pub registration_id: RegistrationId,
+    pub name: Option<Vec<u8>>,
+    pub capabilities: Capabilities,
+}
+
+/// The account-wide part of the attributes: only the primary device may change it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessSettings {
+    pub unidentified_access_key: Option<AccessKey>,
+    pub unrestricted_unidentified_access: bool,
+}
+
+/// Validated account attributes as a client sends them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountAttributes {
+    pub device: DeviceAttributes,
+    pub access: AccessSettings,
+}
+
+impl DeviceAttributes {
+    pub fn check_name(name: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, DomainError> {
+        match name {
+            Some(n) if n.len() > MAX_DEVICE_NAME_BYTES => Err(DomainError::invalid(format!(
+                "name must be at most {MAX_DEVICE_NAME_BYTES} bytes"
+            ))),
+            other => Ok(other),
+        }
+    }
+}
+
+/// A stored account (without its devices).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub aci: Aci,
+    pub identity_key: IdentityKey,
+    pub access: AccessSettings,
+}
+
+/// A stored device, with its password hash for authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub aci: Aci,
+    pub id: DeviceId,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub attributes: DeviceAttributes,
+    /// Creation time, milliseconds since the epoch.
+    pub created_ms: i64,
+    /// Last-seen day, as the milliseconds of that day's midnight UTC (kept only to the day).
+    pub last_seen_day_ms: i64,
+}
+
+/// Everything registration writes in one atomic step.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub account: Account,
+    pub primary: Device,
+    pub signed_pre_key: SignedEcPreKey,
+    pub pq_last_resort_pre_key: KemSignedPreKey,
+}
+
+/// Milliseconds of today's midnight UTC: what `lastSeen` stores (no finer than a day).
+pub fn day_of(ms: i64) -> i64 {
+    const DAY_MS: i64 = 86_400_000;
+    ms - ms.rem_euclid(DAY_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_must_be_16_to_512_characters() {
+        assert!(Password::parse("x".repeat(15)).is_err());
+        assert!(Password::parse("x".repeat(16)).is_ok());
+        assert!(Password::parse("é".repeat(512)).is_ok());
+        assert!(Password::parse("x".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn passwords_do_not_show_in_debug_output() {
+        let p = Password::parse("correct horse battery staple".into()).unwrap();
+        assert_eq!(format!("{p:?}"), "Password(***)");
+    }
+
+    #[test]
+    fn access_keys_are_16_bytes() {
+        assert!(AccessKey::parse("k", &[0; 15]).is_err());
+        assert!(AccessKey::parse("k", &[0; 16]).is_ok());
+    }
+
+    #[test]
+    fn last_seen_is_truncated_to_the_day() {
+        assert_eq!(day_of(86_400_000 * 3 + 5_000), 86_400_000 * 3);
+        assert_eq!(day_of(86_400_000 * 3), 86_400_000 * 3);
+    }
+
+    #[test]
+    fn device_names_are_bounded() {
+        assert!(DeviceAttributes::check_name(Some(vec![0; 225])).is_ok());
+        assert!(DeviceAttributes::check_name(Some(vec![0; 226])).is_err());
+    }
+}

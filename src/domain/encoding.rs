@@ -1,0 +1,43 @@
+//! Base64 as the wire uses it: standard alphabet, accepted with or without padding,
+//! emitted with padding.
+
+use base64::Engine;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+use super::DomainError;
+
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Decodes `value` (standard base64, padding optional); `field` names it in the error.
+pub fn decode_base64(field: &str, value: &str) -> Result<Vec<u8>, DomainError> {
+    LENIENT
+        .decode(value.trim())
+        .map_err(|_| DomainError::invalid(format!("{field} is not valid base64")))
+}
+
+/// Encodes with the standard alphabet and padding.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_is_accepted_with_or_without_padding() {
+        assert_eq!(decode_base64("x", "AQI=").unwrap(), vec![1, 2]);
+        assert_eq!(decode_base64("x", "AQI").unwrap(), vec![1, 2]);
+        assert_eq!(encode_base64(&[1, 2]), "AQI=");
+    }
+
+    #[test]
+    fn bad_base64_names_the_field() {
+        let err = decode_base64("identityKey", "not base64!").unwrap_err();
+        assert_eq!(err, DomainError::invalid("identityKey is not valid base64"));
+    }
+}

@@ -1,0 +1,23 @@
+//! The domain: identifiers, keys, signatures and account rules. Parsing and validation
+//! only; no IO, no HTTP, no storage.
+
+pub mod accounts;
+pub mod encoding;
+pub mod ids;
+pub mod keys;
+pub mod xeddsa;
+
+/// Why client input was refused. `Invalid` is a 400, `BadSignature` a 422.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    BadSignature(String),
+}
+
+impl DomainError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::Invalid(msg.into())
+    }
+}

@@ -1,0 +1,164 @@
+//! The one application error and its one mapping to responses: JSON `{"code","message"}`,
+//! the client's message kept apart from the logged cause, nothing internal in a 5xx body.
+//! The WebSocket tunnel renders the same type, so HTTP and tunnelled errors cannot drift.
+
+use std::time::Duration;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::DomainError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Malformed input; the message says what was wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A signature that does not verify (PROTOCOL.md: 422 is only for that).
+    #[error("{0}")]
+    InvalidSignature(String),
+    #[error("rate limit exceeded")]
+    RateLimited { retry_after: Duration },
+    /// A store does not answer; the detail goes to the log only.
+    #[error("service unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else that is our fault; the detail goes to the log only.
+    #[error("internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: u16,
+    message: &'a str,
+}
+
+impl AppError {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Self::BadRequest(msg.into())
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(cause.into())
+    }
+
+    /// The message a client sees. For 5xx it is generic by construction.
+    pub fn client_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The JSON body a client sees (HTTP and tunnel alike).
+    pub fn body(&self) -> Vec<u8> {
+        let message = self.client_message();
+        serde_json::to_vec(&ErrorBody {
+            code: self.status_code().as_u16(),
+            message: &message,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Extra headers that belong with this error (`Retry-After` on 429 and 503).
+    pub fn headers(&self) -> Vec<(header::HeaderName, String)> {
+        match self {
+            AppError::RateLimited { retry_after } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                vec![(header::RETRY_AFTER, secs.max(1).to_string())]
+            }
+            AppError::Unavailable(_) => vec![(header::RETRY_AFTER, "5".to_owned())],
+            _ => Vec::new(),
+        }
+    }
+
+    fn log(&self) {
+        match self {
+            AppError::Internal(cause) => {
+                tracing::error!(error = %format!("{cause:#}"), "internal error")
+            }
+            AppError::Unavailable(cause) => {
+                tracing::warn!(error = %format!("{cause:#}"), "store unavailable")
+            }
+            _ => {}
+        }
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.log();
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type("application/json");
+        for (name, value) in self.headers() {
+            response.insert_header((name, value));
+        }
+        response.body(self.body())
+    }
+}
+
+impl From<DomainError> for AppError {
+    fn from(e: DomainError) -> Self {
+        match e {
+            DomainError::Invalid(msg) => AppError::BadRequest(msg),
+            DomainError::BadSignature(msg) => AppError::InvalidSignature(msg),
+        }
+    }
+}
+
+impl From<StorageError> for AppError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(cause) => AppError::Unavailable(cause),
+            StorageError::Backend(cause) => AppError::Internal(cause),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_say_nothing_internal() {
+        let err = AppError::internal(anyhow::anyhow!("password authentication failed for db"));
+        let body = String::from_utf8(err.body()).unwrap();
+        assert_eq!(body, r#"{"code":500,"message":"internal server error"}"#);
+    }
+
+    #[test]
+    fn rate_limits_round_retry_after_up_to_whole_seconds() {
+        let err = AppError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(err.headers()[0].1, "2");
+        assert_eq!(err.status_code(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}

@@ -1,0 +1,180 @@
+//! Named rate limits, declared once here, and the one check function every caller uses.
+//! Owns the token-bucket policy; the bucket state lives behind `storage::RateLimitStore`
+//! (Redis shared by all pods, or memory). Knows nothing of HTTP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::storage::{BucketDecision, RateLimitStore};
+
+/// Every rate limit sealpost has (PROTOCOL.md section 9). Adding one means adding it here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Limit {
+    Registration,
+    PreKeys,
+    Messages,
+    InboundMessageBytes,
+    AllocateDevice,
+    VerifyDevice,
+    AuthFailures,
+}
+
+/// A token bucket: holds up to `bucket_size` permits and regains one every
+/// `permit_period_ms` milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BucketSpec {
+    pub bucket_size: u64,
+    pub permit_period_ms: f64,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 7] = [
+        Limit::Registration,
+        Limit::PreKeys,
+        Limit::Messages,
+        Limit::InboundMessageBytes,
+        Limit::AllocateDevice,
+        Limit::VerifyDevice,
+        Limit::AuthFailures,
+    ];
+
+    /// The name used in configuration, Redis keys and the metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Registration => "registration",
+            Limit::PreKeys => "prekeys",
+            Limit::Messages => "messages",
+            Limit::InboundMessageBytes => "inboundMessageBytes",
+            Limit::AllocateDevice => "allocateDevice",
+            Limit::VerifyDevice => "verifyDevice",
+            Limit::AuthFailures => "authFailures",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Limit> {
+        Limit::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    pub fn default_spec(self) -> BucketSpec {
+        let (bucket_size, permit_period_ms) = match self {
+            Limit::Registration => (6, 30_000.0),
+            Limit::PreKeys => (6, 600_000.0),
+            Limit::Messages => (60, 1_000.0),
+            Limit::InboundMessageBytes => (128 * 1024 * 1024, 0.5),
+            Limit::AllocateDevice => (6, 120_000.0),
+            Limit::VerifyDevice => (6, 120_000.0),
+            Limit::AuthFailures => (20, 60_000.0),
+        };
+        BucketSpec {
+            bucket_size,
+            permit_period_ms,
+        }
+    }
+}
+
+/// The rate limiter every service uses; cheap to clone.
+#[derive(Clone)]
+pub struct RateLimiter {
+    enabled: bool,
+    specs: Arc<[BucketSpec; 7]>,
+    store: Arc<dyn RateLimitStore>,
+    metrics: Metrics,
+}
+
+impl RateLimiter {
+    pub fn new(
+        config: &crate::config::RateLimitsConfig,
+        store: Arc<dyn RateLimitStore>,
+        metrics: Metrics,
+    ) -> Self {
+        let specs = Limit::ALL.map(|l| {
+            config
+                .specs
+                .get(&l)
+                .copied()
+                .unwrap_or_else(|| l.default_spec())
+        });
+        Self {
+            enabled: config.enabled,
+            specs: Arc::new(specs),
+            store,
+            metrics,
+        }
+    }
+
+    fn spec(&self, limit: Limit) -> BucketSpec {
+        self.specs[limit as usize]
+    }
+
+    /// Takes one permit from `limit`'s bucket for `key`, or fails with 429.
+    pub async fn check(&self, limit: Limit, key: &str) -> Result<(), AppError> {
+        self.take(limit, key, 1, true).await
+    }
+
+    /// Takes `permits` permits at once (byte-counting limits).
+    pub async fn check_permits(
+        &self,
+        limit: Limit,
+        key: &str,
+        permits: u64,
+    ) -> Result<(), AppError> {
+        self.take(limit, key, permits, true).await
+    }
+
+    /// Fails with 429 when `key` has no permit left, without taking one: for limits that
+    /// only count failures (a request must not spend a permit merely by being checked).
+    pub async fn ensure_available(&self, limit: Limit, key: &str) -> Result<(), AppError> {
+        self.take(limit, key, 1, false).await
+    }
+
+    async fn take(
+        &self,
+        limit: Limit,
+        key: &str,
+        permits: u64,
+        consume: bool,
+    ) -> Result<(), AppError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let bucket_key = format!("{}:{key}", limit.name());
+        match self
+            .store
+            .take(&bucket_key, self.spec(limit), permits, consume)
+            .await?
+        {
+            BucketDecision::Allowed => Ok(()),
+            BucketDecision::Denied { retry_after } => {
+                self.metrics
+                    .rate_limit_hits
+                    .with_label_values(&[limit.name()])
+                    .inc();
+                Err(AppError::RateLimited {
+                    retry_after: retry_after.max(Duration::from_secs(1)),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_round_trips_through_its_name() {
+        for limit in Limit::ALL {
+            assert_eq!(Limit::from_name(limit.name()), Some(limit));
+        }
+        assert_eq!(Limit::from_name("nope"), None);
+    }
+
+    #[test]
+    fn limits_are_indexed_in_declaration_order() {
+        for (i, limit) in Limit::ALL.iter().enumerate() {
+            assert_eq!(*limit as usize, i);
+        }
+    }
+}

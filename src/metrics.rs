@@ -1,0 +1,159 @@
+//! The one metrics registry and every metric sealpost exports, declared here and nowhere else.
+//! Names follow `sealpost_<subsystem>_<what>_<unit>`; label values are bounded (route
+//! templates, outcomes, limit names) and never identities.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Handles to every metric; cheap to clone (an `Arc` inside).
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+pub struct Inner {
+    registry: Registry,
+    /// `route` is the matched route template (or `unmatched`), never the raw path.
+    pub http_requests: IntCounterVec,
+    pub http_request_duration: HistogramVec,
+    /// `outcome`: ok_cached, ok_verified, bad_password, unknown_device, malformed, missing.
+    pub auth_attempts: IntCounterVec,
+    pub password_verifications: IntCounter,
+    pub registrations: IntCounter,
+    pub accounts_deleted: IntCounter,
+    /// `limit` is a declared limit name.
+    pub rate_limit_hits: IntCounterVec,
+    /// `store`: postgres or redis; 1 when the last readiness probe found it answering.
+    pub store_up: IntGaugeVec,
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "sealpost_http_requests_total",
+                "HTTP requests by route template, method and status",
+            ),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sealpost_http_request_duration_seconds",
+                "HTTP request latency by route template and method",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        let auth_attempts = IntCounterVec::new(
+            Opts::new(
+                "sealpost_auth_attempts_total",
+                "Basic authentication attempts by outcome",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let password_verifications = IntCounter::new(
+            "sealpost_auth_password_verifications_total",
+            "argon2 verifications run (cache misses, failures and unknown devices)",
+        )
+        .expect("valid metric");
+        let registrations = IntCounter::new(
+            "sealpost_accounts_registrations_total",
+            "Accounts registered",
+        )
+        .expect("valid metric");
+        let accounts_deleted =
+            IntCounter::new("sealpost_accounts_deleted_total", "Accounts deleted")
+                .expect("valid metric");
+        let rate_limit_hits = IntCounterVec::new(
+            Opts::new(
+                "sealpost_ratelimit_hits_total",
+                "Requests refused by a rate limit, by limit name",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
+        let store_up = IntGaugeVec::new(
+            Opts::new(
+                "sealpost_store_up",
+                "1 when the store answered the last readiness probe",
+            ),
+            &["store"],
+        )
+        .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("sealpost_build_info", "Build information"),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        for collector in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_request_duration.clone()),
+            Box::new(auth_attempts.clone()),
+            Box::new(password_verifications.clone()),
+            Box::new(registrations.clone()),
+            Box::new(accounts_deleted.clone()),
+            Box::new(rate_limit_hits.clone()),
+            Box::new(store_up.clone()),
+            Box::new(build_info),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::new(
+                    std::process::id() as i32,
+                    "sealpost",
+                ),
+            ))
+            .expect("process collector registers once");
+
+        Self(Arc::new(Inner {
+            registry,
+            http_requests,
+            http_request_duration,
+            auth_attempts,
+            password_verifications,
+            registrations,
+            accounts_deleted,
+            rate_limit_hits,
+            store_up,
+        }))
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,119 @@
+//! Registering, updating and deleting accounts.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::auth::{AuthenticatedDevice, Authenticator, password};
+use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Password, day_of};
+use crate::domain::ids::{Aci, DeviceId};
+use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
+use crate::error::AppError;
+use crate::limits::{Limit, RateLimiter};
+use crate::metrics::Metrics;
+use crate::storage::{AccountStore, now_ms};
+
+/// A registration request, parsed; signatures not yet checked.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub attributes: AccountAttributes,
+    pub identity_key: IdentityKey,
+    pub signed_pre_key: SignedEcPreKey,
+    pub pq_last_resort_pre_key: KemSignedPreKey,
+}
+
+#[derive(Clone)]
+pub struct AccountService {
+    accounts: Arc<dyn AccountStore>,
+    limiter: RateLimiter,
+    authenticator: Authenticator,
+    metrics: Metrics,
+}
+
+impl AccountService {
+    pub fn new(
+        accounts: Arc<dyn AccountStore>,
+        limiter: RateLimiter,
+        authenticator: Authenticator,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            accounts,
+            limiter,
+            authenticator,
+            metrics,
+        }
+    }
+
+    /// Creates an account with its primary device; nothing is stored unless every
+    /// signature verifies against the identity key.
+    pub async fn register(
+        &self,
+        registration: Registration,
+        password: Password,
+        client: IpAddr,
+    ) -> Result<Aci, AppError> {
+        self.limiter
+            .check(Limit::Registration, &client.to_string())
+            .await?;
+        registration
+            .signed_pre_key
+            .verify(&registration.identity_key, "aciSignedPreKey")?;
+        registration
+            .pq_last_resort_pre_key
+            .verify(&registration.identity_key, "aciPqLastResortPreKey")?;
+
+        let password_hash = password::hash_blocking(password.expose().to_owned()).await?;
+        let aci = Aci::random();
+        let now = now_ms();
+        let new = NewAccount {
+            account: Account {
+                aci,
+                identity_key: registration.identity_key,
+                access: registration.attributes.access,
+            },
+            primary: Device {
+                aci,
+                id: DeviceId::PRIMARY,
+                password_hash,
+                attributes: registration.attributes.device,
+                created_ms: now,
+                last_seen_day_ms: day_of(now),
+            },
+            signed_pre_key: registration.signed_pre_key,
+            pq_last_resort_pre_key: registration.pq_last_resort_pre_key,
+        };
+        self.accounts.create(&new).await?;
+        self.metrics.registrations.inc();
+        Ok(aci)
+    }
+
+    /// Replaces the caller's device attributes; the account's access settings change only
+    /// when the caller is the primary device.
+    pub async fn set_attributes(
+        &self,
+        caller: AuthenticatedDevice,
+        attributes: AccountAttributes,
+    ) -> Result<(), AppError> {
+        let access = caller.device.is_primary().then_some(&attributes.access);
+        let updated = self
+            .accounts
+            .update_attributes(caller.aci, caller.device, &attributes.device, access)
+            .await?;
+        if updated {
+            Ok(())
+        } else {
+            // Deleted between authentication and now: the credentials no longer hold.
+            Err(AppError::Unauthorized)
+        }
+    }
+
+    /// Deletes the caller's account with all its devices and keys.
+    pub async fn delete(&self, caller: AuthenticatedDevice) -> Result<(), AppError> {
+        let deleted = self.accounts.delete(caller.aci).await?;
+        self.authenticator.forget_account(caller.aci);
+        if deleted {
+            self.metrics.accounts_deleted.inc();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! The composition root: the only place that names concrete backends. `Application::build`
+//! binds the listeners (port 0 works, for tests), connects the stores, migrates, and wires
+//! the services; `run_until_stopped` serves until the given shutdown future resolves.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, middleware::from_fn, web};
+
+use crate::auth::Authenticator;
+use crate::config::{Config, StoreConfig};
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+use crate::service::accounts::AccountService;
+use crate::state::{AppState, Readiness};
+use crate::storage::Stores;
+use crate::storage::memory::{MemoryAccountStore, MemoryRateLimitStore};
+use crate::storage::postgres::PgStore;
+use crate::storage::redis::RedisStore;
+
+/// How long start-up keeps retrying a database that does not answer yet.
+const MIGRATION_DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Application {
+    port: u16,
+    admin_port: u16,
+    server: Server,
+    admin: Server,
+    state: web::Data<AppState>,
+}
+
+/// Builds the stores the configuration names, migrating Postgres first.
+pub async fn connect_stores(config: &StoreConfig) -> anyhow::Result<Stores> {
+    match config {
+        StoreConfig::Embedded => {
+            tracing::warn!(
+                "EMBEDDED MODE: SEALPOST_DATABASE_URL and SEALPOST_REDIS_URL are not set, so \
+                 accounts, keys and messages live in this process's memory only. \
+                 NOTHING PERSISTS: a restart loses everything. Do not use this in production."
+            );
+            let accounts = Arc::new(MemoryAccountStore::new());
+            Ok(Stores {
+                accounts: accounts.clone(),
+                keys: accounts,
+                rate_limits: Arc::new(MemoryRateLimitStore::new()),
+                probes: Vec::new(),
+            })
+        }
+        StoreConfig::External {
+            database_url,
+            database_pool_size,
+            redis_url,
+            redis_key_prefix,
+        } => {
+            let pg = PgStore::connect(database_url.expose(), *database_pool_size)?;
+            migrate_with_retry(&pg).await?;
+            let redis = RedisStore::connect(redis_url.expose(), redis_key_prefix)?;
+            tracing::info!(database = %database_url, redis = %redis_url, "using external stores");
+            let pg = Arc::new(pg);
+            let redis = Arc::new(redis);
+            Ok(Stores {
+                accounts: pg.clone(),
+                keys: pg.clone(),
+                rate_limits: redis.clone(),
+                probes: vec![pg, redis],
+            })
+        }
+    }
+}
+
+async fn migrate_with_retry(pg: &PgStore) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match pg.migrate().await {
+            Ok(applied) => {
+                tracing::info!(applied, "database schema is up to date");
+                return Ok(());
+            }
+            Err(e) if started.elapsed() < MIGRATION_DEADLINE => {
+                tracing::warn!(error = %format!("{e:#}"), "database not ready for migrations; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.context("migrating the database")),
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let metrics = Metrics::new();
+        let stores = connect_stores(&config.stores).await?;
+        let limiter = RateLimiter::new(
+            &config.rate_limits,
+            stores.rate_limits.clone(),
+            metrics.clone(),
+        );
+        if !config.rate_limits.enabled {
+            tracing::warn!("rate limits are OFF (SEALPOST_RATE_LIMITS=off)");
+        }
+        let authenticator = {
+            let (accounts, limiter, metrics) =
+                (stores.accounts.clone(), limiter.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || Authenticator::new(accounts, limiter, metrics))
+                .await??
+        };
+        let accounts = AccountService::new(
+            stores.accounts.clone(),
+            limiter.clone(),
+            authenticator.clone(),
+            metrics.clone(),
+        );
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            stores,
+            authenticator,
+            accounts,
+            metrics,
+            readiness: Readiness::default(),
+        });
+
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {} (admin): {e}", config.admin_listen)
+        })?;
+        let port = listener.local_addr()?.port();
+        let admin_port = admin_listener.local_addr()?.port();
+
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(from_fn(crate::api::middleware::observe))
+                .configure(crate::api::configure)
+        })
+        .listen(listener)?
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_timeout.as_secs());
+        if let Some(workers) = config.workers {
+            server = server.workers(workers);
+        }
+        let server = server.run();
+
+        let admin_state = state.clone();
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .configure(crate::api::admin::configure)
+        })
+        .listen(admin_listener)?
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .run();
+
+        state.readiness.set_listening();
+        tracing::info!(
+            api = %format!("{}:{port}", config.listen.ip()),
+            admin = %format!("{}:{admin_port}", config.admin_listen.ip()),
+            "sealpost is listening"
+        );
+        Ok(Self {
+            port,
+            admin_port,
+            server,
+            admin,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Serves until `shutdown` resolves, then: readiness goes 503, the API stops accepting
+    /// and finishes in-flight requests (up to the configured timeout), and this returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let server_handle = self.server.handle();
+        let admin_handle = self.admin.handle();
+        let server = tokio::spawn(self.server);
+        let admin = tokio::spawn(self.admin);
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        self.state.readiness.set_shutting_down();
+        server_handle.stop(true).await;
+        admin_handle.stop(true).await;
+        server.await??;
+        admin.await??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

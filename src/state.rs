@@ -1,0 +1,43 @@
+//! What every handler can reach: the services, the authenticator, metrics and readiness.
+//! Built once by `startup`; handlers get it as `web::Data<AppState>`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::accounts::AccountService;
+use crate::storage::Stores;
+
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub stores: Stores,
+    pub authenticator: Authenticator,
+    pub accounts: AccountService,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+/// What `/health/ready` knows besides the stores: whether the listeners are bound and
+/// whether shutdown has begun.
+#[derive(Default)]
+pub struct Readiness {
+    listening: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Listening and not shutting down.
+    pub fn serving(&self) -> bool {
+        self.listening.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    }
+}

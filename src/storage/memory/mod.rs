@@ -1,0 +1,9 @@
+//! In-memory stores for the embedded mode: the same traits, the same rules, nothing
+//! persists. Locks are `std::sync::Mutex` because no critical section awaits and each is
+//! a few map operations.
+
+mod accounts;
+mod rate_limits;
+
+pub use accounts::MemoryAccountStore;
+pub use rate_limits::MemoryRateLimitStore;

@@ -1,0 +1,114 @@
+//! Storage traits, one small trait per area, and their backends: `postgres` (accounts,
+//! devices, keys), `redis` (rate-limit buckets, later queues and pub/sub) and `memory` (the
+//! embedded mode). Storage never sees HTTP types; a failure is an error, never "not found".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::accounts::{AccessSettings, Account, Device, DeviceAttributes, NewAccount};
+use crate::domain::ids::{Aci, DeviceId};
+use crate::domain::keys::{KemSignedPreKey, SignedEcPreKey};
+use crate::limits::BucketSpec;
+
+pub mod memory;
+pub mod postgres;
+pub mod redis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The store does not answer (connection refused, pool timeout): retry later.
+    #[error("store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// The store answered with an error we did not expect.
+    #[error("store error: {0:#}")]
+    Backend(anyhow::Error),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// Accounts and their devices (Postgres in production).
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account, its primary device and its signed keys atomically.
+    async fn create(&self, new: &NewAccount) -> StorageResult<()>;
+
+    async fn account(&self, aci: Aci) -> StorageResult<Option<Account>>;
+
+    async fn device(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<Device>>;
+
+    /// Replaces a device's attributes (and the account's access settings when given);
+    /// `false` when the device does not exist.
+    async fn update_attributes(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        attributes: &DeviceAttributes,
+        access: Option<&AccessSettings>,
+    ) -> StorageResult<bool>;
+
+    /// Deletes the account with its devices and keys; `false` when it did not exist.
+    async fn delete(&self, aci: Aci) -> StorageResult<bool>;
+}
+
+/// Prekeys (Postgres in production). Registration writes the signed ones through
+/// [`AccountStore::create`]; the prekey API reads and replaces them here.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn signed_pre_key(&self, aci: Aci, id: DeviceId)
+    -> StorageResult<Option<SignedEcPreKey>>;
+
+    async fn pq_last_resort_pre_key(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+    ) -> StorageResult<Option<KemSignedPreKey>>;
+}
+
+/// The outcome of asking a token bucket for permits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum BucketDecision {
+    Allowed,
+    Denied { retry_after: Duration },
+}
+
+/// Token buckets (Redis in production, shared by every pod).
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Refills the bucket `key` per `spec`, then takes `permits` if `consume` and enough are
+    /// there; with `consume == false` it only reports whether they are. One atomic step.
+    async fn take(
+        &self,
+        key: &str,
+        spec: BucketSpec,
+        permits: u64,
+        consume: bool,
+    ) -> StorageResult<BucketDecision>;
+}
+
+/// Something readiness can ask "do you answer?".
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// The metric label and log name of this store.
+    fn name(&self) -> &'static str;
+    async fn ping(&self) -> StorageResult<()>;
+}
+
+/// Every store the application uses, as trait objects; built by the composition root.
+#[derive(Clone)]
+pub struct Stores {
+    pub accounts: Arc<dyn AccountStore>,
+    pub keys: Arc<dyn KeyStore>,
+    pub rate_limits: Arc<dyn RateLimitStore>,
+    /// What readiness checks (empty in the embedded mode: memory always answers).
+    pub probes: Vec<Arc<dyn Probe>>,
+}
+
+/// Milliseconds since the epoch, the stores' clock for creation times.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,294 @@
+//! Accounts, devices and signed keys in Postgres.
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+
+use super::{PgStore, corrupt, pg_error};
+use crate::domain::accounts::{
+    AccessKey, AccessSettings, Account, Capabilities, Device, DeviceAttributes, NewAccount,
+};
+use crate::domain::ids::{Aci, DeviceId, RegistrationId};
+use crate::domain::keys::{
+    EcPublicKey, KemPublicKey, KemSignedPreKey, Signature, SignedEcPreKey, SignedPreKey,
+};
+use crate::storage::{AccountStore, KeyStore, StorageResult};
+
+const KIND_EC_SIGNED: &str = "ec_signed";
+const KIND_KEM_LAST_RESORT: &str = "kem_last_resort";
+
+fn device_from_row(aci: Aci, row: &Row) -> StorageResult<Device> {
+    let id = DeviceId::new(row.get::<_, i16>("device_id") as u32)
+        .map_err(|e| corrupt("device id", e))?;
+    let registration_id = RegistrationId::new(row.get::<_, i32>("registration_id").into())
+        .map_err(|e| corrupt("registration id", e))?;
+    let capabilities: Capabilities =
+        serde_json::from_value(row.get("capabilities")).map_err(|e| corrupt("capabilities", e))?;
+    Ok(Device {
+        aci,
+        id,
+        password_hash: row.get("password_hash"),
+        attributes: DeviceAttributes {
+            fetches_messages: row.get("fetches_messages"),
+            registration_id,
+            name: row.get("name"),
+            capabilities,
+        },
+        created_ms: row.get("created_ms"),
+        last_seen_day_ms: row.get("last_seen_day_ms"),
+    })
+}
+
+fn access_key_from(bytes: Option<Vec<u8>>) -> StorageResult<Option<AccessKey>> {
+    bytes
+        .map(|b| AccessKey::parse("unidentified_access_key", &b))
+        .transpose()
+        .map_err(|e| corrupt("access key", e))
+}
+
+fn signed_key_parts(row: &Row) -> StorageResult<(u32, Vec<u8>, Signature)> {
+    let key_id = row.get::<_, i32>("key_id");
+    let signature = Signature::parse("signature", row.get::<_, &[u8]>("signature"))
+        .map_err(|e| corrupt("signature", e))?;
+    Ok((key_id as u32, row.get("public_key"), signature))
+}
+
+impl PgStore {
+    async fn signed_key_row(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        kind: &str,
+    ) -> StorageResult<Option<Row>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT key_id, public_key, signature FROM signed_pre_keys \
+                 WHERE aci = $1 AND device_id = $2 AND kind = $3",
+            )
+            .await
+            .map_err(pg_error)?;
+        client
+            .query_opt(&stmt, &[&aci.uuid(), &i16::from(id.get()), &kind])
+            .await
+            .map_err(pg_error)
+    }
+}
+
+#[async_trait]
+impl AccountStore for PgStore {
+    async fn create(&self, new: &NewAccount) -> StorageResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let aci = new.account.aci.uuid();
+        tx.execute(
+            "INSERT INTO accounts (aci, identity_key, unidentified_access_key, \
+             unrestricted_unidentified_access) VALUES ($1, $2, $3, $4)",
+            &[
+                &aci,
+                &new.account.identity_key.as_bytes(),
+                &new.account
+                    .access
+                    .unidentified_access_key
+                    .as_ref()
+                    .map(|k| &k.as_bytes()[..]),
+                &new.account.access.unrestricted_unidentified_access,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        let device = &new.primary;
+        let attrs = &device.attributes;
+        let capabilities = serde_json::to_value(&attrs.capabilities)
+            .map_err(|e| crate::storage::StorageError::Backend(e.into()))?;
+        tx.execute(
+            "INSERT INTO devices (aci, device_id, password_hash, registration_id, name, \
+             fetches_messages, capabilities, created_ms, last_seen_day_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &aci,
+                &i16::from(device.id.get()),
+                &device.password_hash,
+                &i32::from(attrs.registration_id.get()),
+                &attrs.name,
+                &attrs.fetches_messages,
+                &capabilities,
+                &device.created_ms,
+                &device.last_seen_day_ms,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        let insert_key = "INSERT INTO signed_pre_keys (aci, device_id, kind, key_id, public_key, signature) \
+                          VALUES ($1, $2, $3, $4, $5, $6)";
+        let ec = &new.signed_pre_key;
+        tx.execute(
+            insert_key,
+            &[
+                &aci,
+                &i16::from(device.id.get()),
+                &KIND_EC_SIGNED,
+                &(ec.key_id as i32),
+                &ec.public_key.as_bytes(),
+                &ec.signature.as_bytes(),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        let kem = &new.pq_last_resort_pre_key;
+        tx.execute(
+            insert_key,
+            &[
+                &aci,
+                &i16::from(device.id.get()),
+                &KIND_KEM_LAST_RESORT,
+                &(kem.key_id as i32),
+                &kem.public_key.as_bytes(),
+                &kem.signature.as_bytes(),
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)
+    }
+
+    async fn account(&self, aci: Aci) -> StorageResult<Option<Account>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT identity_key, unidentified_access_key, unrestricted_unidentified_access \
+                 FROM accounts WHERE aci = $1",
+            )
+            .await
+            .map_err(pg_error)?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&aci.uuid()])
+            .await
+            .map_err(pg_error)?
+        else {
+            return Ok(None);
+        };
+        let identity_key = EcPublicKey::parse("identity_key", row.get::<_, &[u8]>("identity_key"))
+            .map_err(|e| corrupt("identity key", e))?;
+        Ok(Some(Account {
+            aci,
+            identity_key,
+            access: AccessSettings {
+                unidentified_access_key: access_key_from(row.get("unidentified_access_key"))?,
+                unrestricted_unidentified_access: row.get("unrestricted_unidentified_access"),
+            },
+        }))
+    }
+
+    async fn device(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<Device>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT device_id, password_hash, registration_id, name, fetches_messages, \
+                 capabilities, created_ms, last_seen_day_ms \
+                 FROM devices WHERE aci = $1 AND device_id = $2",
+            )
+            .await
+            .map_err(pg_error)?;
+        client
+            .query_opt(&stmt, &[&aci.uuid(), &i16::from(id.get())])
+            .await
+            .map_err(pg_error)?
+            .map(|row| device_from_row(aci, &row))
+            .transpose()
+    }
+
+    async fn update_attributes(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        attributes: &DeviceAttributes,
+        access: Option<&AccessSettings>,
+    ) -> StorageResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let capabilities = serde_json::to_value(&attributes.capabilities)
+            .map_err(|e| crate::storage::StorageError::Backend(e.into()))?;
+        let updated = tx
+            .execute(
+                "UPDATE devices SET registration_id = $3, name = $4, fetches_messages = $5, \
+                 capabilities = $6 WHERE aci = $1 AND device_id = $2",
+                &[
+                    &aci.uuid(),
+                    &i16::from(id.get()),
+                    &i32::from(attributes.registration_id.get()),
+                    &attributes.name,
+                    &attributes.fetches_messages,
+                    &capabilities,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        if updated == 0 {
+            return Ok(false);
+        }
+        if let Some(access) = access {
+            tx.execute(
+                "UPDATE accounts SET unidentified_access_key = $2, \
+                 unrestricted_unidentified_access = $3 WHERE aci = $1",
+                &[
+                    &aci.uuid(),
+                    &access
+                        .unidentified_access_key
+                        .as_ref()
+                        .map(|k| &k.as_bytes()[..]),
+                    &access.unrestricted_unidentified_access,
+                ],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(true)
+    }
+
+    async fn delete(&self, aci: Aci) -> StorageResult<bool> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute("DELETE FROM accounts WHERE aci = $1", &[&aci.uuid()])
+            .await
+            .map_err(pg_error)?;
+        Ok(deleted > 0)
+    }
+}
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn signed_pre_key(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+    ) -> StorageResult<Option<SignedEcPreKey>> {
+        let Some(row) = self.signed_key_row(aci, id, KIND_EC_SIGNED).await? else {
+            return Ok(None);
+        };
+        let (key_id, public_key, signature) = signed_key_parts(&row)?;
+        Ok(Some(SignedPreKey {
+            key_id,
+            public_key: EcPublicKey::parse("public_key", &public_key)
+                .map_err(|e| corrupt("signed prekey", e))?,
+            signature,
+        }))
+    }
+
+    async fn pq_last_resort_pre_key(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+    ) -> StorageResult<Option<KemSignedPreKey>> {
+        let Some(row) = self.signed_key_row(aci, id, KIND_KEM_LAST_RESORT).await? else {
+            return Ok(None);
+        };
+        let (key_id, public_key, signature) = signed_key_parts(&row)?;
+        Ok(Some(SignedPreKey {
+            key_id,
+            public_key: KemPublicKey::parse("public_key", public_key)
+                .map_err(|e| corrupt("last-resort key", e))?,
+            signature,
+        }))
+    }
+}

@@ -1,0 +1,66 @@
+//! Redis backends: rate-limit buckets now; per-device queues and pub/sub come with the
+//! messaging issue. Every key starts with the configured prefix, so several deployments (or
+//! test runs) can share one Redis. One `ConnectionManager` multiplexes all commands and
+//! reconnects by itself.
+
+mod rate_limits;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::storage::{Probe, StorageError, StorageResult};
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisStore {
+    /// Creates the connection manager without connecting: the server may start before
+    /// Redis answers, and readiness says so until it does.
+    pub fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// `prefix` + `rest`: the only way keys are built.
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+}
+
+fn redis_error(e: redis::RedisError) -> StorageError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StorageError::Unavailable(e.into())
+    } else {
+        StorageError::Backend(e.into())
+    }
+}
+
+#[async_trait]
+impl Probe for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> StorageResult<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+}
