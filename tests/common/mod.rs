@@ -1,0 +1,254 @@
+//! Test harness: the real application on port 0, either embedded or against a freshly
+//! created Postgres database and a fresh Redis key prefix, both removed afterwards.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use sealpost::client::Client;
+use sealpost::config::{Config, SecretUrl, StoreConfig};
+use sealpost::startup::Application;
+use uuid::Uuid;
+
+pub fn database_admin_url() -> String {
+    std::env::var("SEALPOST_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("SEALPOST_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Which stores a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    External,
+}
+
+/// A database created for one test and dropped (with its connections) when this drops.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("sealpost_test_{}", Uuid::new_v4().simple());
+        let (client, connection) =
+            tokio_postgres::connect(&database_admin_url(), tokio_postgres::NoTls)
+                .await
+                .expect(
+                    "the test Postgres answers (see README: run the tests through scripts/test)",
+                );
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        let base = database_admin_url();
+        let cut = base.rfind('/').expect("database URL has a path");
+        let url = format!("{}/{name}", &base[..cut]);
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any async context we could await in: use a thread with its own
+        // small runtime, and wait for it so the database is gone when the test ends.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&database_admin_url(), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A Redis key prefix for one test; its keys are deleted when this drops.
+pub struct TestRedis {
+    pub prefix: String,
+}
+
+impl TestRedis {
+    pub fn new() -> Self {
+        Self {
+            prefix: format!("sealpost-test:{}:", Uuid::new_v4().simple()),
+        }
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(redis_url()).expect("redis url");
+        let mut conn = client.get_connection().expect("the test Redis answers");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .expect("KEYS");
+        keys
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        if let Ok(client) = redis::Client::open(redis_url()) {
+            if let Ok(mut conn) = client.get_connection() {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{}*", self.prefix))
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+                }
+            }
+        }
+    }
+}
+
+/// The stores one test (and every server it starts) shares.
+pub struct TestStores {
+    pub db: Option<TestDatabase>,
+    pub redis: Option<TestRedis>,
+}
+
+impl TestStores {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Embedded => Self {
+                db: None,
+                redis: None,
+            },
+            Backend::External => Self {
+                db: Some(TestDatabase::create().await),
+                redis: Some(TestRedis::new()),
+            },
+        }
+    }
+
+    pub fn store_config(&self) -> StoreConfig {
+        match (&self.db, &self.redis) {
+            (Some(db), Some(redis)) => StoreConfig::External {
+                database_url: SecretUrl::new(db.url.clone()),
+                database_pool_size: 4,
+                redis_url: SecretUrl::new(redis_url()),
+                redis_key_prefix: redis.prefix.clone(),
+            },
+            _ => StoreConfig::Embedded,
+        }
+    }
+
+    /// A configuration on ephemeral ports against these stores.
+    pub fn config(&self) -> Config {
+        let mut config = Config::embedded_for_tests();
+        config.stores = self.store_config();
+        config.workers = Some(1);
+        config
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    pub address: String,
+    pub admin_address: String,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn start(config: Config) -> Self {
+        let app = Application::build(config)
+            .await
+            .expect("the application builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            client: Client::new(&address),
+            address,
+            admin_address,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the server stops in time")
+                .expect("the server task does not panic")
+                .expect("the server stops cleanly");
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin_address))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of the sample `name{labels}` (labels as rendered), or 0 when absent.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// Starts one server on fresh stores of `backend`.
+pub async fn spawn_app(backend: Backend) -> (TestApp, TestStores) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config()).await;
+    (app, stores)
+}
+
+/// Defines `mod embedded` and `mod external` running each named async test function
+/// (taking a `Backend`) on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Embedded).await
+                }
+            )+
+        }
+        mod external {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::External).await
+                }
+            )+
+        }
+    };
+}
