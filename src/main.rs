@@ -25,11 +25,17 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Print a `POST /v1/registration` body with fresh keys and valid signatures, for
+    /// trying the API with curl (the private keys are thrown away).
+    ExampleRegistration,
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ExampleRegistration = cli.command {
+        return example_registration();
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -41,6 +47,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
+        Command::ExampleRegistration => unreachable!("handled before loading the configuration"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -70,6 +77,21 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let applied = store.migrate().await?;
     tracing::info!(applied, "migrations applied");
     Ok(())
+}
+
+fn example_registration() -> ExitCode {
+    let keys = sealpost::client::AccountKeys::generate();
+    let body = keys.registration_request(sealpost::client::default_attributes());
+    match serde_json::to_string_pretty(&body) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sealpost: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

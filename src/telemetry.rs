@@ -1,5 +1,5 @@
 //! Logging setup: human-readable text or JSON lines, filtered by `SEALPOST_LOG` (default
-//! `info`). Nothing sealpost logs carries message contents, keys, passwords or tokens.
+//! `info`), written to stderr. Nothing sealpost logs carries message contents, keys, passwords or tokens.
 
 use tracing_subscriber::EnvFilter;
 
@@ -7,7 +7,9 @@ use crate::config::LogFormat;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_env("SEALPOST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

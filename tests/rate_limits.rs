@@ -6,7 +6,7 @@ mod common;
 
 use common::{Backend, TestApp, TestStores};
 use reqwest::StatusCode;
-use sealpost::client::{basic_auth, random_password, ClientError};
+use sealpost::client::{ClientError, basic_auth, random_password};
 use sealpost::limits::{BucketSpec, Limit};
 
 fn tight(stores: &TestStores, limit: Limit, bucket_size: u64) -> sealpost::config::Config {
@@ -45,11 +45,17 @@ async fn registration_is_limited_per_client_address(backend: Backend) {
     let app = TestApp::start(tight(&stores, Limit::Registration, 2)).await;
     app.client.register_new().await.unwrap();
     app.client.register_new().await.unwrap();
-    let err = app.client.register_new().await.err().expect("the third is refused");
+    let err = app
+        .client
+        .register_new()
+        .await
+        .err()
+        .expect("the third is refused");
     let wait = retry_after(&err);
     assert!((1..=60).contains(&wait), "{wait}");
     assert_eq!(
-        app.metric("sealpost_ratelimit_hits_total{limit=\"registration\"}").await,
+        app.metric("sealpost_ratelimit_hits_total{limit=\"registration\"}")
+            .await,
         1.0
     );
     app.stop().await;
@@ -68,11 +74,14 @@ async fn repeated_authentication_failures_get_429_before_any_more_argon2(backend
     }
     let err = app.client.whoami(&wrong).await.unwrap_err();
     retry_after(&err);
-    let verifications = app.metric("sealpost_auth_password_verifications_total").await;
+    let verifications = app
+        .metric("sealpost_auth_password_verifications_total")
+        .await;
     let err = app.client.whoami(&wrong).await.unwrap_err();
     retry_after(&err);
     assert_eq!(
-        app.metric("sealpost_auth_password_verifications_total").await,
+        app.metric("sealpost_auth_password_verifications_total")
+            .await,
         verifications,
         "an exhausted client costs no argon2"
     );
@@ -107,7 +116,10 @@ async fn forwarded_addresses_are_separate_buckets_only_when_trusted(backend: Bac
         async move { request.send().await.unwrap().status() }
     };
     assert_eq!(status_from("192.0.2.1").await, StatusCode::UNAUTHORIZED);
-    assert_eq!(status_from("192.0.2.1").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        status_from("192.0.2.1").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(status_from("192.0.2.2").await, StatusCode::UNAUTHORIZED);
     app.stop().await;
 
@@ -144,9 +156,19 @@ async fn two_servers_on_one_redis_share_the_registration_bucket() {
     let b = TestApp::start(tight(&stores, Limit::Registration, 2)).await;
     a.client.register_new().await.unwrap();
     b.client.register_new().await.unwrap();
-    let err = a.client.register_new().await.err().expect("the bucket is shared");
+    let err = a
+        .client
+        .register_new()
+        .await
+        .err()
+        .expect("the bucket is shared");
     retry_after(&err);
-    let err = b.client.register_new().await.err().expect("the bucket is shared");
+    let err = b
+        .client
+        .register_new()
+        .await
+        .err()
+        .expect("the bucket is shared");
     retry_after(&err);
     a.stop().await;
     b.stop().await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Backend, TestStores};
 use sealpost::client::AccountKeys;
 use sealpost::domain::accounts::{
-    day_of, AccessKey, AccessSettings, Account, Device, DeviceAttributes, NewAccount,
+    AccessKey, AccessSettings, Account, Device, DeviceAttributes, NewAccount, day_of,
 };
 use sealpost::domain::ids::{Aci, DeviceId, RegistrationId};
 use sealpost::domain::keys::EcPublicKey;
@@ -20,7 +20,9 @@ use sealpost::storage::{BucketDecision, Stores};
 
 async fn stores(backend: Backend) -> (Stores, TestStores) {
     let test = TestStores::new(backend).await;
-    let stores = connect_stores(&test.store_config()).await.expect("stores connect");
+    let stores = connect_stores(&test.store_config())
+        .await
+        .expect("stores connect");
     (stores, test)
 }
 
@@ -41,7 +43,8 @@ fn new_account() -> NewAccount {
         primary: Device {
             aci,
             id: DeviceId::PRIMARY,
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+                .into(),
             attributes: DeviceAttributes {
                 fetches_messages: true,
                 registration_id: RegistrationId::new(77).unwrap(),
@@ -63,17 +66,32 @@ async fn a_created_account_reads_back_exactly(backend: Backend) {
     let new = new_account();
     stores.accounts.create(&new).await.unwrap();
     let aci = new.account.aci;
-    assert_eq!(stores.accounts.account(aci).await.unwrap(), Some(new.account.clone()));
     assert_eq!(
-        stores.accounts.device(aci, DeviceId::PRIMARY).await.unwrap(),
+        stores.accounts.account(aci).await.unwrap(),
+        Some(new.account.clone())
+    );
+    assert_eq!(
+        stores
+            .accounts
+            .device(aci, DeviceId::PRIMARY)
+            .await
+            .unwrap(),
         Some(new.primary.clone())
     );
     assert_eq!(
-        stores.keys.signed_pre_key(aci, DeviceId::PRIMARY).await.unwrap(),
+        stores
+            .keys
+            .signed_pre_key(aci, DeviceId::PRIMARY)
+            .await
+            .unwrap(),
         Some(new.signed_pre_key.clone())
     );
     assert_eq!(
-        stores.keys.pq_last_resort_pre_key(aci, DeviceId::PRIMARY).await.unwrap(),
+        stores
+            .keys
+            .pq_last_resort_pre_key(aci, DeviceId::PRIMARY)
+            .await
+            .unwrap(),
         Some(new.pq_last_resort_pre_key.clone())
     );
 }
@@ -84,9 +102,30 @@ async fn unknown_accounts_and_devices_are_none_not_errors(backend: Backend) {
     stores.accounts.create(&new).await.unwrap();
     let other = DeviceId::new(2).unwrap();
     assert_eq!(stores.accounts.account(Aci::random()).await.unwrap(), None);
-    assert_eq!(stores.accounts.device(Aci::random(), DeviceId::PRIMARY).await.unwrap(), None);
-    assert_eq!(stores.accounts.device(new.account.aci, other).await.unwrap(), None);
-    assert_eq!(stores.keys.signed_pre_key(new.account.aci, other).await.unwrap(), None);
+    assert_eq!(
+        stores
+            .accounts
+            .device(Aci::random(), DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stores
+            .accounts
+            .device(new.account.aci, other)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stores
+            .keys
+            .signed_pre_key(new.account.aci, other)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(!stores.accounts.delete(Aci::random()).await.unwrap());
 }
 
@@ -101,21 +140,56 @@ async fn attributes_replace_the_device_and_optionally_the_access_settings(backen
         name: None,
         capabilities: Default::default(),
     };
-    assert!(stores.accounts.update_attributes(aci, DeviceId::PRIMARY, &attributes, None).await.unwrap());
-    let device = stores.accounts.device(aci, DeviceId::PRIMARY).await.unwrap().unwrap();
+    assert!(
+        stores
+            .accounts
+            .update_attributes(aci, DeviceId::PRIMARY, &attributes, None)
+            .await
+            .unwrap()
+    );
+    let device = stores
+        .accounts
+        .device(aci, DeviceId::PRIMARY)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(device.attributes, attributes);
     assert_eq!(device.password_hash, new.primary.password_hash);
-    assert_eq!(stores.accounts.account(aci).await.unwrap().unwrap().access, new.account.access);
+    assert_eq!(
+        stores.accounts.account(aci).await.unwrap().unwrap().access,
+        new.account.access
+    );
 
     let access = AccessSettings {
         unidentified_access_key: None,
         unrestricted_unidentified_access: true,
     };
-    assert!(stores.accounts.update_attributes(aci, DeviceId::PRIMARY, &attributes, Some(&access)).await.unwrap());
-    assert_eq!(stores.accounts.account(aci).await.unwrap().unwrap().access, access);
+    assert!(
+        stores
+            .accounts
+            .update_attributes(aci, DeviceId::PRIMARY, &attributes, Some(&access))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        stores.accounts.account(aci).await.unwrap().unwrap().access,
+        access
+    );
 
-    assert!(!stores.accounts.update_attributes(aci, DeviceId::new(3).unwrap(), &attributes, Some(&access)).await.unwrap());
-    assert!(!stores.accounts.update_attributes(Aci::random(), DeviceId::PRIMARY, &attributes, None).await.unwrap());
+    assert!(
+        !stores
+            .accounts
+            .update_attributes(aci, DeviceId::new(3).unwrap(), &attributes, Some(&access))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !stores
+            .accounts
+            .update_attributes(Aci::random(), DeviceId::PRIMARY, &attributes, None)
+            .await
+            .unwrap()
+    );
 }
 
 async fn deleting_an_account_removes_its_devices_and_keys(backend: Backend) {
@@ -127,11 +201,39 @@ async fn deleting_an_account_removes_its_devices_and_keys(backend: Backend) {
     let aci = new.account.aci;
     assert!(stores.accounts.delete(aci).await.unwrap());
     assert_eq!(stores.accounts.account(aci).await.unwrap(), None);
-    assert_eq!(stores.accounts.device(aci, DeviceId::PRIMARY).await.unwrap(), None);
-    assert_eq!(stores.keys.signed_pre_key(aci, DeviceId::PRIMARY).await.unwrap(), None);
-    assert_eq!(stores.keys.pq_last_resort_pre_key(aci, DeviceId::PRIMARY).await.unwrap(), None);
+    assert_eq!(
+        stores
+            .accounts
+            .device(aci, DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stores
+            .keys
+            .signed_pre_key(aci, DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stores
+            .keys
+            .pq_last_resort_pre_key(aci, DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        None
+    );
     assert!(!stores.accounts.delete(aci).await.unwrap());
-    assert!(stores.accounts.account(keep.account.aci).await.unwrap().is_some());
+    assert!(
+        stores
+            .accounts
+            .account(keep.account.aci)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 async fn an_aci_collision_fails_and_keeps_the_first_account(backend: Backend) {
@@ -142,56 +244,132 @@ async fn an_aci_collision_fails_and_keeps_the_first_account(backend: Backend) {
     second.account.aci = first.account.aci;
     second.primary.aci = first.account.aci;
     assert!(stores.accounts.create(&second).await.is_err());
-    assert_eq!(stores.accounts.account(first.account.aci).await.unwrap(), Some(first.account.clone()));
     assert_eq!(
-        stores.keys.signed_pre_key(first.account.aci, DeviceId::PRIMARY).await.unwrap(),
+        stores.accounts.account(first.account.aci).await.unwrap(),
+        Some(first.account.clone())
+    );
+    assert_eq!(
+        stores
+            .keys
+            .signed_pre_key(first.account.aci, DeviceId::PRIMARY)
+            .await
+            .unwrap(),
         Some(first.signed_pre_key.clone())
     );
 }
 
 async fn a_token_bucket_allows_its_size_then_refuses_then_refills(backend: Backend) {
     let (stores, _test) = stores(backend).await;
-    let spec = BucketSpec { bucket_size: 3, permit_period_ms: 200.0 };
+    let spec = BucketSpec {
+        bucket_size: 3,
+        permit_period_ms: 200.0,
+    };
     for _ in 0..3 {
-        assert_eq!(stores.rate_limits.take("t:a", spec, 1, true).await.unwrap(), BucketDecision::Allowed);
+        assert_eq!(
+            stores.rate_limits.take("t:a", spec, 1, true).await.unwrap(),
+            BucketDecision::Allowed
+        );
     }
     match stores.rate_limits.take("t:a", spec, 1, true).await.unwrap() {
         BucketDecision::Denied { retry_after } => {
-            assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_millis(200), "{retry_after:?}");
+            assert!(
+                retry_after > Duration::ZERO && retry_after <= Duration::from_millis(200),
+                "{retry_after:?}"
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Another key has its own bucket.
-    assert_eq!(stores.rate_limits.take("t:b", spec, 1, true).await.unwrap(), BucketDecision::Allowed);
+    assert_eq!(
+        stores.rate_limits.take("t:b", spec, 1, true).await.unwrap(),
+        BucketDecision::Allowed
+    );
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(stores.rate_limits.take("t:a", spec, 1, true).await.unwrap(), BucketDecision::Allowed);
-    assert!(matches!(stores.rate_limits.take("t:a", spec, 1, true).await.unwrap(), BucketDecision::Denied { .. }));
+    assert_eq!(
+        stores.rate_limits.take("t:a", spec, 1, true).await.unwrap(),
+        BucketDecision::Allowed
+    );
+    assert!(matches!(
+        stores.rate_limits.take("t:a", spec, 1, true).await.unwrap(),
+        BucketDecision::Denied { .. }
+    ));
 }
 
 async fn checking_a_bucket_without_consuming_takes_nothing(backend: Backend) {
     let (stores, _test) = stores(backend).await;
-    let spec = BucketSpec { bucket_size: 2, permit_period_ms: 60_000.0 };
+    let spec = BucketSpec {
+        bucket_size: 2,
+        permit_period_ms: 60_000.0,
+    };
     for _ in 0..10 {
-        assert_eq!(stores.rate_limits.take("t:peek", spec, 1, false).await.unwrap(), BucketDecision::Allowed);
+        assert_eq!(
+            stores
+                .rate_limits
+                .take("t:peek", spec, 1, false)
+                .await
+                .unwrap(),
+            BucketDecision::Allowed
+        );
     }
-    assert_eq!(stores.rate_limits.take("t:peek", spec, 2, true).await.unwrap(), BucketDecision::Allowed);
-    assert!(matches!(stores.rate_limits.take("t:peek", spec, 1, false).await.unwrap(), BucketDecision::Denied { .. }));
+    assert_eq!(
+        stores
+            .rate_limits
+            .take("t:peek", spec, 2, true)
+            .await
+            .unwrap(),
+        BucketDecision::Allowed
+    );
+    assert!(matches!(
+        stores
+            .rate_limits
+            .take("t:peek", spec, 1, false)
+            .await
+            .unwrap(),
+        BucketDecision::Denied { .. }
+    ));
 }
 
 async fn many_permits_are_taken_at_once_or_not_at_all(backend: Backend) {
     let (stores, _test) = stores(backend).await;
-    let spec = BucketSpec { bucket_size: 1000, permit_period_ms: 60_000.0 };
-    assert_eq!(stores.rate_limits.take("t:bytes", spec, 600, true).await.unwrap(), BucketDecision::Allowed);
-    match stores.rate_limits.take("t:bytes", spec, 600, true).await.unwrap() {
-        BucketDecision::Denied { retry_after } => assert!(retry_after >= Duration::from_secs(60 * 199)),
+    let spec = BucketSpec {
+        bucket_size: 1000,
+        permit_period_ms: 60_000.0,
+    };
+    assert_eq!(
+        stores
+            .rate_limits
+            .take("t:bytes", spec, 600, true)
+            .await
+            .unwrap(),
+        BucketDecision::Allowed
+    );
+    match stores
+        .rate_limits
+        .take("t:bytes", spec, 600, true)
+        .await
+        .unwrap()
+    {
+        BucketDecision::Denied { retry_after } => {
+            assert!(retry_after >= Duration::from_secs(60 * 199))
+        }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(stores.rate_limits.take("t:bytes", spec, 400, true).await.unwrap(), BucketDecision::Allowed);
+    assert_eq!(
+        stores
+            .rate_limits
+            .take("t:bytes", spec, 400, true)
+            .await
+            .unwrap(),
+        BucketDecision::Allowed
+    );
 }
 
 async fn concurrent_takes_never_hand_out_more_than_the_bucket(backend: Backend) {
     let (stores, _test) = stores(backend).await;
-    let spec = BucketSpec { bucket_size: 25, permit_period_ms: 3_600_000.0 };
+    let spec = BucketSpec {
+        bucket_size: 25,
+        permit_period_ms: 3_600_000.0,
+    };
     let limiter = stores.rate_limits.clone();
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -211,9 +389,15 @@ async fn concurrent_takes_never_hand_out_more_than_the_bucket(backend: Backend) 
 async fn readiness_probes_answer_when_the_stores_do(backend: Backend) {
     let (stores, _test) = stores(backend).await;
     for probe in &stores.probes {
-        probe.ping().await.unwrap_or_else(|e| panic!("{} does not answer: {e}", probe.name()));
+        probe
+            .ping()
+            .await
+            .unwrap_or_else(|e| panic!("{} does not answer: {e}", probe.name()));
     }
-    assert_eq!(stores.probes.len(), if backend == Backend::External { 2 } else { 0 });
+    assert_eq!(
+        stores.probes.len(),
+        if backend == Backend::External { 2 } else { 0 }
+    );
 }
 
 on_both_backends!(
@@ -232,8 +416,15 @@ on_both_backends!(
 #[tokio::test]
 async fn the_redis_bucket_lives_under_the_configured_prefix() {
     let (stores, test) = stores(Backend::External).await;
-    let spec = BucketSpec { bucket_size: 1, permit_period_ms: 1000.0 };
-    stores.rate_limits.take("registration:127.0.0.1", spec, 1, true).await.unwrap();
+    let spec = BucketSpec {
+        bucket_size: 1,
+        permit_period_ms: 1000.0,
+    };
+    stores
+        .rate_limits
+        .take("registration:127.0.0.1", spec, 1, true)
+        .await
+        .unwrap();
     let prefix = &test.redis.as_ref().unwrap().prefix;
     assert_eq!(
         test.redis.as_ref().unwrap().keys(),
@@ -248,6 +439,10 @@ async fn postgres_migrations_are_idempotent_and_safe_to_run_concurrently() {
     let a = sealpost::storage::postgres::PgStore::connect(url, 2).unwrap();
     let b = sealpost::storage::postgres::PgStore::connect(url, 2).unwrap();
     let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
-    assert_eq!(ra.unwrap() + rb.unwrap(), 1, "exactly one process applies the migration");
+    assert_eq!(
+        ra.unwrap() + rb.unwrap(),
+        1,
+        "exactly one process applies the migration"
+    );
     assert_eq!(a.migrate().await.unwrap(), 0);
 }

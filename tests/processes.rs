@@ -1,0 +1,324 @@
+//! The real `sealpost` binary as operators run it: configuration errors, persistence across
+//! a restart, two processes on the same stores, readiness, and SIGTERM.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestStores, redis_url};
+use reqwest::StatusCode;
+use sealpost::client::Client;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    client: Client,
+    admin: String,
+}
+
+impl Server {
+    fn command(env: &[(&str, String)]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sealpost"));
+        command
+            .arg("serve")
+            .env_remove("SEALPOST_DATABASE_URL")
+            .env_remove("SEALPOST_REDIS_URL")
+            .env("SEALPOST_WORKERS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    async fn start(env: &[(&str, String)]) -> Self {
+        let (port, admin_port) = (free_port(), free_port());
+        let mut env = env.to_vec();
+        env.push(("SEALPOST_LISTEN", format!("127.0.0.1:{port}")));
+        env.push(("SEALPOST_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}")));
+        let child = Self::command(&env).spawn().expect("the binary starts");
+        let server = Self {
+            child,
+            client: Client::new(&format!("http://127.0.0.1:{port}")),
+            admin: format!("http://127.0.0.1:{admin_port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/health/live", server.admin)).await {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            assert!(Instant::now() < deadline, "the server did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn ready_status(&self) -> (StatusCode, serde_json::Value) {
+        let r = reqwest::get(format!("{}/health/ready", self.admin))
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap())
+    }
+
+    /// Sends SIGTERM and returns the exit code and everything written to stderr.
+    fn terminate(mut self) -> (Option<i32>, String) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut log = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        (exit.code(), log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn external_env(stores: &TestStores) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "SEALPOST_DATABASE_URL",
+            stores.db.as_ref().unwrap().url.clone(),
+        ),
+        ("SEALPOST_REDIS_URL", redis_url()),
+        (
+            "SEALPOST_REDIS_KEY_PREFIX",
+            stores.redis.as_ref().unwrap().prefix.clone(),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn accounts_survive_a_restart_and_sigterm_exits_cleanly() {
+    let stores = TestStores::new(Backend::External).await;
+    let server = Server::start(&external_env(&stores)).await;
+    assert_eq!(server.ready_status().await.0, StatusCode::OK);
+    let (credentials, _) = server.client.register_new().await.unwrap();
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(
+        !log.contains(&credentials.password),
+        "the log never shows a password"
+    );
+
+    let server = Server::start(&external_env(&stores)).await;
+    let me = server.client.whoami(&credentials).await.unwrap();
+    assert_eq!(me.uuid, credentials.aci);
+    assert_eq!(server.terminate().0, Some(0));
+}
+
+#[tokio::test]
+async fn two_processes_on_the_same_stores_authenticate_the_same_device() {
+    let stores = TestStores::new(Backend::External).await;
+    let a = Server::start(&external_env(&stores)).await;
+    let b = Server::start(&external_env(&stores)).await;
+    let (credentials, _) = a.client.register_new().await.unwrap();
+    assert_eq!(
+        b.client.whoami(&credentials).await.unwrap().uuid,
+        credentials.aci
+    );
+    assert_eq!(
+        a.client.whoami(&credentials).await.unwrap().uuid,
+        credentials.aci
+    );
+
+    // Deleting through one process is seen at once by the other, cache or not.
+    b.client.delete_account(&credentials).await.unwrap();
+    assert_eq!(
+        a.client.whoami(&credentials).await.unwrap_err().status(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(a.terminate().0, Some(0));
+    assert_eq!(b.terminate().0, Some(0));
+}
+
+#[tokio::test]
+async fn a_password_changed_elsewhere_invalidates_the_cached_credential() {
+    let stores = TestStores::new(Backend::External).await;
+    let server = Server::start(&external_env(&stores)).await;
+    let (credentials, _) = server.client.register_new().await.unwrap();
+    server.client.whoami(&credentials).await.unwrap(); // now cached
+
+    // Another pod changes the password (as linking or re-registration will).
+    let new_password = sealpost::client::random_password();
+    let hash = sealpost::auth::password::hash(&new_password).unwrap();
+    let (db, connection) =
+        tokio_postgres::connect(&stores.db.as_ref().unwrap().url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    db.execute(
+        "UPDATE devices SET password_hash = $1 WHERE aci = $2",
+        &[&hash, &credentials.aci.uuid()],
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(
+        server
+            .client
+            .whoami(&credentials)
+            .await
+            .unwrap_err()
+            .status(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    let mut updated = credentials.clone();
+    updated.password = new_password;
+    server.client.whoami(&updated).await.unwrap();
+    server.terminate();
+}
+
+#[tokio::test]
+async fn readiness_is_503_while_a_store_does_not_answer() {
+    let stores = TestStores::new(Backend::External).await;
+    let mut env = external_env(&stores);
+    env[1].1 = format!("redis://127.0.0.1:{}", free_port()); // nothing listens there
+    let server = Server::start(&env).await;
+    let (status, body) = server.ready_status().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["stores"]["redis"], "down");
+    assert_eq!(body["stores"]["postgres"], "up");
+    let live = reqwest::get(format!("{}/health/live", server.admin))
+        .await
+        .unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let metrics = reqwest::get(format!("{}/metrics", server.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sealpost_store_up{store=\"redis\"} 0"),
+        "{metrics}"
+    );
+    // A request that needs Redis (the registration limit) fails as 503, not as a crash.
+    let err = server
+        .client
+        .register_new()
+        .await
+        .err()
+        .expect("Redis is down");
+    assert_eq!(err.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+    assert_eq!(server.terminate().0, Some(0));
+}
+
+#[tokio::test]
+async fn the_embedded_mode_serves_and_warns_loudly_that_nothing_persists() {
+    let server = Server::start(&[]).await;
+    let (status, _) = server.ready_status().await;
+    assert_eq!(status, StatusCode::OK);
+    let (credentials, _) = server.client.register_new().await.unwrap();
+    server.client.whoami(&credentials).await.unwrap();
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0));
+    assert!(log.contains("NOTHING PERSISTS"), "{log}");
+}
+
+#[test]
+fn configuration_errors_refuse_to_start_with_a_clear_message() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("SEALPOST_DATABASE_URL", "postgres://x@127.0.0.1/y")],
+            "SEALPOST_REDIS_URL is not",
+        ),
+        (
+            &[("SEALPOST_REDIS_URL", "redis://127.0.0.1")],
+            "SEALPOST_DATABASE_URL is not",
+        ),
+        (
+            &[("SEALPOST_RATE_LIMITS", "sometimes")],
+            "SEALPOST_RATE_LIMITS",
+        ),
+        (&[("SEALPOST_LISTEN", "nowhere")], "not a socket address"),
+    ];
+    for (env, expected) in cases {
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let output = Server::command(&env).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{env:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+#[test]
+fn a_config_file_is_read_and_overridden_by_the_environment() {
+    let dir = std::env::temp_dir().join(format!("sealpost-cfg-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sealpost.toml");
+    std::fs::write(&file, "listen = \"not an address\"\n").unwrap();
+    let output = Server::command(&[])
+        .args(["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a socket address"));
+    std::fs::write(&file, "unknown_setting = 1\n").unwrap();
+    let output = Server::command(&[])
+        .args(["--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema_and_exits() {
+    let stores = TestStores::new(Backend::External).await;
+    let status = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .arg("migrate")
+        .envs(external_env(&stores))
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (db, connection) =
+        tokio_postgres::connect(&stores.db.as_ref().unwrap().url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let row = db
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'devices'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+}
