@@ -55,10 +55,10 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = reqwest::get(format!("{}/health/live", server.admin)).await {
-                if r.status().is_success() {
-                    return server;
-                }
+            if let Ok(r) = reqwest::get(format!("{}/health/live", server.admin)).await
+                && r.status().is_success()
+            {
+                return server;
             }
             assert!(Instant::now() < deadline, "the server did not come up");
             tokio::time::sleep(Duration::from_millis(50)).await;

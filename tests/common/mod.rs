@@ -102,16 +102,18 @@ impl TestRedis {
 
 impl Drop for TestRedis {
     fn drop(&mut self) {
-        if let Ok(client) = redis::Client::open(redis_url()) {
-            if let Ok(mut conn) = client.get_connection() {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}*", self.prefix))
-                    .query(&mut conn)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
-                }
-            }
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut conn);
         }
     }
 }
