@@ -231,6 +231,17 @@ async fn malformed_registrations_get_clear_400s(backend: Backend) {
     v["accountAttributes"]["name"] = json!(encode_base64(&[1u8; 226]));
     cases.push((v, "name must be at most 225 bytes"));
     let mut v = good.clone();
+    v["accountAttributes"]["capabilities"] = json!({"storage": "yes"});
+    cases.push((v, "invalid JSON"));
+    let mut v = good.clone();
+    v["accountAttributes"]["capabilities"] = serde_json::to_value(
+        (0..65)
+            .map(|i| (format!("c{i}"), true))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    )
+    .unwrap();
+    cases.push((v, "at most 64"));
+    let mut v = good.clone();
     v.as_object_mut().unwrap().remove("aciSignedPreKey");
     cases.push((v, "aciSignedPreKey"));
 
@@ -278,6 +289,19 @@ async fn malformed_registrations_get_clear_400s(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert!(error_body(response).await.message.contains("password"));
+    // Too large a body: 413 with the JSON error body.
+    let response = app
+        .client
+        .http()
+        .post(app.client.url("/v1/registration"))
+        .header("Authorization", basic_auth("", &password))
+        .header("Content-Type", "application/json")
+        .body(format!("{{\"pad\":\"{}\"}}", "x".repeat(300 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_body(response).await.code, 413);
     // No credentials at all.
     let response = app
         .client

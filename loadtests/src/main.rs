@@ -1,8 +1,9 @@
 //! sealpost's load generator. Each scenario drives a running sealpost over loopback, is
 //! bounded in time and count, and prints a JSON result and a Markdown row.
 //!
-//! Scenarios so far: `auth` (authenticated `GET /v1/accounts/whoami` against the same
-//! request without credentials). The messaging scenarios of BENCHMARKS.md come with the
+//! Scenarios so far: `auth` (authenticated `GET /v1/accounts/whoami` with a cached
+//! credential, the same request without credentials, and with a wrong password, which pays
+//! a full argon2 verification each time). The messaging scenarios of BENCHMARKS.md come with the
 //! messaging issues.
 
 use std::sync::Arc;
@@ -150,19 +151,47 @@ async fn auth(args: &Args) -> anyhow::Result<Vec<Phase>> {
             }
         }
     };
-    let mut phases = Vec::new();
-    for (name, phase) in [("authenticated", true), ("unauthenticated", false)] {
-        eprintln!("auth: warming up {name} for {}s", args.warmup);
-        if phase {
-            run_phase(name, args, args.warmup, authed.clone()).await?;
-            eprintln!("auth: measuring {name} for {}s", args.seconds);
-            phases.push(run_phase(name, args, args.seconds, authed.clone()).await?);
-        } else {
-            run_phase(name, args, args.warmup, anonymous.clone()).await?;
-            eprintln!("auth: measuring {name} for {}s", args.seconds);
-            phases.push(run_phase(name, args, args.seconds, anonymous.clone()).await?);
+    let wrong_password = {
+        let client = client.clone();
+        let mut wrong = (*credentials).clone();
+        wrong.password = sealpost::client::random_password();
+        let wrong = Arc::new(wrong);
+        move || {
+            let client = client.clone();
+            let wrong = wrong.clone();
+            async move {
+                client.whoami(&wrong).await.err().and_then(|e| e.status())
+                    == Some(reqwest::StatusCode::UNAUTHORIZED)
+            }
         }
-    }
+    };
+    let mut phases = Vec::new();
+    eprintln!("auth: warming up for {}s", args.warmup);
+    run_phase("authenticated", args, args.warmup, authed.clone()).await?;
+    eprintln!(
+        "auth: measuring authenticated (cached credential) for {}s",
+        args.seconds
+    );
+    phases.push(run_phase("authenticated", args, args.seconds, authed).await?);
+    run_phase("unauthenticated", args, args.warmup, anonymous.clone()).await?;
+    eprintln!(
+        "auth: measuring unauthenticated (401, no header) for {}s",
+        args.seconds
+    );
+    phases.push(run_phase("unauthenticated", args, args.seconds, anonymous).await?);
+    eprintln!(
+        "auth: measuring wrong password (full argon2 each) for {}s",
+        args.seconds
+    );
+    phases.push(
+        run_phase(
+            "wrong password (argon2)",
+            args,
+            args.seconds,
+            wrong_password,
+        )
+        .await?,
+    );
     Ok(phases)
 }
 
@@ -183,10 +212,11 @@ async fn main() -> anyhow::Result<()> {
             p.name, p.requests, p.errors, p.requests_per_second, p.p50_ms, p.p99_ms, p.p999_ms
         );
     }
-    if let [authed, anon] = &phases[..] {
+    if let [authed, anon, argon2] = &phases[..] {
         println!(
-            "\nauthenticated / unauthenticated = {:.2}",
-            authed.requests_per_second / anon.requests_per_second
+            "\nauthenticated / unauthenticated = {:.2}; authenticated / argon2-verified = {:.0}",
+            authed.requests_per_second / anon.requests_per_second,
+            authed.requests_per_second / argon2.requests_per_second
         );
     }
     Ok(())

@@ -55,7 +55,7 @@ impl TryFrom<AccountAttributesJson> for AccountAttributes {
                 fetches_messages: json.fetches_messages,
                 registration_id: RegistrationId::new(json.registration_id)?,
                 name: DeviceAttributes::check_name(name)?,
-                capabilities: json.capabilities,
+                capabilities: DeviceAttributes::check_capabilities(json.capabilities)?,
             },
             access: AccessSettings {
                 unidentified_access_key,

@@ -11,6 +11,9 @@ use super::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
 pub const MAX_DEVICES: usize = 6;
 /// Device names are encrypted by the client; we only bound their size.
 pub const MAX_DEVICE_NAME_BYTES: usize = 225;
+/// Bounds on the capability map a device may store.
+pub const MAX_CAPABILITIES: usize = 64;
+pub const MAX_CAPABILITY_NAME_CHARS: usize = 64;
 pub const MIN_PASSWORD_CHARS: usize = 16;
 pub const MAX_PASSWORD_CHARS: usize = 512;
 
@@ -91,6 +94,23 @@ impl DeviceAttributes {
             other => Ok(other),
         }
     }
+
+    pub fn check_capabilities(capabilities: Capabilities) -> Result<Capabilities, DomainError> {
+        if capabilities.len() > MAX_CAPABILITIES {
+            return Err(DomainError::invalid(format!(
+                "capabilities may name at most {MAX_CAPABILITIES} entries"
+            )));
+        }
+        if let Some(name) = capabilities
+            .keys()
+            .find(|n| n.is_empty() || n.chars().count() > MAX_CAPABILITY_NAME_CHARS)
+        {
+            return Err(DomainError::invalid(format!(
+                "capability name {name:?} must be 1 to {MAX_CAPABILITY_NAME_CHARS} characters"
+            )));
+        }
+        Ok(capabilities)
+    }
 }
 
 /// A stored account (without its devices).
@@ -158,6 +178,16 @@ mod tests {
     fn last_seen_is_truncated_to_the_day() {
         assert_eq!(day_of(86_400_000 * 3 + 5_000), 86_400_000 * 3);
         assert_eq!(day_of(86_400_000 * 3), 86_400_000 * 3);
+    }
+
+    #[test]
+    fn capability_maps_are_bounded() {
+        let many: Capabilities = (0..65).map(|i| (format!("c{i}"), true)).collect();
+        assert!(DeviceAttributes::check_capabilities(many).is_err());
+        let long: Capabilities = [("x".repeat(65), true)].into_iter().collect();
+        assert!(DeviceAttributes::check_capabilities(long).is_err());
+        let fine: Capabilities = [("storage".to_owned(), true)].into_iter().collect();
+        assert!(DeviceAttributes::check_capabilities(fine).is_ok());
     }
 
     #[test]
