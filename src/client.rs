@@ -6,7 +6,8 @@ use rand::RngCore;
 use reqwest::StatusCode;
 
 use crate::api::entities::{
-    AccountAttributesJson, ErrorJson, RegistrationRequestJson, RegistrationResponseJson,
+    AccountAttributesJson, CheckKeysRequestJson, ErrorJson, PreKeyCountJson, PreKeyJson,
+    PreKeyResponseJson, RegistrationRequestJson, RegistrationResponseJson, SetKeysRequestJson,
     SignedPreKeyJson, WhoAmIJson,
 };
 use crate::domain::encoding::encode_base64;
@@ -57,6 +58,13 @@ impl ClientError {
     }
 }
 
+/// How a key fetch is authorized.
+#[derive(Clone, Copy)]
+pub enum KeyAccess<'a> {
+    Device(&'a DeviceCredentials),
+    AccessKey(&'a [u8; 16]),
+}
+
 /// An identity key pair and the signed keys a registration carries.
 pub struct AccountKeys {
     pub identity: PrivateKey,
@@ -97,6 +105,35 @@ impl AccountKeys {
             signature: encode_base64(&self.identity.sign(&self.kem_public_key)),
             public_key: encode_base64(&self.kem_public_key),
         }
+    }
+
+    /// Fresh EC one-time prekeys with the given ids.
+    pub fn one_time_pre_keys(&self, ids: impl IntoIterator<Item = i64>) -> Vec<PreKeyJson> {
+        ids.into_iter()
+            .map(|key_id| PreKeyJson {
+                key_id,
+                public_key: encode_base64(&serialize_ec(&PrivateKey::generate())),
+            })
+            .collect()
+    }
+
+    /// Fresh Kyber one-time prekeys with the given ids, signed by the identity key.
+    pub fn one_time_pq_pre_keys(
+        &self,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> Vec<SignedPreKeyJson> {
+        ids.into_iter()
+            .map(|key_id| {
+                let mut kem = vec![0u8; KEM_KEY_LENGTH];
+                rand::rngs::OsRng.fill_bytes(&mut kem);
+                kem[0] = KEM_KEY_TYPE;
+                SignedPreKeyJson {
+                    key_id,
+                    signature: encode_base64(&self.identity.sign(&kem)),
+                    public_key: encode_base64(&kem),
+                }
+            })
+            .collect()
     }
 
     pub fn registration_request(
@@ -239,6 +276,66 @@ impl Client {
             .await?;
         Self::check(response).await?;
         Ok(())
+    }
+
+    pub async fn upload_keys(
+        &self,
+        credentials: &DeviceCredentials,
+        keys: &SetKeysRequestJson,
+    ) -> Result<(), ClientError> {
+        let response = self
+            .http
+            .put(self.url("/v2/keys"))
+            .header("Authorization", credentials.authorization())
+            .json(keys)
+            .send()
+            .await?;
+        Self::check(response).await?;
+        Ok(())
+    }
+
+    pub async fn key_counts(&self, credentials: &DeviceCredentials) -> Result<PreKeyCountJson, ClientError> {
+        let response = self
+            .http
+            .get(self.url("/v2/keys"))
+            .header("Authorization", credentials.authorization())
+            .send()
+            .await?;
+        Ok(Self::check(response).await?.json().await?)
+    }
+
+    /// `GET /v2/keys/{target}/{device}` as `access`: a device's credentials or an access key.
+    pub async fn fetch_keys(
+        &self,
+        access: KeyAccess<'_>,
+        target: &Aci,
+        device: &str,
+    ) -> Result<PreKeyResponseJson, ClientError> {
+        let request = self.http.get(self.url(&format!("/v2/keys/{target}/{device}")));
+        let request = match access {
+            KeyAccess::Device(credentials) => request.header("Authorization", credentials.authorization()),
+            KeyAccess::AccessKey(key) => request.header("Unidentified-Access-Key", encode_base64(key)),
+        };
+        Ok(Self::check(request.send().await?).await?.json().await?)
+    }
+
+    /// `POST /v2/keys/check`: `Ok(true)` on 200, `Ok(false)` on 409.
+    pub async fn check_keys(&self, credentials: &DeviceCredentials, digest: &[u8; 32]) -> Result<bool, ClientError> {
+        let response = self
+            .http
+            .post(self.url("/v2/keys/check"))
+            .header("Authorization", credentials.authorization())
+            .json(&CheckKeysRequestJson {
+                identity_type: "aci".into(),
+                digest: encode_base64(digest),
+            })
+            .send()
+            .await?;
+        if response.status() == StatusCode::CONFLICT {
+            return Ok(false);
+        }
+        Self::check(response).await?;
+        Ok(true)
     }
 
     pub async fn delete_account(&self, credentials: &DeviceCredentials) -> Result<(), ClientError> {

@@ -27,6 +27,13 @@ pub struct Inner {
     pub rate_limit_hits: IntCounterVec,
     /// `store`: postgres or redis; 1 when the last readiness probe found it answering.
     pub store_up: IntGaugeVec,
+    /// `kind`: ec, kem, ec_signed, kem_last_resort.
+    pub prekeys_stored: IntCounterVec,
+    /// `access`: authenticated or access_key.
+    pub prekey_fetches: IntCounterVec,
+    /// `kind`: ec (handed out null) or kem (handed out the last-resort key).
+    pub prekeys_exhausted: IntCounterVec,
+    pub prekey_signature_rejections: IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -95,6 +102,33 @@ impl Metrics {
             &["store"],
         )
         .expect("valid metric");
+        let prekeys_stored = IntCounterVec::new(
+            Opts::new("sealpost_prekeys_stored_total", "Prekeys stored, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let prekey_fetches = IntCounterVec::new(
+            Opts::new(
+                "sealpost_prekeys_fetches_total",
+                "Prekey fetches of another account, by how the caller got access",
+            ),
+            &["access"],
+        )
+        .expect("valid metric");
+        let prekeys_exhausted = IntCounterVec::new(
+            Opts::new(
+                "sealpost_prekeys_exhausted_total",
+                "Device fetches that found no one-time key of a kind (EC: null handed out; \
+                 Kyber: the last-resort key handed out)",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let prekey_signature_rejections = IntCounter::new(
+            "sealpost_prekeys_signature_rejections_total",
+            "Key uploads refused because a signature did not verify",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("sealpost_build_info", "Build information"),
             &["version"],
@@ -113,6 +147,10 @@ impl Metrics {
             Box::new(accounts_deleted.clone()),
             Box::new(rate_limit_hits.clone()),
             Box::new(store_up.clone()),
+            Box::new(prekeys_stored.clone()),
+            Box::new(prekey_fetches.clone()),
+            Box::new(prekeys_exhausted.clone()),
+            Box::new(prekey_signature_rejections.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -139,6 +177,10 @@ impl Metrics {
             accounts_deleted,
             rate_limit_hits,
             store_up,
+            prekeys_stored,
+            prekey_fetches,
+            prekeys_exhausted,
+            prekey_signature_rejections,
         }))
     }
 

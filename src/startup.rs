@@ -15,6 +15,7 @@ use crate::config::{Config, StoreConfig};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
+use crate::service::keys::KeyService;
 use crate::state::{AppState, Readiness};
 use crate::storage::Stores;
 use crate::storage::memory::{MemoryAccountStore, MemoryRateLimitStore};
@@ -115,11 +116,18 @@ impl Application {
             authenticator.clone(),
             metrics.clone(),
         );
+        let keys = KeyService::new(
+            stores.accounts.clone(),
+            stores.keys.clone(),
+            limiter.clone(),
+            metrics.clone(),
+        );
         let state = web::Data::new(AppState {
             config: config.clone(),
             stores,
             authenticator,
             accounts,
+            keys,
             metrics,
             readiness: Readiness::default(),
         });

@@ -8,6 +8,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
+use crate::service::keys::KeyService;
 use crate::storage::Stores;
 
 pub struct AppState {
@@ -15,6 +16,7 @@ pub struct AppState {
     pub stores: Stores,
     pub authenticator: Authenticator,
     pub accounts: AccountService,
+    pub keys: KeyService,
     pub metrics: Metrics,
     pub readiness: Readiness,
 }

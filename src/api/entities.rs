@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::DomainError;
+use crate::domain::keys::{KeyUpload, PreKey, check_key_list};
 use crate::domain::accounts::{AccessKey, AccessSettings, AccountAttributes, DeviceAttributes};
 use crate::domain::encoding::{decode_base64, encode_base64};
 use crate::domain::ids::{Aci, RegistrationId};
@@ -156,6 +157,125 @@ pub struct RegistrationResponseJson {
 pub struct WhoAmIJson {
     pub uuid: Aci,
     pub number: Option<String>,
+}
+
+/// `{keyId, publicKey}`: an EC one-time prekey.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreKeyJson {
+    pub key_id: i64,
+    pub public_key: String,
+}
+
+impl PreKeyJson {
+    pub fn to_pre_key(&self, field: &str) -> Result<PreKey, DomainError> {
+        Ok(PreKey {
+            key_id: parse_key_id(&format!("{field}.keyId"), self.key_id)?,
+            public_key: EcPublicKey::parse(
+                &format!("{field}.publicKey"),
+                &decode_base64(&format!("{field}.publicKey"), &self.public_key)?,
+            )?,
+        })
+    }
+
+    pub fn from_pre_key(key: &PreKey) -> Self {
+        Self {
+            key_id: i64::from(key.key_id),
+            public_key: encode_base64(key.public_key.as_bytes()),
+        }
+    }
+}
+
+/// `PUT /v2/keys`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SetKeysRequestJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_keys: Option<Vec<PreKeyJson>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_pre_key: Option<SignedPreKeyJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pq_pre_keys: Option<Vec<SignedPreKeyJson>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pq_last_resort_pre_key: Option<SignedPreKeyJson>,
+}
+
+impl TryFrom<SetKeysRequestJson> for KeyUpload {
+    type Error = DomainError;
+
+    /// An absent or empty list keeps the stored keys, so both become `None`.
+    fn try_from(json: SetKeysRequestJson) -> Result<Self, DomainError> {
+        let pre_keys = match json.pre_keys.filter(|l| !l.is_empty()) {
+            None => None,
+            Some(list) => {
+                let keys = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| k.to_pre_key(&format!("preKeys[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                check_key_list("preKeys", keys.iter().map(|k| k.key_id))?;
+                Some(keys)
+            }
+        };
+        let pq_pre_keys = match json.pq_pre_keys.filter(|l| !l.is_empty()) {
+            None => None,
+            Some(list) => {
+                let keys = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| k.to_kem(&format!("pqPreKeys[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                check_key_list("pqPreKeys", keys.iter().map(|k| k.key_id))?;
+                Some(keys)
+            }
+        };
+        Ok(KeyUpload {
+            pre_keys,
+            signed_pre_key: json
+                .signed_pre_key
+                .map(|k| k.to_ec("signedPreKey"))
+                .transpose()?,
+            pq_pre_keys,
+            pq_last_resort_pre_key: json
+                .pq_last_resort_pre_key
+                .map(|k| k.to_kem("pqLastResortPreKey"))
+                .transpose()?,
+        })
+    }
+}
+
+/// `GET /v2/keys`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreKeyCountJson {
+    pub count: u32,
+    pub pq_count: u32,
+}
+
+/// `GET /v2/keys/{aci}/{deviceId|*}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreKeyResponseJson {
+    pub identity_key: String,
+    pub devices: Vec<PreKeyResponseItemJson>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreKeyResponseItemJson {
+    pub device_id: u8,
+    pub registration_id: u16,
+    pub signed_pre_key: SignedPreKeyJson,
+    pub pre_key: Option<PreKeyJson>,
+    pub pq_pre_key: Option<SignedPreKeyJson>,
+}
+
+/// `POST /v2/keys/check`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckKeysRequestJson {
+    pub identity_type: String,
+    pub digest: String,
 }
 
 /// The error body every endpoint uses.

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod entities;
+pub mod keys;
 pub mod middleware;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -12,9 +13,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::error::AppError;
 
-/// Largest JSON body accepted (registration with a Kyber key is about 5 KiB; the message
-/// endpoints bring their own limits).
-pub const JSON_LIMIT: usize = 256 * 1024;
+/// Largest JSON body accepted: a full `PUT /v2/keys` (100 Kyber and 100 EC one-time keys,
+/// base64) is about 230 KiB.
+pub const JSON_LIMIT: usize = 512 * 1024;
 
 /// The one route table of the public API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -28,6 +29,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/accounts/attributes").route(web::put().to(accounts::set_attributes)))
         .service(resource("/v1/accounts/me").route(web::delete().to(accounts::delete)))
+        .service(
+            resource("/v2/keys")
+                .route(web::get().to(keys::counts))
+                .route(web::put().to(keys::upload)),
+        )
+        .service(resource("/v2/keys/check").route(web::post().to(keys::check)))
+        .service(resource("/v2/keys/{identifier}/{device_id}").route(web::get().to(keys::fetch)))
         .default_service(web::to(not_found));
 }
 

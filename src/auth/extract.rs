@@ -10,7 +10,10 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::basic::Credentials;
 pub use super::credentials::AuthenticatedDevice;
+use crate::domain::accounts::AccessKey;
+use crate::domain::encoding::decode_base64;
 use crate::error::AppError;
+use crate::service::keys::Requester;
 use crate::state::AppState;
 
 /// The client's IP address: the TCP peer, or the last `X-Forwarded-For` hop when the
@@ -83,5 +86,48 @@ impl FromRequest for AuthenticatedDevice {
             let client = client.unwrap_or(ClientAddr(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
             authenticator.authenticate(&credentials, client.0).await
         })
+    }
+}
+
+/// The sealed-sender header.
+pub const UNIDENTIFIED_ACCESS_KEY: &str = "unidentified-access-key";
+
+/// Parses `Unidentified-Access-Key`: anything but 16 bytes of base64 is a 401, like a wrong
+/// key.
+pub fn access_key_header(value: &str) -> Result<AccessKey, AppError> {
+    decode_base64("Unidentified-Access-Key", value)
+        .ok()
+        .and_then(|bytes| AccessKey::parse("Unidentified-Access-Key", &bytes).ok())
+        .ok_or(AppError::Unauthorized)
+}
+
+/// A caller that is either an authenticated device or holds the target's access key. Both
+/// at once is a 400 (as in Signal); neither is a 401.
+impl FromRequest for Requester {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let access_key = req
+            .headers()
+            .get(UNIDENTIFIED_ACCESS_KEY)
+            .map(|v| v.to_str().map(str::to_owned));
+        let has_authorization = req.headers().contains_key(header::AUTHORIZATION);
+        match (has_authorization, access_key) {
+            (true, Some(_)) => Box::pin(std::future::ready(Err(AppError::bad_request(
+                "send either Authorization or Unidentified-Access-Key, not both",
+            )))),
+            (true, None) => {
+                let device = AuthenticatedDevice::from_request(req, payload);
+                Box::pin(async move { device.await.map(Requester::Device) })
+            }
+            (false, Some(value)) => Box::pin(std::future::ready(
+                value
+                    .map_err(|_| AppError::Unauthorized)
+                    .and_then(|v| access_key_header(&v))
+                    .map(Requester::AccessKey),
+            )),
+            (false, None) => Box::pin(std::future::ready(Err(AppError::Unauthorized))),
+        }
     }
 }

@@ -115,6 +115,95 @@ pub struct SignedPreKey<K> {
 pub type SignedEcPreKey = SignedPreKey<EcPublicKey>;
 pub type KemSignedPreKey = SignedPreKey<KemPublicKey>;
 
+/// An EC one-time prekey (unsigned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreKey {
+    pub key_id: u32,
+    pub public_key: EcPublicKey,
+}
+
+/// At most this many keys in one uploaded list.
+pub const MAX_KEYS_PER_LIST: usize = 100;
+
+/// What `PUT /v2/keys` asks to store; `None` keeps what is stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyUpload {
+    /// Replaces every stored EC one-time key when given (never empty).
+    pub pre_keys: Option<Vec<PreKey>>,
+    pub signed_pre_key: Option<SignedEcPreKey>,
+    /// Replaces every stored Kyber one-time key when given (never empty).
+    pub pq_pre_keys: Option<Vec<KemSignedPreKey>>,
+    pub pq_last_resort_pre_key: Option<KemSignedPreKey>,
+}
+
+impl KeyUpload {
+    /// Checks every signed key against `identity`; nothing may be stored unless all verify.
+    pub fn verify(&self, identity: &IdentityKey) -> Result<(), DomainError> {
+        if let Some(key) = &self.signed_pre_key {
+            key.verify(identity, "signedPreKey")?;
+        }
+        for (i, key) in self.pq_pre_keys.iter().flatten().enumerate() {
+            key.verify(identity, &format!("pqPreKeys[{i}]"))?;
+        }
+        if let Some(key) = &self.pq_last_resort_pre_key {
+            key.verify(identity, "pqLastResortPreKey")?;
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Checks a list's length and that its key ids are distinct.
+pub fn check_key_list(field: &str, ids: impl ExactSizeIterator<Item = u32>) -> Result<(), DomainError> {
+    if ids.len() > MAX_KEYS_PER_LIST {
+        return Err(DomainError::invalid(format!(
+            "{field} holds {} keys; at most {MAX_KEYS_PER_LIST} are allowed",
+            ids.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in ids {
+        if !seen.insert(id) {
+            return Err(DomainError::invalid(format!("{field} repeats key id {id}")));
+        }
+    }
+    Ok(())
+}
+
+/// The keys one fetch hands out for one device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimedKeys {
+    pub pre_key: Option<PreKey>,
+    pub pq_pre_key: Option<KemSignedPreKey>,
+}
+
+/// How many one-time keys a device has left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyCounts {
+    pub ec: u32,
+    pub kem: u32,
+}
+
+/// SHA-256 over identityKey || be64(signed.keyId) || signed.publicKey ||
+/// be64(lastResort.keyId) || lastResort.publicKey: what `POST /v2/keys/check` compares.
+pub fn key_digest(
+    identity: &IdentityKey,
+    signed: &SignedEcPreKey,
+    last_resort: &KemSignedPreKey,
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(identity.as_bytes());
+    hash.update(u64::from(signed.key_id).to_be_bytes());
+    hash.update(signed.public_key.as_bytes());
+    hash.update(u64::from(last_resort.key_id).to_be_bytes());
+    hash.update(last_resort.public_key.as_bytes());
+    hash.finalize().into()
+}
+
 /// A public key whose serialized bytes are what a signature covers.
 pub trait SerializedKey {
     fn serialized(&self) -> &[u8];
@@ -167,6 +256,44 @@ mod tests {
         assert!(KemPublicKey::parse("k", vec![0x05; 1569]).is_err());
         assert!(KemPublicKey::parse("k", vec![0x08; 1569]).is_ok());
         assert!(Signature::parse("s", &[0; 63]).is_err());
+    }
+
+    #[test]
+    fn key_lists_are_bounded_and_free_of_repeats() {
+        assert!(check_key_list("preKeys", 0..100).is_ok());
+        let err = check_key_list("preKeys", 0..101).unwrap_err();
+        assert!(err.to_string().contains("at most 100"));
+        let err = check_key_list("preKeys", [1, 2, 1].into_iter()).unwrap_err();
+        assert!(err.to_string().contains("repeats key id 1"));
+    }
+
+    #[test]
+    fn an_upload_with_one_bad_kyber_signature_is_refused_whole() {
+        let identity_private = PrivateKey::generate();
+        let identity = ec_key(&identity_private);
+        let kem = |valid: bool| {
+            let key = KemPublicKey::parse("k", vec![KEM_KEY_TYPE; KEM_KEY_LENGTH]).unwrap();
+            let mut sig = identity_private.sign(key.as_bytes());
+            if !valid {
+                sig[0] ^= 1;
+            }
+            KemSignedPreKey {
+                key_id: 1,
+                public_key: key,
+                signature: Signature::parse("s", &sig).unwrap(),
+            }
+        };
+        let good = KeyUpload {
+            pq_pre_keys: Some(vec![kem(true), kem(true)]),
+            ..Default::default()
+        };
+        assert!(good.verify(&identity).is_ok());
+        let bad = KeyUpload {
+            pq_pre_keys: Some(vec![kem(true), kem(false)]),
+            ..Default::default()
+        };
+        let err = bad.verify(&identity).unwrap_err();
+        assert!(matches!(&err, DomainError::BadSignature(m) if m.contains("pqPreKeys[1]")));
     }
 
     #[test]

@@ -55,12 +55,18 @@ impl AccountService {
         self.limiter
             .check(Limit::Registration, &client.to_string())
             .await?;
-        registration
+        let verified = registration
             .signed_pre_key
-            .verify(&registration.identity_key, "aciSignedPreKey")?;
-        registration
-            .pq_last_resort_pre_key
-            .verify(&registration.identity_key, "aciPqLastResortPreKey")?;
+            .verify(&registration.identity_key, "aciSignedPreKey")
+            .and_then(|()| {
+                registration
+                    .pq_last_resort_pre_key
+                    .verify(&registration.identity_key, "aciPqLastResortPreKey")
+            });
+        if let Err(e) = verified {
+            self.metrics.prekey_signature_rejections.inc();
+            return Err(e.into());
+        }
 
         let password_hash = password::hash_blocking(password.expose().to_owned()).await?;
         let aci = Aci::random();

@@ -1,4 +1,6 @@
 //! Orchestration per area: the functions HTTP handlers and the WebSocket tunnel both call,
 //! so that limits, validation and errors cannot drift apart. No HTTP types, no SQL.
 
+pub mod access;
 pub mod accounts;
+pub mod keys;

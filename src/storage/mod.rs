@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::domain::accounts::{AccessSettings, Account, Device, DeviceAttributes, NewAccount};
 use crate::domain::ids::{Aci, DeviceId};
-use crate::domain::keys::{KemSignedPreKey, SignedEcPreKey};
+use crate::domain::keys::{ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, SignedEcPreKey};
 use crate::limits::BucketSpec;
 
 pub mod memory;
@@ -38,6 +38,9 @@ pub trait AccountStore: Send + Sync {
 
     async fn device(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<Device>>;
 
+    /// Every device of the account, by ascending id (empty when the account is unknown).
+    async fn devices(&self, aci: Aci) -> StorageResult<Vec<Device>>;
+
     /// Replaces a device's attributes (and the account's access settings when given);
     /// `false` when the device does not exist.
     async fn update_attributes(
@@ -56,6 +59,18 @@ pub trait AccountStore: Send + Sync {
 /// [`AccountStore::create`]; the prekey API reads and replaces them here.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
+    /// Applies an upload in one transaction: a given list replaces every stored one-time
+    /// key of its type, a given signed or last-resort key replaces the stored one. `false`
+    /// (and nothing stored) when the device does not exist.
+    async fn store_keys(&self, aci: Aci, id: DeviceId, upload: &KeyUpload) -> StorageResult<bool>;
+
+    async fn counts(&self, aci: Aci, id: DeviceId) -> StorageResult<KeyCounts>;
+
+    /// Removes and returns one EC and one Kyber one-time key of the device (the lowest ids),
+    /// each `None` when none is left. Whatever the concurrency, across processes, a key is
+    /// returned by at most one call.
+    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<ClaimedKeys>;
+
     async fn signed_pre_key(&self, aci: Aci, id: DeviceId)
     -> StorageResult<Option<SignedEcPreKey>>;
 

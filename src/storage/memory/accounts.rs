@@ -7,13 +7,23 @@ use async_trait::async_trait;
 
 use crate::domain::accounts::{AccessSettings, Account, Device, DeviceAttributes, NewAccount};
 use crate::domain::ids::{Aci, DeviceId};
-use crate::domain::keys::{KemSignedPreKey, SignedEcPreKey};
+use crate::domain::keys::{
+    ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey,
+};
 use crate::storage::{AccountStore, KeyStore, StorageError, StorageResult};
+
+#[derive(Default)]
+struct OneTimeKeys {
+    // Ordered by key id, so claims hand out the lowest id first, as Postgres does.
+    ec: BTreeMap<u32, PreKey>,
+    kem: BTreeMap<u32, KemSignedPreKey>,
+}
 
 struct StoredDevice {
     device: Device,
     signed_pre_key: Option<SignedEcPreKey>,
     pq_last_resort_pre_key: Option<KemSignedPreKey>,
+    one_time: OneTimeKeys,
 }
 
 struct StoredAccount {
@@ -68,6 +78,7 @@ impl AccountStore for MemoryAccountStore {
                 device: new.primary.clone(),
                 signed_pre_key: Some(new.signed_pre_key.clone()),
                 pq_last_resort_pre_key: Some(new.pq_last_resort_pre_key.clone()),
+                one_time: OneTimeKeys::default(),
             },
         );
         accounts.insert(
@@ -86,6 +97,14 @@ impl AccountStore for MemoryAccountStore {
 
     async fn device(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<Device>> {
         self.with_device(aci, id, |d| Some(d.device.clone()))
+    }
+
+    async fn devices(&self, aci: Aci) -> StorageResult<Vec<Device>> {
+        Ok(self
+            .lock()?
+            .get(&aci)
+            .map(|a| a.devices.values().map(|d| d.device.clone()).collect())
+            .unwrap_or_default())
     }
 
     async fn update_attributes(
@@ -116,6 +135,48 @@ impl AccountStore for MemoryAccountStore {
 
 #[async_trait]
 impl KeyStore for MemoryAccountStore {
+    async fn store_keys(&self, aci: Aci, id: DeviceId, upload: &KeyUpload) -> StorageResult<bool> {
+        let mut accounts = self.lock()?;
+        let Some(device) = accounts.get_mut(&aci).and_then(|a| a.devices.get_mut(&id)) else {
+            return Ok(false);
+        };
+        if let Some(keys) = &upload.pre_keys {
+            device.one_time.ec = keys.iter().map(|k| (k.key_id, k.clone())).collect();
+        }
+        if let Some(keys) = &upload.pq_pre_keys {
+            device.one_time.kem = keys.iter().map(|k| (k.key_id, k.clone())).collect();
+        }
+        if let Some(key) = &upload.signed_pre_key {
+            device.signed_pre_key = Some(key.clone());
+        }
+        if let Some(key) = &upload.pq_last_resort_pre_key {
+            device.pq_last_resort_pre_key = Some(key.clone());
+        }
+        Ok(true)
+    }
+
+    async fn counts(&self, aci: Aci, id: DeviceId) -> StorageResult<KeyCounts> {
+        Ok(self
+            .with_device(aci, id, |d| {
+                Some(KeyCounts {
+                    ec: d.one_time.ec.len() as u32,
+                    kem: d.one_time.kem.len() as u32,
+                })
+            })?
+            .unwrap_or_default())
+    }
+
+    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<ClaimedKeys> {
+        let mut accounts = self.lock()?;
+        let Some(device) = accounts.get_mut(&aci).and_then(|a| a.devices.get_mut(&id)) else {
+            return Ok(ClaimedKeys::default());
+        };
+        Ok(ClaimedKeys {
+            pre_key: device.one_time.ec.pop_first().map(|(_, k)| k),
+            pq_pre_key: device.one_time.kem.pop_first().map(|(_, k)| k),
+        })
+    }
+
     async fn signed_pre_key(
         &self,
         aci: Aci,

@@ -8,13 +8,14 @@ use crate::domain::accounts::{
     AccessKey, AccessSettings, Account, Capabilities, Device, DeviceAttributes, NewAccount,
 };
 use crate::domain::ids::{Aci, DeviceId, RegistrationId};
-use crate::domain::keys::{
-    EcPublicKey, KemPublicKey, KemSignedPreKey, Signature, SignedEcPreKey, SignedPreKey,
-};
-use crate::storage::{AccountStore, KeyStore, StorageResult};
+use crate::domain::keys::EcPublicKey;
+use crate::storage::{AccountStore, StorageResult};
 
-const KIND_EC_SIGNED: &str = "ec_signed";
-const KIND_KEM_LAST_RESORT: &str = "kem_last_resort";
+pub(super) const KIND_EC_SIGNED: &str = "ec_signed";
+pub(super) const KIND_KEM_LAST_RESORT: &str = "kem_last_resort";
+
+const DEVICE_COLUMNS: &str = "device_id, password_hash, registration_id, name, fetches_messages, \
+                              capabilities, created_ms, last_seen_day_ms";
 
 fn device_from_row(aci: Aci, row: &Row) -> StorageResult<Device> {
     let id = DeviceId::new(row.get::<_, i16>("device_id") as u32)
@@ -43,35 +44,6 @@ fn access_key_from(bytes: Option<Vec<u8>>) -> StorageResult<Option<AccessKey>> {
         .map(|b| AccessKey::parse("unidentified_access_key", &b))
         .transpose()
         .map_err(|e| corrupt("access key", e))
-}
-
-fn signed_key_parts(row: &Row) -> StorageResult<(u32, Vec<u8>, Signature)> {
-    let key_id = row.get::<_, i32>("key_id");
-    let signature = Signature::parse("signature", row.get::<_, &[u8]>("signature"))
-        .map_err(|e| corrupt("signature", e))?;
-    Ok((key_id as u32, row.get("public_key"), signature))
-}
-
-impl PgStore {
-    async fn signed_key_row(
-        &self,
-        aci: Aci,
-        id: DeviceId,
-        kind: &str,
-    ) -> StorageResult<Option<Row>> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT key_id, public_key, signature FROM signed_pre_keys \
-                 WHERE aci = $1 AND device_id = $2 AND kind = $3",
-            )
-            .await
-            .map_err(pg_error)?;
-        client
-            .query_opt(&stmt, &[&aci.uuid(), &i16::from(id.get()), &kind])
-            .await
-            .map_err(pg_error)
-    }
 }
 
 #[async_trait]
@@ -182,11 +154,9 @@ impl AccountStore for PgStore {
     async fn device(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<Device>> {
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT device_id, password_hash, registration_id, name, fetches_messages, \
-                 capabilities, created_ms, last_seen_day_ms \
-                 FROM devices WHERE aci = $1 AND device_id = $2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE aci = $1 AND device_id = $2"
+            ))
             .await
             .map_err(pg_error)?;
         client
@@ -195,6 +165,23 @@ impl AccountStore for PgStore {
             .map_err(pg_error)?
             .map(|row| device_from_row(aci, &row))
             .transpose()
+    }
+
+    async fn devices(&self, aci: Aci) -> StorageResult<Vec<Device>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE aci = $1 ORDER BY device_id"
+            ))
+            .await
+            .map_err(pg_error)?;
+        client
+            .query(&stmt, &[&aci.uuid()])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| device_from_row(aci, row))
+            .collect()
     }
 
     async fn update_attributes(
@@ -253,42 +240,5 @@ impl AccountStore for PgStore {
             .await
             .map_err(pg_error)?;
         Ok(deleted > 0)
-    }
-}
-
-#[async_trait]
-impl KeyStore for PgStore {
-    async fn signed_pre_key(
-        &self,
-        aci: Aci,
-        id: DeviceId,
-    ) -> StorageResult<Option<SignedEcPreKey>> {
-        let Some(row) = self.signed_key_row(aci, id, KIND_EC_SIGNED).await? else {
-            return Ok(None);
-        };
-        let (key_id, public_key, signature) = signed_key_parts(&row)?;
-        Ok(Some(SignedPreKey {
-            key_id,
-            public_key: EcPublicKey::parse("public_key", &public_key)
-                .map_err(|e| corrupt("signed prekey", e))?,
-            signature,
-        }))
-    }
-
-    async fn pq_last_resort_pre_key(
-        &self,
-        aci: Aci,
-        id: DeviceId,
-    ) -> StorageResult<Option<KemSignedPreKey>> {
-        let Some(row) = self.signed_key_row(aci, id, KIND_KEM_LAST_RESORT).await? else {
-            return Ok(None);
-        };
-        let (key_id, public_key, signature) = signed_key_parts(&row)?;
-        Ok(Some(SignedPreKey {
-            key_id,
-            public_key: KemPublicKey::parse("public_key", public_key)
-                .map_err(|e| corrupt("last-resort key", e))?,
-            signature,
-        }))
     }
 }

@@ -4,6 +4,7 @@
 //! together migrate once.
 
 mod accounts;
+mod keys;
 
 use std::time::Duration;
 
