@@ -294,7 +294,10 @@ impl Client {
         Ok(())
     }
 
-    pub async fn key_counts(&self, credentials: &DeviceCredentials) -> Result<PreKeyCountJson, ClientError> {
+    pub async fn key_counts(
+        &self,
+        credentials: &DeviceCredentials,
+    ) -> Result<PreKeyCountJson, ClientError> {
         let response = self
             .http
             .get(self.url("/v2/keys"))
@@ -311,16 +314,26 @@ impl Client {
         target: &Aci,
         device: &str,
     ) -> Result<PreKeyResponseJson, ClientError> {
-        let request = self.http.get(self.url(&format!("/v2/keys/{target}/{device}")));
+        let request = self
+            .http
+            .get(self.url(&format!("/v2/keys/{target}/{device}")));
         let request = match access {
-            KeyAccess::Device(credentials) => request.header("Authorization", credentials.authorization()),
-            KeyAccess::AccessKey(key) => request.header("Unidentified-Access-Key", encode_base64(key)),
+            KeyAccess::Device(credentials) => {
+                request.header("Authorization", credentials.authorization())
+            }
+            KeyAccess::AccessKey(key) => {
+                request.header("Unidentified-Access-Key", encode_base64(key))
+            }
         };
         Ok(Self::check(request.send().await?).await?.json().await?)
     }
 
     /// `POST /v2/keys/check`: `Ok(true)` on 200, `Ok(false)` on 409.
-    pub async fn check_keys(&self, credentials: &DeviceCredentials, digest: &[u8; 32]) -> Result<bool, ClientError> {
+    pub async fn check_keys(
+        &self,
+        credentials: &DeviceCredentials,
+        digest: &[u8; 32],
+    ) -> Result<bool, ClientError> {
         let response = self
             .http
             .post(self.url("/v2/keys/check"))

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::DomainError;
-use crate::domain::keys::{KeyUpload, PreKey, check_key_list};
 use crate::domain::accounts::{AccessKey, AccessSettings, AccountAttributes, DeviceAttributes};
 use crate::domain::encoding::{decode_base64, encode_base64};
 use crate::domain::ids::{Aci, RegistrationId};
@@ -14,6 +13,7 @@ use crate::domain::keys::{
     EcPublicKey, IdentityKey, KemPublicKey, KemSignedPreKey, Signature, SignedEcPreKey,
     SignedPreKey, parse_key_id,
 };
+use crate::domain::keys::{KeyUpload, PreKey, check_key_list};
 use crate::service::accounts::Registration;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

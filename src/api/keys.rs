@@ -1,11 +1,11 @@
 //! `/v2/keys`: thin handlers over `service::keys`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::entities::{
-    CheckKeysRequestJson, PreKeyCountJson, PreKeyJson, PreKeyResponseItemJson,
-    PreKeyResponseJson, SetKeysRequestJson, SignedPreKeyJson,
+    CheckKeysRequestJson, PreKeyCountJson, PreKeyJson, PreKeyResponseItemJson, PreKeyResponseJson,
+    SetKeysRequestJson, SignedPreKeyJson,
 };
 use crate::auth::AuthenticatedDevice;
 use crate::domain::encoding::{decode_base64, encode_base64};
@@ -52,7 +52,10 @@ pub async fn upload(
     body: web::Json<SetKeysRequestJson>,
 ) -> Result<HttpResponse, AppError> {
     require_aci(query.identity.as_deref())?;
-    state.keys.upload(caller, body.into_inner().try_into()?).await?;
+    state
+        .keys
+        .upload(caller, body.into_inner().try_into()?)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -157,7 +157,10 @@ impl KeyUpload {
 }
 
 /// Checks a list's length and that its key ids are distinct.
-pub fn check_key_list(field: &str, ids: impl ExactSizeIterator<Item = u32>) -> Result<(), DomainError> {
+pub fn check_key_list(
+    field: &str,
+    ids: impl ExactSizeIterator<Item = u32>,
+) -> Result<(), DomainError> {
     if ids.len() > MAX_KEYS_PER_LIST {
         return Err(DomainError::invalid(format!(
             "{field} holds {} keys; at most {MAX_KEYS_PER_LIST} are allowed",

@@ -7,13 +7,13 @@ use subtle::ConstantTimeEq;
 
 use super::access::check_access_key;
 use crate::auth::AuthenticatedDevice;
+use crate::domain::DomainError;
 use crate::domain::accounts::{AccessKey, Device};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
-    key_digest, ClaimedKeys, IdentityKey, KemSignedPreKey, KeyCounts, KeyUpload, PreKey,
-    SignedEcPreKey,
+    ClaimedKeys, IdentityKey, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey,
+    key_digest,
 };
-use crate::domain::DomainError;
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
@@ -96,7 +96,11 @@ impl KeyService {
 
     /// Stores the caller's keys once every signed key verifies against the account's
     /// identity key (422 and nothing stored otherwise).
-    pub async fn upload(&self, caller: AuthenticatedDevice, upload: KeyUpload) -> Result<(), AppError> {
+    pub async fn upload(
+        &self,
+        caller: AuthenticatedDevice,
+        upload: KeyUpload,
+    ) -> Result<(), AppError> {
         let account = self
             .accounts
             .account(caller.aci)
@@ -106,7 +110,11 @@ impl KeyService {
             self.metrics.prekey_signature_rejections.inc();
             return Err(e.into());
         }
-        if !self.keys.store_keys(caller.aci, caller.device, &upload).await? {
+        if !self
+            .keys
+            .store_keys(caller.aci, caller.device, &upload)
+            .await?
+        {
             return Err(AppError::Unauthorized);
         }
         let stored = &self.metrics.prekeys_stored;
@@ -163,21 +171,35 @@ impl KeyService {
 
         let devices: Vec<Device> = match selector {
             DeviceSelector::All => self.accounts.devices(target).await?,
-            DeviceSelector::One(id) => self.accounts.device(target, id).await?.into_iter().collect(),
+            DeviceSelector::One(id) => self
+                .accounts
+                .device(target, id)
+                .await?
+                .into_iter()
+                .collect(),
         };
         let mut out = Vec::with_capacity(devices.len());
         for device in devices {
             let Some(signed_pre_key) = self.keys.signed_pre_key(target, device.id).await? else {
                 continue;
             };
-            let ClaimedKeys { pre_key, pq_pre_key } = self.keys.claim(target, device.id).await?;
+            let ClaimedKeys {
+                pre_key,
+                pq_pre_key,
+            } = self.keys.claim(target, device.id).await?;
             if pre_key.is_none() {
-                self.metrics.prekeys_exhausted.with_label_values(&["ec"]).inc();
+                self.metrics
+                    .prekeys_exhausted
+                    .with_label_values(&["ec"])
+                    .inc();
             }
             let pq_pre_key = match pq_pre_key {
                 Some(key) => Some(key),
                 None => {
-                    self.metrics.prekeys_exhausted.with_label_values(&["kem"]).inc();
+                    self.metrics
+                        .prekeys_exhausted
+                        .with_label_values(&["kem"])
+                        .inc();
                     self.keys.pq_last_resort_pre_key(target, device.id).await?
                 }
             };
@@ -200,7 +222,11 @@ impl KeyService {
 
     /// Whether the client's digest of its identity, signed and last-resort keys matches what
     /// the server holds for the calling device.
-    pub async fn check(&self, caller: AuthenticatedDevice, digest: &[u8; 32]) -> Result<bool, AppError> {
+    pub async fn check(
+        &self,
+        caller: AuthenticatedDevice,
+        digest: &[u8; 32],
+    ) -> Result<bool, AppError> {
         let account = self
             .accounts
             .account(caller.aci)

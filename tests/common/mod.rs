@@ -2,6 +2,8 @@
 //! created Postgres database and a fresh Redis key prefix, both removed afterwards.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::time::Duration;
 
 use sealpost::client::Client;
@@ -147,6 +149,18 @@ impl TestStores {
                 redis_key_prefix: redis.prefix.clone(),
             },
             _ => StoreConfig::Embedded,
+        }
+    }
+
+    /// The environment that points a `sealpost` process at these stores.
+    pub fn process_env(&self) -> Vec<(&'static str, String)> {
+        match (&self.db, &self.redis) {
+            (Some(db), Some(redis)) => vec![
+                ("SEALPOST_DATABASE_URL", db.url.clone()),
+                ("SEALPOST_REDIS_URL", redis_url()),
+                ("SEALPOST_REDIS_KEY_PREFIX", redis.prefix.clone()),
+            ],
+            _ => Vec::new(),
         }
     }
 

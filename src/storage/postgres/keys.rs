@@ -3,15 +3,15 @@
 //! instead of waiting for, and then missing, the same one.
 
 use async_trait::async_trait;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::accounts::{KIND_EC_SIGNED, KIND_KEM_LAST_RESORT};
-use super::{corrupt, pg_error, PgStore};
+use super::{PgStore, corrupt, pg_error};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
     ClaimedKeys, EcPublicKey, KemPublicKey, KemSignedPreKey, KeyCounts, KeyUpload, PreKey,
-    SignedEcPreKey, SignedPreKey, Signature,
+    Signature, SignedEcPreKey, SignedPreKey,
 };
 use crate::storage::{KeyStore, StorageResult};
 
@@ -62,7 +62,12 @@ fn signed_kem(row: &Row) -> StorageResult<KemSignedPreKey> {
 }
 
 impl PgStore {
-    async fn signed_key_row(&self, aci: Aci, id: DeviceId, kind: &str) -> StorageResult<Option<Row>> {
+    async fn signed_key_row(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        kind: &str,
+    ) -> StorageResult<Option<Row>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -112,12 +117,19 @@ impl PgStore {
     }
 }
 
+/// One one-time key as a row to insert.
+struct OneTimeRow<'a> {
+    key_id: i32,
+    public_key: &'a [u8],
+    signature: Option<&'a [u8]>,
+}
+
 async fn replace_one_time(
     tx: &tokio_postgres::Transaction<'_>,
     aci: Aci,
     id: DeviceId,
     kind: &str,
-    keys: &[(i32, Vec<u8>, Option<Vec<u8>>)],
+    keys: &[OneTimeRow<'_>],
 ) -> StorageResult<()> {
     tx.execute(
         "DELETE FROM one_time_pre_keys WHERE aci = $1 AND device_id = $2 AND kind = $3",
@@ -125,14 +137,21 @@ async fn replace_one_time(
     )
     .await
     .map_err(pg_error)?;
-    let ids: Vec<i32> = keys.iter().map(|k| k.0).collect();
-    let public: Vec<&[u8]> = keys.iter().map(|k| k.1.as_slice()).collect();
-    let signatures: Vec<Option<&[u8]>> = keys.iter().map(|k| k.2.as_deref()).collect();
+    let ids: Vec<i32> = keys.iter().map(|k| k.key_id).collect();
+    let public: Vec<&[u8]> = keys.iter().map(|k| k.public_key).collect();
+    let signatures: Vec<Option<&[u8]>> = keys.iter().map(|k| k.signature).collect();
     tx.execute(
         "INSERT INTO one_time_pre_keys (aci, device_id, kind, key_id, public_key, signature) \
          SELECT $1, $2, $3, k.id, k.public_key, k.signature \
          FROM UNNEST($4::int4[], $5::bytea[], $6::bytea[]) AS k(id, public_key, signature)",
-        &[&aci.uuid(), &i16::from(id.get()), &kind, &ids, &public, &signatures],
+        &[
+            &aci.uuid(),
+            &i16::from(id.get()),
+            &kind,
+            &ids,
+            &public,
+            &signatures,
+        ],
     )
     .await
     .map_err(pg_error)?;
@@ -187,19 +206,21 @@ impl KeyStore for PgStore {
         if let Some(keys) = &upload.pre_keys {
             let rows: Vec<_> = keys
                 .iter()
-                .map(|k| (k.key_id as i32, k.public_key.as_bytes().to_vec(), None))
+                .map(|k| OneTimeRow {
+                    key_id: k.key_id as i32,
+                    public_key: k.public_key.as_bytes(),
+                    signature: None,
+                })
                 .collect();
             replace_one_time(&tx, aci, id, ONE_TIME_EC, &rows).await?;
         }
         if let Some(keys) = &upload.pq_pre_keys {
             let rows: Vec<_> = keys
                 .iter()
-                .map(|k| {
-                    (
-                        k.key_id as i32,
-                        k.public_key.as_bytes().to_vec(),
-                        Some(k.signature.as_bytes().to_vec()),
-                    )
+                .map(|k| OneTimeRow {
+                    key_id: k.key_id as i32,
+                    public_key: k.public_key.as_bytes(),
+                    signature: Some(k.signature.as_bytes()),
                 })
                 .collect();
             replace_one_time(&tx, aci, id, ONE_TIME_KEM, &rows).await?;
@@ -210,8 +231,16 @@ impl KeyStore for PgStore {
         }
         if let Some(k) = &upload.pq_last_resort_pre_key {
             let (public, signature) = (k.public_key.as_bytes(), k.signature.as_bytes());
-            replace_signed(&tx, aci, id, KIND_KEM_LAST_RESORT, k.key_id, public, signature)
-                .await?;
+            replace_signed(
+                &tx,
+                aci,
+                id,
+                KIND_KEM_LAST_RESORT,
+                k.key_id,
+                public,
+                signature,
+            )
+            .await?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(true)
@@ -248,7 +277,11 @@ impl KeyStore for PgStore {
         })
     }
 
-    async fn signed_pre_key(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<SignedEcPreKey>> {
+    async fn signed_pre_key(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+    ) -> StorageResult<Option<SignedEcPreKey>> {
         self.signed_key_row(aci, id, KIND_EC_SIGNED)
             .await?
             .as_ref()
