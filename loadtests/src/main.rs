@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use sealpost::client::{Client, DeviceCredentials};
 use serde::Serialize;
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(about = "Load scenarios against a running sealpost (loopback only)")]
 struct Args {
     /// Base URL of the sealpost API; only loopback addresses are accepted.
@@ -35,11 +35,15 @@ struct Args {
     /// Warm-up seconds before each measured phase (not counted).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// prekeys: target accounts, each given 100 EC and 100 Kyber one-time keys.
+    #[arg(long, default_value_t = 500)]
+    targets: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Scenario {
     Auth,
+    Prekeys,
 }
 
 #[derive(Serialize)]
@@ -195,12 +199,120 @@ async fn auth(args: &Args) -> anyhow::Result<Vec<Phase>> {
     Ok(phases)
 }
 
+/// Concurrent `GET /v2/keys/{aci}/1` with one-time key consumption. Every fetch must get
+/// a one-time EC and Kyber key (the run stops before the targets run out), and no
+/// (target, key id) may be handed out twice.
+async fn prekeys(args: &Args) -> anyhow::Result<Vec<Phase>> {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    let client = Client::new(&args.url);
+    let (caller, _) = client
+        .register_new()
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the caller: {e}"))?;
+    eprintln!(
+        "prekeys: registering {} targets with 100 + 100 one-time keys each",
+        args.targets
+    );
+    let mut setup = Vec::new();
+    for chunk in 0..args.targets.div_ceil(16) {
+        let n = 16.min(args.targets - chunk * 16);
+        let mut batch = Vec::new();
+        for _ in 0..n {
+            let client = client.clone();
+            batch.push(tokio::spawn(async move {
+                let (target, keys) = client.register_new().await?;
+                let upload = sealpost::api::entities::SetKeysRequestJson {
+                    pre_keys: Some(keys.one_time_pre_keys(1000..1100)),
+                    pq_pre_keys: Some(keys.one_time_pq_pre_keys(1000..1100)),
+                    ..Default::default()
+                };
+                client.upload_keys(&target, &upload).await?;
+                Ok::<_, sealpost::client::ClientError>(target.aci)
+            }));
+        }
+        for task in batch {
+            setup.push(
+                task.await?
+                    .map_err(|e| anyhow::anyhow!("setting up a target: {e}"))?,
+            );
+        }
+    }
+    let targets = Arc::new(setup);
+    let caller = Arc::new(caller);
+    let next = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let repeats = Arc::new(AtomicU64::new(0));
+    let exhausted = Arc::new(AtomicU64::new(0));
+    let budget = (targets.len() * 100) as u64;
+    let fetch = {
+        let (client, targets, caller, next) = (
+            client.clone(),
+            targets.clone(),
+            caller.clone(),
+            next.clone(),
+        );
+        let (seen, repeats, exhausted) = (seen.clone(), repeats.clone(), exhausted.clone());
+        move || {
+            let (client, targets, caller) = (client.clone(), targets.clone(), caller.clone());
+            let (seen, repeats, exhausted) = (seen.clone(), repeats.clone(), exhausted.clone());
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let target = targets[(n as usize) % targets.len()];
+                let access = sealpost::client::KeyAccess::Device(&caller);
+                let Ok(response) = client.fetch_keys(access, &target, "1").await else {
+                    return false;
+                };
+                let Some(device) = response.devices.first() else {
+                    return false;
+                };
+                // One-time keys have ids 1000..1100; the last-resort key has id 1.
+                match (&device.pre_key, &device.pq_pre_key) {
+                    (Some(ec), Some(kem)) if kem.key_id >= 1000 => {
+                        let mut seen = seen.lock().expect("not poisoned");
+                        if !seen.insert((target, 'e', ec.key_id)) {
+                            repeats.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !seen.insert((target, 'k', kem.key_id)) {
+                            repeats.fetch_add(1, Ordering::Relaxed);
+                        }
+                        true
+                    }
+                    _ => {
+                        exhausted.fetch_add(1, Ordering::Relaxed);
+                        false
+                    }
+                }
+            }
+        }
+    };
+    eprintln!(
+        "prekeys: measuring for up to {}s or {budget} fetches",
+        args.seconds
+    );
+    // Never ask for more keys than were uploaded: every fetch must consume real keys.
+    let mut bounded = args.clone();
+    bounded.max_requests = bounded.max_requests.min(budget);
+    let phase = run_phase("prekey fetches", &bounded, args.seconds, fetch).await?;
+    let repeats = repeats.load(Ordering::Relaxed);
+    eprintln!(
+        "prekeys: {} distinct one-time keys handed out, {} repeated, {} fetches without a one-time key",
+        seen.lock().expect("not poisoned").len(),
+        repeats,
+        exhausted.load(Ordering::Relaxed)
+    );
+    anyhow::ensure!(repeats == 0, "a one-time key was handed out twice");
+    Ok(vec![phase])
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure_loopback(&args.url)?;
     let phases = match args.scenario {
         Scenario::Auth => auth(&args).await?,
+        Scenario::Prekeys => prekeys(&args).await?,
     };
     println!("{}", serde_json::to_string_pretty(&phases)?);
     println!();
