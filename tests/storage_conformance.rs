@@ -13,7 +13,7 @@ use sealpost::domain::accounts::{
     AccessKey, AccessSettings, Account, Device, DeviceAttributes, NewAccount, day_of,
 };
 use sealpost::domain::ids::{Aci, DeviceId, RegistrationId};
-use sealpost::domain::keys::{ClaimedKeys, EcPublicKey, KeyCounts, KeyUpload};
+use sealpost::domain::keys::{EcPublicKey, KeyCounts, KeyUpload};
 use sealpost::limits::BucketSpec;
 use sealpost::startup::connect_stores;
 use sealpost::storage::{BucketDecision, Stores};
@@ -439,7 +439,12 @@ async fn stored_keys_are_counted_replaced_and_claimed_lowest_first(backend: Back
         KeyCounts { ec: 3, kem: 2 }
     );
 
-    let claimed = stores.keys.claim(aci, primary).await.unwrap();
+    let claimed = stores.keys.claim(aci, primary).await.unwrap().unwrap();
+    assert_eq!(claimed.signed_pre_key, new.signed_pre_key);
+    assert_eq!(
+        claimed.pq_last_resort_pre_key.as_ref(),
+        Some(&new.pq_last_resort_pre_key)
+    );
     assert_eq!(
         claimed.pre_key.as_ref(),
         Some(&upload.pre_keys.as_ref().unwrap()[0])
@@ -449,12 +454,23 @@ async fn stored_keys_are_counted_replaced_and_claimed_lowest_first(backend: Back
         Some(&upload.pq_pre_keys.as_ref().unwrap()[0])
     );
     stores.keys.claim(aci, primary).await.unwrap();
-    let third = stores.keys.claim(aci, primary).await.unwrap();
+    let third = stores.keys.claim(aci, primary).await.unwrap().unwrap();
     assert_eq!(third.pre_key.map(|k| k.key_id), Some(7));
     assert_eq!(third.pq_pre_key, None);
+    let dry = stores.keys.claim(aci, primary).await.unwrap().unwrap();
+    assert_eq!((dry.pre_key, dry.pq_pre_key), (None, None));
+    assert_eq!(dry.signed_pre_key, new.signed_pre_key);
     assert_eq!(
-        stores.keys.claim(aci, primary).await.unwrap(),
-        ClaimedKeys::default()
+        stores
+            .keys
+            .claim(aci, DeviceId::new(2).unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        stores.keys.claim(Aci::random(), primary).await.unwrap(),
+        None
     );
 
     // Replacing signed keys and one list leaves the other list alone.
@@ -535,7 +551,7 @@ async fn concurrent_claims_never_return_a_key_twice(backend: Backend) {
         .collect();
     let (mut ec, mut kem) = (Vec::new(), Vec::new());
     for task in tasks {
-        let claimed = task.await.unwrap();
+        let claimed = task.await.unwrap().expect("the device has a signed prekey");
         ec.extend(claimed.pre_key.map(|k| k.key_id));
         kem.extend(claimed.pq_pre_key.map(|k| k.key_id));
     }

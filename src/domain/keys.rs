@@ -176,11 +176,14 @@ pub fn check_key_list(
     Ok(())
 }
 
-/// The keys one fetch hands out for one device.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Everything one fetch hands out for one device: its signed keys, and the one-time keys
+/// the fetch consumed (`None` when that kind had run out).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimedKeys {
+    pub signed_pre_key: SignedEcPreKey,
     pub pre_key: Option<PreKey>,
     pub pq_pre_key: Option<KemSignedPreKey>,
+    pub pq_last_resort_pre_key: Option<KemSignedPreKey>,
 }
 
 /// How many one-time keys a device has left.

@@ -11,8 +11,7 @@ use crate::domain::DomainError;
 use crate::domain::accounts::{AccessKey, Device};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
-    ClaimedKeys, IdentityKey, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey,
-    key_digest,
+    IdentityKey, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey, key_digest,
 };
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
@@ -180,34 +179,30 @@ impl KeyService {
         };
         let mut out = Vec::with_capacity(devices.len());
         for device in devices {
-            let Some(signed_pre_key) = self.keys.signed_pre_key(target, device.id).await? else {
+            let Some(claimed) = self.keys.claim(target, device.id).await? else {
                 continue;
             };
-            let ClaimedKeys {
-                pre_key,
-                pq_pre_key,
-            } = self.keys.claim(target, device.id).await?;
-            if pre_key.is_none() {
+            if claimed.pre_key.is_none() {
                 self.metrics
                     .prekeys_exhausted
                     .with_label_values(&["ec"])
                     .inc();
             }
-            let pq_pre_key = match pq_pre_key {
+            let pq_pre_key = match claimed.pq_pre_key {
                 Some(key) => Some(key),
                 None => {
                     self.metrics
                         .prekeys_exhausted
                         .with_label_values(&["kem"])
                         .inc();
-                    self.keys.pq_last_resort_pre_key(target, device.id).await?
+                    claimed.pq_last_resort_pre_key
                 }
             };
             out.push(DeviceKeys {
                 device_id: device.id,
                 registration_id: device.attributes.registration_id.get(),
-                signed_pre_key,
-                pre_key,
+                signed_pre_key: claimed.signed_pre_key,
+                pre_key: claimed.pre_key,
                 pq_pre_key,
             });
         }

@@ -67,9 +67,10 @@ pub trait KeyStore: Send + Sync {
     async fn counts(&self, aci: Aci, id: DeviceId) -> StorageResult<KeyCounts>;
 
     /// Removes and returns one EC and one Kyber one-time key of the device (the lowest ids),
-    /// each `None` when none is left. Whatever the concurrency, across processes, a key is
-    /// returned by at most one call.
-    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<ClaimedKeys>;
+    /// each `None` when none is left, with the device's signed keys, in one step. Whatever
+    /// the concurrency, across processes, a key is returned by at most one call. `None`, and
+    /// nothing consumed, when the device has no signed prekey (or does not exist).
+    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<ClaimedKeys>>;
 
     async fn signed_pre_key(&self, aci: Aci, id: DeviceId)
     -> StorageResult<Option<SignedEcPreKey>>;

@@ -166,15 +166,20 @@ impl KeyStore for MemoryAccountStore {
             .unwrap_or_default())
     }
 
-    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<ClaimedKeys> {
+    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<ClaimedKeys>> {
         let mut accounts = self.lock()?;
         let Some(device) = accounts.get_mut(&aci).and_then(|a| a.devices.get_mut(&id)) else {
-            return Ok(ClaimedKeys::default());
+            return Ok(None);
         };
-        Ok(ClaimedKeys {
+        let Some(signed_pre_key) = device.signed_pre_key.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(ClaimedKeys {
+            signed_pre_key,
             pre_key: device.one_time.ec.pop_first().map(|(_, k)| k),
             pq_pre_key: device.one_time.kem.pop_first().map(|(_, k)| k),
-        })
+            pq_last_resort_pre_key: device.pq_last_resort_pre_key.clone(),
+        }))
     }
 
     async fn signed_pre_key(

@@ -29,6 +29,32 @@ const CLAIM: &str = "DELETE FROM one_time_pre_keys \
          ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
      RETURNING key_id, public_key, signature";
 
+/// The signed keys and one claimed key of each one-time kind, in one round trip. A kind's
+/// claim only happens when the device has a signed prekey, so nothing is consumed for a
+/// device that cannot be fetched.
+const CLAIM_BUNDLE: &str = "WITH signed AS ( \
+         SELECT kind, key_id, public_key, signature FROM signed_pre_keys \
+         WHERE aci = $1 AND device_id = $2), \
+     ec AS ( \
+         DELETE FROM one_time_pre_keys \
+         WHERE (aci, device_id, kind, key_id) = ( \
+             SELECT aci, device_id, kind, key_id FROM one_time_pre_keys \
+             WHERE aci = $1 AND device_id = $2 AND kind = 'ec' \
+               AND EXISTS (SELECT 1 FROM signed WHERE kind = 'ec_signed') \
+             ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING kind, key_id, public_key, signature), \
+     kem AS ( \
+         DELETE FROM one_time_pre_keys \
+         WHERE (aci, device_id, kind, key_id) = ( \
+             SELECT aci, device_id, kind, key_id FROM one_time_pre_keys \
+             WHERE aci = $1 AND device_id = $2 AND kind = 'kem' \
+               AND EXISTS (SELECT 1 FROM signed WHERE kind = 'ec_signed') \
+             ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING kind, key_id, public_key, signature) \
+     SELECT kind, key_id, public_key, signature FROM signed \
+     UNION ALL SELECT kind, key_id, public_key, signature FROM ec \
+     UNION ALL SELECT kind, key_id, public_key, signature FROM kem";
+
 fn signature_of(row: &Row) -> StorageResult<Signature> {
     let bytes: Option<&[u8]> = row.get("signature");
     let bytes = bytes.ok_or_else(|| corrupt("signature", "missing"))?;
@@ -265,16 +291,48 @@ impl KeyStore for PgStore {
         })
     }
 
-    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<ClaimedKeys> {
+    async fn claim(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<ClaimedKeys>> {
         // Autocommit: each claim is its own transaction, so a claimed row is gone for every
         // other claim the moment the statement returns.
         let client = self.client().await?;
-        let ec = self.claim_kind(&client, aci, id, ONE_TIME_EC).await?;
-        let kem = self.claim_kind(&client, aci, id, ONE_TIME_KEM).await?;
-        Ok(ClaimedKeys {
-            pre_key: ec.as_ref().map(ec_pre_key).transpose()?,
-            pq_pre_key: kem.as_ref().map(signed_kem).transpose()?,
-        })
+        let stmt = client
+            .prepare_cached(CLAIM_BUNDLE)
+            .await
+            .map_err(pg_error)?;
+        let rows = client
+            .query(&stmt, &[&aci.uuid(), &i16::from(id.get())])
+            .await
+            .map_err(pg_error)?;
+        let row_of = |kind: &str| rows.iter().find(|r| r.get::<_, &str>("kind") == kind);
+        let Some(signed) = row_of(KIND_EC_SIGNED) else {
+            return Ok(None);
+        };
+        // A kind that came back empty may only have had its rows locked by concurrent
+        // claims: retry it alone until it is claimed or really empty.
+        let ec = match row_of(ONE_TIME_EC) {
+            Some(row) => Some(ec_pre_key(row)?),
+            None => self
+                .claim_kind(&client, aci, id, ONE_TIME_EC)
+                .await?
+                .as_ref()
+                .map(ec_pre_key)
+                .transpose()?,
+        };
+        let kem = match row_of(ONE_TIME_KEM) {
+            Some(row) => Some(signed_kem(row)?),
+            None => self
+                .claim_kind(&client, aci, id, ONE_TIME_KEM)
+                .await?
+                .as_ref()
+                .map(signed_kem)
+                .transpose()?,
+        };
+        Ok(Some(ClaimedKeys {
+            signed_pre_key: signed_ec(signed)?,
+            pre_key: ec,
+            pq_pre_key: kem,
+            pq_last_resort_pre_key: row_of(KIND_KEM_LAST_RESORT).map(signed_kem).transpose()?,
+        }))
     }
 
     async fn signed_pre_key(
