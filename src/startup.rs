@@ -11,6 +11,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, middleware::from_fn, web};
 
 use crate::auth::Authenticator;
+use crate::auth::password::Passwords;
 use crate::config::{Config, StoreConfig};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
@@ -104,16 +105,24 @@ impl Application {
         if !config.rate_limits.enabled {
             tracing::warn!("rate limits are OFF (SEALPOST_RATE_LIMITS=off)");
         }
+        let passwords = Passwords::per_core();
         let authenticator = {
-            let (accounts, limiter, metrics) =
-                (stores.accounts.clone(), limiter.clone(), metrics.clone());
-            tokio::task::spawn_blocking(move || Authenticator::new(accounts, limiter, metrics))
-                .await??
+            let (accounts, limiter, metrics, passwords) = (
+                stores.accounts.clone(),
+                limiter.clone(),
+                metrics.clone(),
+                passwords.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                Authenticator::new(accounts, limiter, metrics, passwords)
+            })
+            .await??
         };
         let accounts = AccountService::new(
             stores.accounts.clone(),
             limiter.clone(),
             authenticator.clone(),
+            passwords,
             metrics.clone(),
         );
         let keys = KeyService::new(

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::basic::Credentials;
-use super::password;
+use super::password::{self, Passwords};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
@@ -48,6 +48,7 @@ struct Inner {
     accounts: Arc<dyn AccountStore>,
     limiter: RateLimiter,
     metrics: Metrics,
+    passwords: Passwords,
     // std Mutex: lookups and inserts are a hash-map operation, never held across an await.
     cache: Mutex<HashMap<(Aci, DeviceId), Verified>>,
     mac_key: [u8; 32],
@@ -60,6 +61,7 @@ impl Authenticator {
         accounts: Arc<dyn AccountStore>,
         limiter: RateLimiter,
         metrics: Metrics,
+        passwords: Passwords,
     ) -> anyhow::Result<Self> {
         let mut mac_key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut mac_key);
@@ -70,6 +72,7 @@ impl Authenticator {
             accounts,
             limiter,
             metrics,
+            passwords,
             cache: Mutex::new(HashMap::new()),
             mac_key,
             dummy_hash,
@@ -145,7 +148,10 @@ impl Authenticator {
             None => (inner.dummy_hash.clone(), false),
         };
         inner.metrics.password_verifications.inc();
-        let matches = password::verify_blocking(phc.clone(), credentials.password.clone()).await?;
+        let matches = inner
+            .passwords
+            .verify(phc.clone(), credentials.password.clone())
+            .await?;
         if matches && known {
             let mut cache = inner
                 .cache

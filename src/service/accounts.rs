@@ -3,7 +3,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::auth::{AuthenticatedDevice, Authenticator, password};
+use crate::auth::password::Passwords;
+use crate::auth::{AuthenticatedDevice, Authenticator};
 use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Password, day_of};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
@@ -26,6 +27,7 @@ pub struct AccountService {
     accounts: Arc<dyn AccountStore>,
     limiter: RateLimiter,
     authenticator: Authenticator,
+    passwords: Passwords,
     metrics: Metrics,
 }
 
@@ -34,12 +36,14 @@ impl AccountService {
         accounts: Arc<dyn AccountStore>,
         limiter: RateLimiter,
         authenticator: Authenticator,
+        passwords: Passwords,
         metrics: Metrics,
     ) -> Self {
         Self {
             accounts,
             limiter,
             authenticator,
+            passwords,
             metrics,
         }
     }
@@ -68,7 +72,7 @@ impl AccountService {
             return Err(e.into());
         }
 
-        let password_hash = password::hash_blocking(password.expose().to_owned()).await?;
+        let password_hash = self.passwords.hash(password.expose().to_owned()).await?;
         let aci = Aci::random();
         let now = now_ms();
         let new = NewAccount {
