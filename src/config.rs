@@ -11,6 +11,9 @@ use serde::Deserialize;
 
 use crate::limits::{BucketSpec, Limit};
 
+/// Queues live 30 days after their last insert unless configured otherwise.
+pub const DEFAULT_QUEUE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// The validated configuration the composition root consumes.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -27,6 +30,8 @@ pub struct Config {
     /// that sets it), else from the TCP peer.
     pub trust_forwarded_for: bool,
     pub log_format: LogFormat,
+    /// How long a device's queue lives after its last insert.
+    pub queue_ttl: Duration,
 }
 
 /// Embedded (everything in memory) or external stores; never half of each.
@@ -113,6 +118,7 @@ struct FileConfig {
     shutdown_timeout_secs: Option<u64>,
     trust_forwarded_for: Option<bool>,
     log_format: Option<LogFormat>,
+    queue_ttl_secs: Option<u64>,
     #[serde(default)]
     rate_limits: FileRateLimits,
 }
@@ -173,6 +179,7 @@ impl Config {
             shutdown_timeout: Duration::from_secs(5),
             trust_forwarded_for: false,
             log_format: LogFormat::Text,
+            queue_ttl: DEFAULT_QUEUE_TTL,
         }
     }
 }
@@ -238,6 +245,9 @@ fn overlay_env(
     }
     if let Some(v) = parse_var(env, "SEALPOST_SHUTDOWN_TIMEOUT_SECS", "a whole number")? {
         raw.shutdown_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_QUEUE_TTL_SECS", "a whole number")? {
+        raw.queue_ttl_secs = Some(v);
     }
     if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
         raw.trust_forwarded_for = Some(v);
@@ -345,6 +355,9 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    if raw.queue_ttl_secs == Some(0) {
+        return Err(ConfigError::new("queue_ttl_secs must be at least 1"));
+    }
     if raw.workers == Some(0) {
         return Err(ConfigError::new("workers must be at least 1"));
     }
@@ -362,6 +375,10 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(30)),
         trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
         log_format: raw.log_format.unwrap_or(LogFormat::Text),
+        queue_ttl: raw
+            .queue_ttl_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_QUEUE_TTL),
     })
 }
 

@@ -26,6 +26,12 @@ pub enum AppError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// 409 with the device lists a sender must fix.
+    #[error("mismatched devices")]
+    MismatchedDevices { missing: Vec<u8>, extra: Vec<u8> },
+    /// 410 with the devices whose registration id changed.
+    #[error("stale devices")]
+    StaleDevices(Vec<u8>),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -65,6 +71,19 @@ impl AppError {
 
     /// The JSON body a client sees (HTTP and tunnel alike).
     pub fn body(&self) -> Vec<u8> {
+        match self {
+            AppError::MismatchedDevices { missing, extra } => {
+                return serde_json::to_vec(
+                    &serde_json::json!({"missingDevices": missing, "extraDevices": extra}),
+                )
+                .unwrap_or_default();
+            }
+            AppError::StaleDevices(stale) => {
+                return serde_json::to_vec(&serde_json::json!({"staleDevices": stale}))
+                    .unwrap_or_default();
+            }
+            _ => {}
+        }
         let message = self.client_message();
         serde_json::to_vec(&ErrorBody {
             code: self.status_code().as_u16(),
@@ -107,6 +126,8 @@ impl ResponseError for AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::MismatchedDevices { .. } => StatusCode::CONFLICT,
+            AppError::StaleDevices(_) => StatusCode::GONE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -34,6 +34,19 @@ pub struct Inner {
     /// `kind`: ec (handed out null) or kem (handed out the last-resort key).
     pub prekeys_exhausted: IntCounterVec,
     pub prekey_signature_rejections: IntCounter,
+    /// Per device message: `kind` identified, sealed or ephemeral; `recipient` online or
+    /// offline (whether a socket for the device got the wake-up).
+    pub messages_sent: IntCounterVec,
+    /// Server timestamp to acknowledgement.
+    pub delivery_latency: prometheus::Histogram,
+    pub queue_reads: IntCounter,
+    pub queue_acks: IntCounter,
+    pub receipts_sent: IntCounter,
+    /// `kind`: authenticated or unauthenticated.
+    pub websockets_open: IntGaugeVec,
+    /// `code`: the close code the server sent or received (bounded set).
+    pub websocket_closes: IntCounterVec,
+    pub websocket_displacements: IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -129,6 +142,58 @@ impl Metrics {
             "Key uploads refused because a signature did not verify",
         )
         .expect("valid metric");
+        let messages_sent = IntCounterVec::new(
+            Opts::new(
+                "sealpost_messages_sent_total",
+                "Messages accepted per recipient device, by kind and recipient presence",
+            ),
+            &["kind", "recipient"],
+        )
+        .expect("valid metric");
+        let delivery_latency = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "sealpost_messages_delivery_latency_seconds",
+                "From a message's server timestamp to its acknowledgement by the device",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+                3600.0, 86400.0,
+            ]),
+        )
+        .expect("valid metric");
+        let queue_reads = IntCounter::new(
+            "sealpost_queue_reads_total",
+            "Reads of a device queue by its socket",
+        )
+        .expect("valid metric");
+        let queue_acks = IntCounter::new(
+            "sealpost_queue_acks_total",
+            "Messages acknowledged and removed from a queue",
+        )
+        .expect("valid metric");
+        let receipts_sent = IntCounter::new(
+            "sealpost_messages_receipts_total",
+            "Server delivery receipts queued for senders",
+        )
+        .expect("valid metric");
+        let websockets_open = IntGaugeVec::new(
+            Opts::new("sealpost_websocket_open", "Open WebSockets by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let websocket_closes = IntCounterVec::new(
+            Opts::new(
+                "sealpost_websocket_closes_total",
+                "WebSockets closed, by close code",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let websocket_displacements = IntCounter::new(
+            "sealpost_websocket_displacements_total",
+            "Sockets closed because the same device connected again",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("sealpost_build_info", "Build information"),
             &["version"],
@@ -151,6 +216,14 @@ impl Metrics {
             Box::new(prekey_fetches.clone()),
             Box::new(prekeys_exhausted.clone()),
             Box::new(prekey_signature_rejections.clone()),
+            Box::new(messages_sent.clone()),
+            Box::new(delivery_latency.clone()),
+            Box::new(queue_reads.clone()),
+            Box::new(queue_acks.clone()),
+            Box::new(receipts_sent.clone()),
+            Box::new(websockets_open.clone()),
+            Box::new(websocket_closes.clone()),
+            Box::new(websocket_displacements.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -181,6 +254,14 @@ impl Metrics {
             prekey_fetches,
             prekeys_exhausted,
             prekey_signature_rejections,
+            messages_sent,
+            delivery_latency,
+            queue_reads,
+            queue_acks,
+            receipts_sent,
+            websockets_open,
+            websocket_closes,
+            websocket_displacements,
         }))
     }
 

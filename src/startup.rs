@@ -13,15 +13,20 @@ use actix_web::{App, HttpServer, middleware::from_fn, web};
 use crate::auth::Authenticator;
 use crate::auth::password::Passwords;
 use crate::config::{Config, StoreConfig};
+use crate::delivery::memory::LocalNotifier;
+use crate::delivery::redis::RedisNotifier;
+use crate::delivery::{Notifier, Registry};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::keys::KeyService;
+use crate::service::messages::MessageService;
 use crate::state::{AppState, Readiness};
 use crate::storage::Stores;
-use crate::storage::memory::{MemoryAccountStore, MemoryRateLimitStore};
+use crate::storage::memory::{MemoryAccountStore, MemoryMessageStore, MemoryRateLimitStore};
 use crate::storage::postgres::PgStore;
 use crate::storage::redis::RedisStore;
+use tokio_util::sync::CancellationToken;
 
 /// How long start-up keeps retrying a database that does not answer yet.
 const MIGRATION_DEADLINE: Duration = Duration::from_secs(60);
@@ -35,7 +40,15 @@ pub struct Application {
 }
 
 /// Builds the stores the configuration names, migrating Postgres first.
-pub async fn connect_stores(config: &StoreConfig) -> anyhow::Result<Stores> {
+pub async fn connect_stores(config: &StoreConfig, queue_ttl: Duration) -> anyhow::Result<Stores> {
+    Ok(connect(config, queue_ttl).await?.0)
+}
+
+/// The stores, and the Redis store itself when there is one (pub/sub uses it too).
+async fn connect(
+    config: &StoreConfig,
+    queue_ttl: Duration,
+) -> anyhow::Result<(Stores, Option<RedisStore>)> {
     match config {
         StoreConfig::Embedded => {
             tracing::warn!(
@@ -44,12 +57,14 @@ pub async fn connect_stores(config: &StoreConfig) -> anyhow::Result<Stores> {
                  NOTHING PERSISTS: a restart loses everything. Do not use this in production."
             );
             let accounts = Arc::new(MemoryAccountStore::new());
-            Ok(Stores {
+            let stores = Stores {
                 accounts: accounts.clone(),
                 keys: accounts,
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
+                messages: Arc::new(MemoryMessageStore::new(queue_ttl)),
                 probes: Vec::new(),
-            })
+            };
+            Ok((stores, None))
         }
         StoreConfig::External {
             database_url,
@@ -59,16 +74,18 @@ pub async fn connect_stores(config: &StoreConfig) -> anyhow::Result<Stores> {
         } => {
             let pg = PgStore::connect(database_url.expose(), *database_pool_size)?;
             migrate_with_retry(&pg).await?;
-            let redis = RedisStore::connect(redis_url.expose(), redis_key_prefix)?;
+            let redis = RedisStore::connect(redis_url.expose(), redis_key_prefix, queue_ttl)?;
             tracing::info!(database = %database_url, redis = %redis_url, "using external stores");
             let pg = Arc::new(pg);
-            let redis = Arc::new(redis);
-            Ok(Stores {
+            let shared = Arc::new(redis.clone());
+            let stores = Stores {
                 accounts: pg.clone(),
                 keys: pg.clone(),
-                rate_limits: redis.clone(),
-                probes: vec![pg, redis],
-            })
+                rate_limits: shared.clone(),
+                messages: shared.clone(),
+                probes: vec![pg, shared],
+            };
+            Ok((stores, Some(redis)))
         }
     }
 }
@@ -96,7 +113,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let metrics = Metrics::new();
-        let stores = connect_stores(&config.stores).await?;
+        let (stores, redis) = connect(&config.stores, config.queue_ttl).await?;
         let limiter = RateLimiter::new(
             &config.rate_limits,
             stores.rate_limits.clone(),
@@ -118,11 +135,30 @@ impl Application {
             })
             .await??
         };
+        let registry = Registry::new();
+        let shutdown = CancellationToken::new();
+        let notifier: Arc<dyn Notifier> = match (&config.stores, &redis) {
+            (StoreConfig::External { redis_url, .. }, Some(redis)) => {
+                let notifier =
+                    RedisNotifier::new(redis_url.expose(), redis.clone(), registry.clone())?;
+                tokio::spawn(notifier.clone().listen(shutdown.clone()));
+                notifier
+            }
+            _ => Arc::new(LocalNotifier::new(registry.clone())),
+        };
+        let messages = MessageService::new(
+            stores.accounts.clone(),
+            stores.messages.clone(),
+            notifier.clone(),
+            limiter.clone(),
+            metrics.clone(),
+        );
         let accounts = AccountService::new(
             stores.accounts.clone(),
             limiter.clone(),
             authenticator.clone(),
             passwords,
+            messages.clone(),
             metrics.clone(),
         );
         let keys = KeyService::new(
@@ -137,8 +173,12 @@ impl Application {
             authenticator,
             accounts,
             keys,
+            messages,
             metrics,
             readiness: Readiness::default(),
+            registry,
+            notifier,
+            shutdown,
         });
 
         let listener = TcpListener::bind(config.listen)
@@ -153,6 +193,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .app_data(crate::ws::tunnel::per_worker(app_state.clone()))
                 .wrap(from_fn(crate::api::middleware::observe))
                 .configure(crate::api::configure)
         })
@@ -207,8 +248,9 @@ impl Application {
         let server = tokio::spawn(self.server);
         let admin = tokio::spawn(self.admin);
         shutdown.await;
-        tracing::info!("shutting down: draining in-flight requests");
+        tracing::info!("shutting down: closing sockets, draining in-flight requests");
         self.state.readiness.set_shutting_down();
+        self.state.shutdown.cancel();
         server_handle.stop(true).await;
         admin_handle.stop(true).await;
         server.await??;

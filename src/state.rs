@@ -4,11 +4,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::delivery::{Notifier, Registry};
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::keys::KeyService;
+use crate::service::messages::MessageService;
 use crate::storage::Stores;
 
 pub struct AppState {
@@ -17,8 +21,14 @@ pub struct AppState {
     pub authenticator: Authenticator,
     pub accounts: AccountService,
     pub keys: KeyService,
+    pub messages: MessageService,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// This pod's authenticated sockets.
+    pub registry: Arc<Registry>,
+    pub notifier: Arc<dyn Notifier>,
+    /// Cancelled when shutdown begins: sockets close with 1001, workers stop.
+    pub shutdown: CancellationToken,
 }
 
 /// What `/health/ready` knows besides the stores: whether the listeners are bound and

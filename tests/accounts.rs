@@ -296,7 +296,10 @@ async fn malformed_registrations_get_clear_400s(backend: Backend) {
         .post(app.client.url("/v1/registration"))
         .header("Authorization", basic_auth("", &password))
         .header("Content-Type", "application/json")
-        .body(format!("{{\"pad\":\"{}\"}}", "x".repeat(300 * 1024)))
+        .body(format!(
+            "{{\"pad\":\"{}\"}}",
+            "x".repeat(sealpost::api::JSON_LIMIT)
+        ))
         .send()
         .await
         .unwrap();

@@ -20,7 +20,7 @@ use sealpost::storage::{BucketDecision, Stores};
 
 async fn stores(backend: Backend) -> (Stores, TestStores) {
     let test = TestStores::new(backend).await;
-    let stores = connect_stores(&test.store_config())
+    let stores = connect_stores(&test.store_config(), std::time::Duration::from_secs(3600))
         .await
         .expect("stores connect");
     (stores, test)

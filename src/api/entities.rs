@@ -8,13 +8,16 @@ use serde::{Deserialize, Serialize};
 use crate::domain::DomainError;
 use crate::domain::accounts::{AccessKey, AccessSettings, AccountAttributes, DeviceAttributes};
 use crate::domain::encoding::{decode_base64, encode_base64};
+use crate::domain::ids::DeviceId;
 use crate::domain::ids::{Aci, RegistrationId};
 use crate::domain::keys::{
     EcPublicKey, IdentityKey, KemPublicKey, KemSignedPreKey, Signature, SignedEcPreKey,
     SignedPreKey, parse_key_id,
 };
 use crate::domain::keys::{KeyUpload, PreKey, check_key_list};
+use crate::domain::messages::{MessageType, OutgoingMessage, OutgoingMessages};
 use crate::service::accounts::Registration;
+use bytes::Bytes;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -276,6 +279,82 @@ pub struct PreKeyResponseItemJson {
 pub struct CheckKeysRequestJson {
     pub identity_type: String,
     pub digest: String,
+}
+
+/// One device's message in `PUT /v1/messages/{aci}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IncomingMessageJson {
+    pub r#type: i64,
+    pub destination_device_id: i64,
+    #[serde(default)]
+    pub destination_registration_id: i64,
+    pub content: String,
+}
+
+/// `PUT /v1/messages/{aci}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IncomingMessageListJson {
+    pub messages: Vec<IncomingMessageJson>,
+    #[serde(default)]
+    pub online: bool,
+    #[serde(default = "default_true")]
+    pub urgent: bool,
+    #[serde(default)]
+    pub timestamp: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl TryFrom<IncomingMessageListJson> for OutgoingMessages {
+    type Error = DomainError;
+
+    fn try_from(json: IncomingMessageListJson) -> Result<Self, DomainError> {
+        let messages = json
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let registration_id = match m.destination_registration_id {
+                    0 => 0,
+                    id => RegistrationId::new(id)
+                        .map_err(|_| {
+                            DomainError::invalid(format!(
+                                "messages[{i}].destinationRegistrationId {id} is out of range"
+                            ))
+                        })?
+                        .get(),
+                };
+                Ok(OutgoingMessage {
+                    kind: MessageType::parse(m.r#type)?,
+                    device: u32::try_from(m.destination_device_id)
+                        .map_err(|_| DomainError::invalid("destinationDeviceId out of range"))
+                        .and_then(DeviceId::new)?,
+                    registration_id,
+                    content: Bytes::from(decode_base64(
+                        &format!("messages[{i}].content"),
+                        &m.content,
+                    )?),
+                })
+            })
+            .collect::<Result<Vec<_>, DomainError>>()?;
+        Ok(OutgoingMessages {
+            messages,
+            online: json.online,
+            urgent: json.urgent,
+            timestamp: json.timestamp,
+        })
+    }
+}
+
+/// The 200 answer of `PUT /v1/messages/{aci}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageResponseJson {
+    pub needs_sync: bool,
 }
 
 /// The error body every endpoint uses.

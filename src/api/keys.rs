@@ -11,7 +11,8 @@ use crate::auth::AuthenticatedDevice;
 use crate::domain::encoding::{decode_base64, encode_base64};
 use crate::domain::ids::Aci;
 use crate::error::AppError;
-use crate::service::keys::{DeviceSelector, Requester};
+use crate::service::access::Requester;
+use crate::service::keys::DeviceSelector;
 use crate::state::AppState;
 
 /// `?identity=aci|pni`: sealpost has ACIs only.

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod admin;
 pub mod entities;
 pub mod keys;
+pub mod messages;
 pub mod middleware;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -36,6 +37,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v2/keys/check").route(web::post().to(keys::check)))
         .service(resource("/v2/keys/{identifier}/{device_id}").route(web::get().to(keys::fetch)))
+        .service(
+            resource("/v1/messages/{destination}")
+                .app_data(json_config().limit(messages::MESSAGES_JSON_LIMIT))
+                .route(web::put().to(messages::send)),
+        )
+        .service(resource("/v1/keepalive").route(web::get().to(messages::keepalive)))
+        .service(resource("/v1/websocket/").route(web::get().to(crate::ws::upgrade)))
+        .service(resource("/v1/websocket").route(web::get().to(crate::ws::upgrade)))
         .default_service(web::to(not_found));
 }
 

@@ -6,15 +6,16 @@ use std::pin::Pin;
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use super::basic::Credentials;
 pub use super::credentials::AuthenticatedDevice;
 use crate::domain::accounts::AccessKey;
 use crate::domain::encoding::decode_base64;
 use crate::error::AppError;
-use crate::service::keys::Requester;
+use crate::service::access::Requester;
 use crate::state::AppState;
+use crate::ws::tunnel::TunnelIdentity;
 
 /// The client's IP address: the TCP peer, or the last `X-Forwarded-For` hop when the
 /// configuration says a trusted proxy sets it. Used as a rate-limit key, never logged.
@@ -58,11 +59,23 @@ impl FromRequest for ClientAddr {
     }
 }
 
+/// The identity of a request that came through a WebSocket tunnel, if it did.
+fn tunnel_identity(req: &HttpRequest) -> Option<TunnelIdentity> {
+    req.extensions().get::<TunnelIdentity>().copied()
+}
+
 impl FromRequest for AuthenticatedDevice {
     type Error = AppError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Inside the tunnel the socket's identity counts, not the header.
+        if let Some(identity) = tunnel_identity(req) {
+            return Box::pin(std::future::ready(match identity {
+                TunnelIdentity::Device(device) => Ok(device),
+                TunnelIdentity::Anonymous => Err(AppError::Unauthorized),
+            }));
+        }
         let header = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -112,7 +125,10 @@ impl FromRequest for Requester {
             .headers()
             .get(UNIDENTIFIED_ACCESS_KEY)
             .map(|v| v.to_str().map(str::to_owned));
-        let has_authorization = req.headers().contains_key(header::AUTHORIZATION);
+        let has_authorization = match tunnel_identity(req) {
+            Some(identity) => matches!(identity, TunnelIdentity::Device(_)),
+            None => req.headers().contains_key(header::AUTHORIZATION),
+        };
         match (has_authorization, access_key) {
             (true, Some(_)) => Box::pin(std::future::ready(Err(AppError::bad_request(
                 "send either Authorization or Unidentified-Access-Key, not both",

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod encoding;
 pub mod ids;
 pub mod keys;
+pub mod messages;
 pub mod xeddsa;
 
 /// Why client input was refused. `Invalid` is a 400, `BadSignature` a 422.

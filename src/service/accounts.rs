@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::messages::MessageService;
 use crate::auth::password::Passwords;
 use crate::auth::{AuthenticatedDevice, Authenticator};
 use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Password, day_of};
@@ -28,6 +29,7 @@ pub struct AccountService {
     limiter: RateLimiter,
     authenticator: Authenticator,
     passwords: Passwords,
+    messages: MessageService,
     metrics: Metrics,
 }
 
@@ -37,6 +39,7 @@ impl AccountService {
         limiter: RateLimiter,
         authenticator: Authenticator,
         passwords: Passwords,
+        messages: MessageService,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -44,6 +47,7 @@ impl AccountService {
             limiter,
             authenticator,
             passwords,
+            messages,
             metrics,
         }
     }
@@ -117,10 +121,19 @@ impl AccountService {
         }
     }
 
-    /// Deletes the caller's account with all its devices and keys.
+    /// Deletes the caller's account with all its devices, keys and queues, and closes its
+    /// sockets on every pod (4401).
     pub async fn delete(&self, caller: AuthenticatedDevice) -> Result<(), AppError> {
+        let devices: Vec<_> = self
+            .accounts
+            .devices(caller.aci)
+            .await?
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
         let deleted = self.accounts.delete(caller.aci).await?;
         self.authenticator.forget_account(caller.aci);
+        self.messages.remove_devices(caller.aci, &devices).await?;
         if deleted {
             self.metrics.accounts_deleted.inc();
         }

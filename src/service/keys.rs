@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-use super::access::check_access_key;
+use super::access::{Requester, check_access_key};
 use crate::auth::AuthenticatedDevice;
 use crate::domain::DomainError;
-use crate::domain::accounts::{AccessKey, Device};
+use crate::domain::accounts::Device;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
     IdentityKey, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey, key_digest,
@@ -17,13 +17,6 @@ use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{AccountStore, KeyStore};
-
-/// Who asks for another account's keys.
-#[derive(Clone, Copy, Debug)]
-pub enum Requester {
-    Device(AuthenticatedDevice),
-    AccessKey(AccessKey),
-}
 
 /// Which of the target's devices a fetch asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

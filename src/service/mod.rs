@@ -4,3 +4,4 @@
 pub mod access;
 pub mod accounts;
 pub mod keys;
+pub mod messages;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
 
 use crate::domain::accounts::{AccessSettings, Account, Device, DeviceAttributes, NewAccount};
 use crate::domain::ids::{Aci, DeviceId};
@@ -82,6 +84,45 @@ pub trait KeyStore: Send + Sync {
     ) -> StorageResult<Option<KemSignedPreKey>>;
 }
 
+/// A queued message: its position in the device's queue, its server GUID and the serialized
+/// envelope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedMessage {
+    pub seq: u64,
+    pub guid: Uuid,
+    pub envelope: Bytes,
+}
+
+/// Per-device message queues (Redis in production): FIFO, deduplicated by server GUID,
+/// expiring a configured time after the last insert.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Appends to the device's queue unless a message with this GUID is already queued, and
+    /// refreshes the queue's expiry. Returns whether it was added. Atomic.
+    async fn insert(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        guid: Uuid,
+        envelope: Bytes,
+    ) -> StorageResult<bool>;
+
+    /// Up to `limit` messages queued after position `after` (0: from the start), oldest first.
+    async fn read(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        after: u64,
+        limit: usize,
+    ) -> StorageResult<Vec<QueuedMessage>>;
+
+    /// Removes one message (it was acknowledged); `false` when it was not queued.
+    async fn remove(&self, aci: Aci, id: DeviceId, guid: Uuid) -> StorageResult<bool>;
+
+    /// Drops the device's whole queue (the device or account is gone).
+    async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
+}
+
 /// The outcome of asking a token bucket for permits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BucketDecision {
@@ -117,6 +158,7 @@ pub struct Stores {
     pub accounts: Arc<dyn AccountStore>,
     pub keys: Arc<dyn KeyStore>,
     pub rate_limits: Arc<dyn RateLimitStore>,
+    pub messages: Arc<dyn MessageStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
 }

@@ -3,7 +3,9 @@
 //! a few map operations.
 
 mod accounts;
+mod messages;
 mod rate_limits;
 
 pub use accounts::MemoryAccountStore;
+pub use messages::MemoryMessageStore;
 pub use rate_limits::MemoryRateLimitStore;

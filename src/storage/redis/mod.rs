@@ -1,10 +1,12 @@
-//! Redis backends: rate-limit buckets now; per-device queues and pub/sub come with the
-//! messaging issue. Every key starts with the configured prefix, so several deployments (or
+//! Redis backends: rate-limit buckets and per-device message queues (pub/sub lives in
+//! `delivery`). Every key starts with the configured prefix, so several deployments (or
 //! test runs) can share one Redis. One `ConnectionManager` multiplexes all commands and
 //! reconnects by itself.
 
+mod messages;
 mod rate_limits;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,12 +18,14 @@ use crate::storage::{Probe, StorageError, StorageResult};
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    queue_ttl: Duration,
+    scripts: Arc<messages::QueueScripts>,
 }
 
 impl RedisStore {
     /// Creates the connection manager without connecting: the server may start before
     /// Redis answers, and readiness says so until it does.
-    pub fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub fn connect(url: &str, prefix: &str, queue_ttl: Duration) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -32,16 +36,23 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
+            queue_ttl,
+            scripts: Arc::new(messages::QueueScripts::new()),
         })
     }
 
+    /// A handle on the shared multiplexed connection.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// `prefix` + `rest`: the only way keys are built.
-    fn key(&self, rest: &str) -> String {
+    pub fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }
 }
 
-fn redis_error(e: redis::RedisError) -> StorageError {
+pub(crate) fn redis_error(e: redis::RedisError) -> StorageError {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
         StorageError::Unavailable(e.into())
     } else {

@@ -1,0 +1,83 @@
+//! Delivery signalling: "a message is waiting", "the device connected elsewhere" and "the
+//! device is gone" reach whichever pod holds the device's socket. `Registry` knows this
+//! pod's sockets; a `Notifier` carries events between pods (Redis pub/sub on a per-device
+//! channel) or, in the embedded mode, straight to the registry. Owns no messages: the
+//! queues are in `storage`.
+
+pub mod memory;
+pub mod redis;
+mod registry;
+
+use async_trait::async_trait;
+
+pub use registry::{CloseCode, ConnectionHandle, Registry};
+
+use crate::domain::ids::{Aci, DeviceId};
+use crate::storage::StorageResult;
+
+/// What can happen to a device that its socket must hear about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// Something was queued for it.
+    MessageAvailable,
+    /// A socket for it opened as connection `id` (any other socket must go: 4409).
+    Connected(u64),
+    /// The device or its account was removed (4401).
+    Removed,
+}
+
+impl DeviceEvent {
+    pub fn encode(self) -> String {
+        match self {
+            DeviceEvent::MessageAvailable => "m".to_owned(),
+            DeviceEvent::Connected(id) => format!("c{id}"),
+            DeviceEvent::Removed => "r".to_owned(),
+        }
+    }
+
+    pub fn decode(payload: &[u8]) -> Option<Self> {
+        match payload.first()? {
+            b'm' => Some(DeviceEvent::MessageAvailable),
+            b'r' => Some(DeviceEvent::Removed),
+            b'c' => std::str::from_utf8(&payload[1..])
+                .ok()?
+                .parse()
+                .ok()
+                .map(DeviceEvent::Connected),
+            _ => None,
+        }
+    }
+}
+
+/// Carries device events to the pod that holds the device's socket.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Returns whether a pod holding a socket for the device received it (the device is
+    /// online).
+    async fn publish(&self, aci: Aci, id: DeviceId, event: DeviceEvent) -> StorageResult<bool>;
+
+    /// Starts receiving the device's events on this pod.
+    async fn subscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
+
+    async fn unsubscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_their_wire_form() {
+        for event in [
+            DeviceEvent::MessageAvailable,
+            DeviceEvent::Removed,
+            DeviceEvent::Connected(0),
+            DeviceEvent::Connected(u64::MAX),
+        ] {
+            assert_eq!(DeviceEvent::decode(event.encode().as_bytes()), Some(event));
+        }
+        assert_eq!(DeviceEvent::decode(b""), None);
+        assert_eq!(DeviceEvent::decode(b"cx"), None);
+        assert_eq!(DeviceEvent::decode(b"z"), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! Device events across pods over Redis pub/sub. Each device has a channel next to its
+//! queue (`…q:{aci:device}:c`, the same hash tag, ready for sharded pub/sub); a pod
+//! subscribes to the channels of the devices whose sockets it holds, on one pub/sub
+//! connection. When that connection drops, the listener reconnects, resubscribes every local
+//! device and wakes every local socket to re-read its queue, so a lost event costs a queue
+//! read, never a message. PUBLISH answers how many subscribers got the event: that is how
+//! a sender learns whether the device is online.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use tokio_util::sync::CancellationToken;
+
+use super::{DeviceEvent, Notifier, Registry};
+use crate::domain::ids::{Aci, DeviceId};
+use crate::storage::StorageResult;
+use crate::storage::redis::{RedisStore, redis_error};
+
+pub struct RedisNotifier {
+    store: RedisStore,
+    client: redis::Client,
+    registry: Arc<Registry>,
+    // std Mutex: held only to clone the sink out or swap it after a reconnect.
+    sink: Mutex<Option<PubSubSink>>,
+}
+
+impl RedisNotifier {
+    pub fn new(url: &str, store: RedisStore, registry: Arc<Registry>) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            store,
+            client: redis::Client::open(url)?,
+            registry,
+            sink: Mutex::new(None),
+        }))
+    }
+
+    fn channel(&self, aci: Aci, id: DeviceId) -> String {
+        format!("{}:c", self.store.device_base(aci, id))
+    }
+
+    /// Parses `…q:{aci:device}:c` back into the device.
+    fn device_of(channel: &str) -> Option<(Aci, DeviceId)> {
+        let open = channel.rfind('{')?;
+        let close = channel.rfind('}')?;
+        let (aci, device) = channel.get(open + 1..close)?.split_once(':')?;
+        Some((aci.parse().ok()?, device.parse().ok()?))
+    }
+
+    fn sink(&self) -> Option<PubSubSink> {
+        self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Keeps one pub/sub connection open until `shutdown`, dispatching events to the
+    /// registry; reconnects with backoff when Redis goes away.
+    pub async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let connected = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = self.client.get_async_pubsub() => c,
+            };
+            let pubsub = match connected {
+                Ok(pubsub) => pubsub,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pub/sub connection failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let (mut sink, mut stream) = pubsub.split();
+            let channels: Vec<String> = self
+                .registry
+                .devices()
+                .into_iter()
+                .map(|(aci, id)| self.channel(aci, id))
+                .collect();
+            if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+                continue;
+            }
+            *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+            // Events published while we were away are lost: every socket re-reads its queue.
+            self.registry.wake_all();
+            tracing::info!(devices = channels.len(), "pub/sub connected");
+            loop {
+                let message = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    m = stream.next() => m,
+                };
+                let Some(message) = message else { break };
+                let event = DeviceEvent::decode(message.get_payload_bytes());
+                match (Self::device_of(message.get_channel_name()), event) {
+                    (Some((aci, id)), Some(event)) => {
+                        self.registry.dispatch(aci, id, event);
+                    }
+                    _ => tracing::warn!("ignoring a malformed pub/sub message"),
+                }
+            }
+            *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            tracing::warn!("pub/sub connection lost; reconnecting");
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for RedisNotifier {
+    async fn publish(&self, aci: Aci, id: DeviceId, event: DeviceEvent) -> StorageResult<bool> {
+        let mut conn = self.store.connection();
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(self.channel(aci, id))
+            .arg(event.encode())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(receivers > 0)
+    }
+
+    async fn subscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
+        // Without a connection the listener subscribes the device when it reconnects.
+        if let Some(mut sink) = self.sink() {
+            sink.subscribe(self.channel(aci, id))
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
+        if let Some(mut sink) = self.sink() {
+            sink.unsubscribe(self.channel(aci, id))
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_parse_back_into_their_device() {
+        let aci = Aci::random();
+        let channel = format!("sealpost:q:{{{aci}:3}}:c");
+        assert_eq!(
+            RedisNotifier::device_of(&channel),
+            Some((aci, DeviceId::new(3).unwrap()))
+        );
+        assert_eq!(RedisNotifier::device_of("sealpost:q:nothing"), None);
+    }
+}

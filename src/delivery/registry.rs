@@ -1,0 +1,209 @@
+//! This pod's authenticated sockets, one per device. Inserting a second socket for a device
+//! displaces the first (4409); entries are removed by the connection's guard however its
+//! task ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::DeviceEvent;
+use crate::domain::ids::{Aci, DeviceId};
+
+/// Why the server closes a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1001: the server is shutting down.
+    GoingAway,
+    /// 4401: the device or account was removed.
+    Removed,
+    /// 4409: a newer socket for the same device opened.
+    Displaced,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::GoingAway => 1001,
+            CloseCode::Removed => 4401,
+            CloseCode::Displaced => 4409,
+        }
+    }
+}
+
+/// The registry's side of one socket: how to wake it and how to close it.
+pub struct ConnectionHandle {
+    pub id: u64,
+    messages: Notify,
+    close: Notify,
+    close_code: AtomicU16,
+}
+
+impl ConnectionHandle {
+    pub fn new(id: u64) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            messages: Notify::new(),
+            close: Notify::new(),
+            close_code: AtomicU16::new(0),
+        })
+    }
+
+    /// Wakes the socket to read its queue (coalesces: many wake-ups, one read).
+    pub fn message_available(&self) {
+        self.messages.notify_one();
+    }
+
+    pub async fn wait_for_messages(&self) {
+        self.messages.notified().await;
+    }
+
+    pub fn request_close(&self, code: CloseCode) {
+        // The first reason wins.
+        let _ =
+            self.close_code
+                .compare_exchange(0, code.code(), Ordering::SeqCst, Ordering::SeqCst);
+        self.close.notify_one();
+    }
+
+    /// Resolves with the close code once a close was requested.
+    pub async fn wait_for_close(&self) -> u16 {
+        loop {
+            let code = self.close_code.load(Ordering::SeqCst);
+            if code != 0 {
+                return code;
+            }
+            self.close.notified().await;
+        }
+    }
+}
+
+/// The sockets on this pod, by device.
+#[derive(Default)]
+pub struct Registry {
+    // std Mutex: every operation is a map lookup or insert, never held across an await.
+    sockets: Mutex<HashMap<(Aci, DeviceId), Arc<ConnectionHandle>>>,
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Aci, DeviceId), Arc<ConnectionHandle>>> {
+        // A poisoned map is still a valid map: every critical section leaves it consistent.
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a socket; a previous socket of the device is told to close (4409).
+    pub fn register(&self, aci: Aci, id: DeviceId, handle: Arc<ConnectionHandle>) -> bool {
+        let previous = self.lock().insert((aci, id), handle);
+        match previous {
+            Some(old) => {
+                old.request_close(CloseCode::Displaced);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes the entry if it is still connection `conn`'s.
+    pub fn unregister(&self, aci: Aci, id: DeviceId, conn: u64) {
+        let mut sockets = self.lock();
+        if sockets.get(&(aci, id)).is_some_and(|h| h.id == conn) {
+            sockets.remove(&(aci, id));
+        }
+    }
+
+    pub fn get(&self, aci: Aci, id: DeviceId) -> Option<Arc<ConnectionHandle>> {
+        self.lock().get(&(aci, id)).cloned()
+    }
+
+    /// Applies an event to this pod's socket for the device, if it has one.
+    pub fn dispatch(&self, aci: Aci, id: DeviceId, event: DeviceEvent) -> Option<CloseCode> {
+        let handle = self.get(aci, id)?;
+        match event {
+            DeviceEvent::MessageAvailable => {
+                handle.message_available();
+                None
+            }
+            DeviceEvent::Connected(conn) if conn != handle.id => {
+                handle.request_close(CloseCode::Displaced);
+                Some(CloseCode::Displaced)
+            }
+            DeviceEvent::Connected(_) => None,
+            DeviceEvent::Removed => {
+                handle.request_close(CloseCode::Removed);
+                Some(CloseCode::Removed)
+            }
+        }
+    }
+
+    /// Every device with a socket here (to resubscribe after a pub/sub reconnect).
+    pub fn devices(&self) -> Vec<(Aci, DeviceId)> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// Wakes every socket to re-read its queue (events may have been missed).
+    pub fn wake_all(&self) {
+        for handle in self.lock().values() {
+            handle.message_available();
+        }
+    }
+
+    /// Asks every socket to close (shutdown).
+    pub fn close_all(&self, code: CloseCode) {
+        for handle in self.lock().values() {
+            handle.request_close(code);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_socket_displaces_the_first() {
+        let registry = Registry::new();
+        let (aci, id) = (Aci::random(), DeviceId::PRIMARY);
+        let first = ConnectionHandle::new(1);
+        assert!(!registry.register(aci, id, first.clone()));
+        assert!(registry.register(aci, id, ConnectionHandle::new(2)));
+        assert_eq!(first.wait_for_close().await, 4409);
+        // The displaced socket's guard must not remove the new entry.
+        registry.unregister(aci, id, 1);
+        assert_eq!(registry.get(aci, id).map(|h| h.id), Some(2));
+        registry.unregister(aci, id, 2);
+        assert!(registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn events_reach_the_right_socket() {
+        let registry = Registry::new();
+        let (aci, id) = (Aci::random(), DeviceId::PRIMARY);
+        let handle = ConnectionHandle::new(7);
+        registry.register(aci, id, handle.clone());
+        registry.dispatch(aci, id, DeviceEvent::MessageAvailable);
+        handle.wait_for_messages().await;
+        assert_eq!(registry.dispatch(aci, id, DeviceEvent::Connected(7)), None);
+        assert_eq!(
+            registry.dispatch(aci, id, DeviceEvent::Connected(8)),
+            Some(CloseCode::Displaced)
+        );
+        assert_eq!(handle.wait_for_close().await, 4409);
+        assert_eq!(
+            registry.dispatch(Aci::random(), id, DeviceEvent::Removed),
+            None
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! Sending (validation, the device check, envelopes, queueing, wake-ups) and what happens
+//! when a device acknowledges a message (removal, latency, delivery receipts).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::try_join_all;
+use prost::Message as _;
+use uuid::Uuid;
+
+use super::access::{Requester, check_access_key};
+use crate::auth::AuthenticatedDevice;
+use crate::delivery::{DeviceEvent, Notifier};
+use crate::domain::ids::{Aci, DeviceId};
+use crate::domain::messages::{
+    ContentError, DeliveredMeta, DeviceMismatch, OutgoingMessages, Source, build_envelope,
+    check_devices, delivery_receipt,
+};
+use crate::error::AppError;
+use crate::limits::{Limit, RateLimiter};
+use crate::metrics::Metrics;
+use crate::storage::{AccountStore, MessageStore, now_ms};
+
+#[derive(Clone)]
+pub struct MessageService {
+    accounts: Arc<dyn AccountStore>,
+    messages: Arc<dyn MessageStore>,
+    notifier: Arc<dyn Notifier>,
+    limiter: RateLimiter,
+    metrics: Metrics,
+}
+
+impl MessageService {
+    pub fn new(
+        accounts: Arc<dyn AccountStore>,
+        messages: Arc<dyn MessageStore>,
+        notifier: Arc<dyn Notifier>,
+        limiter: RateLimiter,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            accounts,
+            messages,
+            notifier,
+            limiter,
+            metrics,
+        }
+    }
+
+    /// Queues one envelope per listed device of `target`, and wakes its sockets. Nothing is
+    /// queued unless the whole request is valid. Returns `needsSync`.
+    pub async fn send(
+        &self,
+        sender: Requester,
+        target: Aci,
+        outgoing: OutgoingMessages,
+    ) -> Result<bool, AppError> {
+        outgoing.check().map_err(|e| match e {
+            ContentError::Invalid(e) => AppError::from(e),
+            ContentError::TooLarge => AppError::PayloadTooLarge,
+        })?;
+        let account = self.accounts.account(target).await?;
+        let source = match sender {
+            Requester::AccessKey(key) => {
+                check_access_key(account.as_ref(), &key)?;
+                None
+            }
+            Requester::Device(device) => {
+                if account.is_none() {
+                    return Err(AppError::NotFound("no such account".into()));
+                }
+                let key = format!("{}__{}", device.aci, target);
+                self.limiter.check(Limit::Messages, &key).await?;
+                Some(Source {
+                    aci: device.aci,
+                    device: device.device,
+                })
+            }
+        };
+        self.limiter
+            .check_permits(
+                Limit::InboundMessageBytes,
+                &target.to_string(),
+                outgoing.total_bytes(),
+            )
+            .await?;
+
+        let devices: BTreeMap<DeviceId, u16> = self
+            .accounts
+            .devices(target)
+            .await?
+            .into_iter()
+            .map(|d| (d.id, d.attributes.registration_id.get()))
+            .collect();
+        let is_sync = source.is_some_and(|s| s.aci == target);
+        let listed: Vec<(DeviceId, u16)> = outgoing
+            .messages
+            .iter()
+            .map(|m| (m.device, m.registration_id))
+            .collect();
+        check_devices(
+            &devices,
+            &listed,
+            source.filter(|_| is_sync).map(|s| s.device),
+        )
+        .map_err(|mismatch| match mismatch {
+            DeviceMismatch::Stale(stale) => AppError::StaleDevices(stale),
+            DeviceMismatch::Mismatched { missing, extra } => {
+                AppError::MismatchedDevices { missing, extra }
+            }
+        })?;
+
+        let needs_sync = match source {
+            Some(s) if !is_sync => self.accounts.devices(s.aci).await?.len() > 1,
+            _ => false,
+        };
+
+        let server_timestamp = now_ms() as u64;
+        let client_timestamp = if outgoing.timestamp == 0 {
+            server_timestamp
+        } else {
+            outgoing.timestamp
+        };
+        let kind = if outgoing.online {
+            "ephemeral"
+        } else if source.is_none() {
+            "sealed"
+        } else {
+            "identified"
+        };
+        let deliveries = outgoing.messages.iter().map(|message| {
+            let (guid, envelope) = build_envelope(
+                message.kind,
+                source,
+                target,
+                client_timestamp,
+                server_timestamp,
+                message.content.clone(),
+                outgoing.urgent,
+                outgoing.online,
+            );
+            self.enqueue(
+                target,
+                message.device,
+                guid,
+                Bytes::from(envelope.encode_to_vec()),
+                outgoing.online,
+                kind,
+            )
+        });
+        try_join_all(deliveries).await?;
+        Ok(needs_sync)
+    }
+
+    /// Queues one envelope and wakes the device's socket. An ephemeral envelope that no
+    /// socket heard about is taken back out: `online` messages are never stored for an
+    /// offline device.
+    async fn enqueue(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        guid: Uuid,
+        envelope: Bytes,
+        ephemeral: bool,
+        kind: &str,
+    ) -> Result<(), AppError> {
+        self.messages.insert(aci, device, guid, envelope).await?;
+        let online = match self
+            .notifier
+            .publish(aci, device, DeviceEvent::MessageAvailable)
+            .await
+        {
+            Ok(online) => online,
+            // The message is safely queued; the socket will find it on its next read.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not publish a message wake-up");
+                false
+            }
+        };
+        if ephemeral && !online {
+            self.messages.remove(aci, device, guid).await?;
+        }
+        self.metrics
+            .messages_sent
+            .with_label_values(&[kind, if online { "online" } else { "offline" }])
+            .inc();
+        Ok(())
+    }
+
+    /// A device acknowledged a delivered envelope: remove it, record the latency, and send
+    /// a delivery receipt to the sender's devices for an identified message from another
+    /// account.
+    pub async fn acknowledge(
+        &self,
+        recipient: AuthenticatedDevice,
+        guid: Uuid,
+        meta: Option<DeliveredMeta>,
+    ) -> Result<(), AppError> {
+        let removed = self
+            .messages
+            .remove(recipient.aci, recipient.device, guid)
+            .await?;
+        if !removed {
+            return Ok(());
+        }
+        self.metrics.queue_acks.inc();
+        let Some(meta) = meta else { return Ok(()) };
+        let now = now_ms() as u64;
+        self.metrics
+            .delivery_latency
+            .observe(now.saturating_sub(meta.server_timestamp) as f64 / 1000.0);
+        let Some(sender) = meta.source else {
+            return Ok(());
+        };
+        if meta.is_receipt || sender.aci == recipient.aci {
+            return Ok(());
+        }
+        let from = Source {
+            aci: recipient.aci,
+            device: recipient.device,
+        };
+        for device in self.accounts.devices(sender.aci).await? {
+            let (guid, receipt) = delivery_receipt(from, sender.aci, meta.client_timestamp, now);
+            self.enqueue(
+                sender.aci,
+                device.id,
+                guid,
+                Bytes::from(receipt.encode_to_vec()),
+                false,
+                "receipt",
+            )
+            .await?;
+            self.metrics.receipts_sent.inc();
+        }
+        Ok(())
+    }
+
+    /// Reads a device's queue after position `after`.
+    pub async fn read_queue(
+        &self,
+        device: AuthenticatedDevice,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::storage::QueuedMessage>, AppError> {
+        self.metrics.queue_reads.inc();
+        Ok(self
+            .messages
+            .read(device.aci, device.device, after, limit)
+            .await?)
+    }
+
+    /// Drops the queues of `devices` and closes their sockets on every pod (4401).
+    pub async fn remove_devices(&self, aci: Aci, devices: &[DeviceId]) -> Result<(), AppError> {
+        for device in devices {
+            self.messages.delete_queue(aci, *device).await?;
+            if let Err(e) = self
+                .notifier
+                .publish(aci, *device, DeviceEvent::Removed)
+                .await
+            {
+                tracing::warn!(error = %e, "could not tell sockets that a device was removed");
+            }
+        }
+        Ok(())
+    }
+}

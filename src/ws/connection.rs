@@ -1,0 +1,391 @@
+//! One WebSocket connection: a single task that reads client frames, answers tunnelled
+//! requests, delivers the device's queue as server requests, and closes the socket when the
+//! device connects elsewhere (4409), is removed (4401), goes idle (90 s) or the server shuts
+//! down (1001). Delivery keeps at most `MAX_OUTSTANDING` unacknowledged messages in flight:
+//! the queue stays in the store, not in this task's memory.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web;
+use actix_ws::{AggregatedMessage, CloseCode as WsCloseCode, CloseReason, ProtocolError, Session};
+use bytes::Bytes;
+use prost::Message as _;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::tunnel::{Tunnel, TunnelIdentity};
+use crate::auth::AuthenticatedDevice;
+use crate::delivery::{CloseCode, ConnectionHandle, DeviceEvent};
+use crate::domain::messages::DeliveredMeta;
+use crate::proto::textsecure::{
+    WebSocketMessage, WebSocketRequestMessage, WebSocketResponseMessage, web_socket_message,
+};
+use crate::state::AppState;
+
+/// Unacknowledged deliveries in flight per socket.
+pub const MAX_OUTSTANDING: usize = 64;
+/// Tunnelled requests served at once per socket; more wait their turn.
+const MAX_CONCURRENT_REQUESTS: usize = 16;
+/// A socket with no frame from the client for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+struct Outstanding {
+    guid: Uuid,
+    meta: Option<DeliveredMeta>,
+}
+
+/// The delivery state of an authenticated socket.
+struct Delivery {
+    device: AuthenticatedDevice,
+    /// Position of the last message sent; the next read starts after it.
+    cursor: u64,
+    outstanding: HashMap<u64, Outstanding>,
+    /// Whether the queue may hold more than what was read.
+    more: bool,
+    queue_empty_sent: bool,
+}
+
+pub struct Connection {
+    pub state: web::Data<AppState>,
+    pub tunnel: Rc<Tunnel>,
+    pub session: Session,
+    pub identity: Option<AuthenticatedDevice>,
+    pub peer: Option<SocketAddr>,
+    pub shutdown: CancellationToken,
+}
+
+/// Unregisters the socket however the task ends.
+struct Registration {
+    state: web::Data<AppState>,
+    device: AuthenticatedDevice,
+    handle: Arc<ConnectionHandle>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let (aci, id) = (self.device.aci, self.device.device);
+        self.state.registry.unregister(aci, id, self.handle.id);
+        // Unsubscribe only if no newer socket of the device took over on this pod.
+        if self.state.registry.get(aci, id).is_none() {
+            let notifier = self.state.notifier.clone();
+            actix_web::rt::spawn(async move {
+                if let Err(e) = notifier.unsubscribe(aci, id).await {
+                    tracing::debug!(error = %e, "unsubscribe failed");
+                }
+            });
+        }
+    }
+}
+
+/// Keeps the open-socket gauge right however the task ends.
+struct OpenGauge(prometheus::IntGauge);
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn encode(message: WebSocketMessage) -> Bytes {
+    Bytes::from(message.encode_to_vec())
+}
+
+fn request_frame(id: u64, path: &str, body: Option<Bytes>) -> Bytes {
+    encode(WebSocketMessage {
+        r#type: Some(web_socket_message::Type::Request as i32),
+        request: Some(WebSocketRequestMessage {
+            verb: Some("PUT".into()),
+            path: Some(path.into()),
+            body,
+            headers: vec![format!("X-Signal-Timestamp:{}", crate::storage::now_ms())],
+            id: Some(id),
+        }),
+        response: None,
+    })
+}
+
+fn response_frame(response: WebSocketResponseMessage) -> Bytes {
+    encode(WebSocketMessage {
+        r#type: Some(web_socket_message::Type::Response as i32),
+        request: None,
+        response: Some(response),
+    })
+}
+
+enum Step {
+    Continue,
+    Close(u16),
+}
+
+impl Connection {
+    pub async fn run(mut self, stream: actix_ws::MessageStream) {
+        let metrics = self.state.metrics.clone();
+        let kind = if self.identity.is_some() {
+            "authenticated"
+        } else {
+            "unauthenticated"
+        };
+        let gauge = metrics.websockets_open.with_label_values(&[kind]);
+        gauge.inc();
+        let _gauge = OpenGauge(gauge);
+
+        let handle = ConnectionHandle::new(rand::random());
+        let mut delivery = None;
+        let _registration = match self.identity {
+            Some(device) => {
+                let registration = self.register(device, handle.clone()).await;
+                delivery = Some(Delivery {
+                    device,
+                    cursor: 0,
+                    outstanding: HashMap::new(),
+                    more: true,
+                    queue_empty_sent: false,
+                });
+                Some(registration)
+            }
+            None => None,
+        };
+
+        let mut stream = stream
+            .max_frame_size(super::MAX_FRAME_BYTES)
+            .aggregate_continuations()
+            .max_continuation_size(super::MAX_FRAME_BYTES);
+        let requests = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
+        let mut next_id: u64 = 1;
+        let mut last_seen = Instant::now();
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        ping.tick().await;
+
+        if let Some(delivery) = delivery.as_mut() {
+            self.fill(delivery, &mut next_id).await;
+        }
+
+        let close_code = loop {
+            let step = tokio::select! {
+                code = handle.wait_for_close() => Step::Close(code),
+                _ = self.shutdown.cancelled() => Step::Close(CloseCode::GoingAway.code()),
+                _ = handle.wait_for_messages(), if delivery.is_some() => {
+                    if let Some(delivery) = delivery.as_mut() {
+                        delivery.more = true;
+                        self.fill(delivery, &mut next_id).await;
+                    }
+                    Step::Continue
+                }
+                _ = ping.tick() => {
+                    if last_seen.elapsed() >= IDLE_TIMEOUT {
+                        Step::Close(1000)
+                    } else {
+                        let _ = self.session.ping(b"").await;
+                        Step::Continue
+                    }
+                }
+                frame = stream.recv() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        None => break None,
+                        Some(Ok(AggregatedMessage::Binary(bytes))) => {
+                            self.on_binary(bytes, &mut delivery, &requests, &mut next_id).await
+                        }
+                        Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Pong(_))) => Step::Continue,
+                        Some(Ok(AggregatedMessage::Ping(payload))) => {
+                            let _ = self.session.pong(&payload).await;
+                            Step::Continue
+                        }
+                        Some(Ok(AggregatedMessage::Close(reason))) => {
+                            let code = reason.map(|r| u16::from(r.code)).unwrap_or(1005);
+                            metrics.websocket_closes.with_label_values(&[close_label(code)]).inc();
+                            let _ = self.session.clone().close(None).await;
+                            break None;
+                        }
+                        Some(Err(ProtocolError::Overflow)) => Step::Close(1009),
+                        Some(Err(_)) => Step::Close(1002),
+                    }
+                }
+            };
+            if let Step::Close(code) = step {
+                break Some(code);
+            }
+        };
+
+        if let Some(code) = close_code {
+            if code == CloseCode::Displaced.code() {
+                metrics.websocket_displacements.inc();
+            }
+            metrics
+                .websocket_closes
+                .with_label_values(&[close_label(code)])
+                .inc();
+            let _ = self
+                .session
+                .clone()
+                .close(Some(CloseReason {
+                    code: WsCloseCode::from(code),
+                    description: None,
+                }))
+                .await;
+        }
+    }
+
+    async fn register(
+        &self,
+        device: AuthenticatedDevice,
+        handle: Arc<ConnectionHandle>,
+    ) -> Registration {
+        let (aci, id) = (device.aci, device.device);
+        let state = &self.state;
+        // A displaced socket on this pod is told to close (and counts itself when it does).
+        state.registry.register(aci, id, handle.clone());
+        if let Err(e) = state.notifier.subscribe(aci, id).await {
+            tracing::warn!(error = %e, "could not subscribe to device events");
+        }
+        // Sockets of this device on other pods close with 4409.
+        if let Err(e) = state
+            .notifier
+            .publish(aci, id, DeviceEvent::Connected(handle.id))
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce the connection");
+        }
+        Registration {
+            state: state.clone(),
+            device,
+            handle,
+        }
+    }
+
+    /// Sends queued messages until `MAX_OUTSTANDING` are in flight or the queue is drained;
+    /// the first time it is drained, sends the one `queue/empty`.
+    async fn fill(&mut self, delivery: &mut Delivery, next_id: &mut u64) {
+        while delivery.more && delivery.outstanding.len() < MAX_OUTSTANDING {
+            let want = MAX_OUTSTANDING - delivery.outstanding.len();
+            let batch = match self
+                .state
+                .messages
+                .read_queue(delivery.device, delivery.cursor, want)
+                .await
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // The next wake-up (or reconnect) retries; nothing is lost.
+                    tracing::warn!(error = %e, "reading a queue failed");
+                    return;
+                }
+            };
+            let drained = batch.len() < want;
+            for message in batch {
+                let id = *next_id;
+                *next_id += 1;
+                delivery.cursor = message.seq;
+                delivery.outstanding.insert(
+                    id,
+                    Outstanding {
+                        guid: message.guid,
+                        meta: DeliveredMeta::of(&message.envelope),
+                    },
+                );
+                let frame = request_frame(id, "/api/v1/message", Some(message.envelope));
+                if self.session.binary(frame).await.is_err() {
+                    return;
+                }
+            }
+            if drained {
+                delivery.more = false;
+                if !delivery.queue_empty_sent {
+                    delivery.queue_empty_sent = true;
+                    let id = *next_id;
+                    *next_id += 1;
+                    let _ = self
+                        .session
+                        .binary(request_frame(id, "/api/v1/queue/empty", None))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn on_binary(
+        &mut self,
+        bytes: Bytes,
+        delivery: &mut Option<Delivery>,
+        requests: &Arc<Semaphore>,
+        next_id: &mut u64,
+    ) -> Step {
+        let Ok(message) = WebSocketMessage::decode(bytes) else {
+            return Step::Close(1007);
+        };
+        match (message.r#type, message.request, message.response) {
+            (Some(t), Some(request), _) if t == web_socket_message::Type::Request as i32 => {
+                let Ok(permit) = Arc::clone(requests).acquire_owned().await else {
+                    return Step::Close(1011);
+                };
+                let tunnel = self.tunnel.clone();
+                let mut session = self.session.clone();
+                let identity = match self.identity {
+                    Some(device) => TunnelIdentity::Device(device),
+                    None => TunnelIdentity::Anonymous,
+                };
+                let peer = self.peer;
+                actix_web::rt::spawn(async move {
+                    let response = tunnel.handle(request, identity, peer).await;
+                    let _ = session.binary(response_frame(response)).await;
+                    drop(permit);
+                });
+                Step::Continue
+            }
+            (Some(t), _, Some(response)) if t == web_socket_message::Type::Response as i32 => {
+                if let Some(delivery) = delivery.as_mut() {
+                    self.on_response(delivery, response, next_id).await;
+                }
+                Step::Continue
+            }
+            _ => Step::Close(1007),
+        }
+    }
+
+    async fn on_response(
+        &mut self,
+        delivery: &mut Delivery,
+        response: WebSocketResponseMessage,
+        next_id: &mut u64,
+    ) {
+        let Some(outstanding) = response.id.and_then(|id| delivery.outstanding.remove(&id)) else {
+            return;
+        };
+        let status = response.status.unwrap_or(0);
+        if (200..300).contains(&status)
+            && let Err(e) = self
+                .state
+                .messages
+                .acknowledge(delivery.device, outstanding.guid, outstanding.meta)
+                .await
+        {
+            // Not removed: it is delivered again on the next connection.
+            tracing::warn!(error = %e, "acknowledging a message failed");
+        }
+        if delivery.more || !delivery.queue_empty_sent {
+            self.fill(delivery, next_id).await;
+        }
+    }
+}
+
+/// Close codes as bounded metric labels.
+fn close_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1005 => "1005",
+        1007 => "1007",
+        1009 => "1009",
+        1011 => "1011",
+        4401 => "4401",
+        4409 => "4409",
+        _ => "other",
+    }
+}

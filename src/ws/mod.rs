@@ -1,0 +1,65 @@
+//! The WebSocket endpoint `/v1/websocket/`: authentication before the upgrade (403 when the
+//! credentials are wrong, an anonymous socket without them), then one task per connection
+//! (`connection`) that speaks the `WebSocketMessage` protocol, with tunnelled requests served
+//! by the same application (`tunnel`).
+
+pub mod connection;
+pub mod tunnel;
+
+use std::rc::Rc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::auth::ClientAddr;
+use crate::auth::basic::Credentials;
+use crate::error::AppError;
+use crate::state::AppState;
+use connection::Connection;
+use tunnel::Tunnel;
+
+/// Frames (and reassembled messages) above this close the socket with 1009.
+pub const MAX_FRAME_BYTES: usize = 512 * 1024;
+
+pub async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    client: ClientAddr,
+) -> Result<HttpResponse, AppError> {
+    // Only the outer application carries a tunnel: a socket cannot be opened through one.
+    let Some(tunnel) = req.app_data::<Rc<Tunnel>>().cloned() else {
+        return Err(AppError::bad_request("not available through the tunnel"));
+    };
+    let identity = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let credentials = value
+                .to_str()
+                .ok()
+                .and_then(Credentials::from_header)
+                .ok_or_else(|| AppError::Forbidden("invalid credentials".into()))?;
+            let device = state
+                .authenticator
+                .authenticate(&credentials, client.0)
+                .await
+                .map_err(|e| match e {
+                    AppError::Unauthorized => AppError::Forbidden("invalid credentials".into()),
+                    other => other,
+                })?;
+            Some(device)
+        }
+    };
+    let (response, session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let connection = Connection {
+        shutdown: state.shutdown.clone(),
+        state,
+        tunnel,
+        session,
+        identity,
+        peer: Some(std::net::SocketAddr::new(client.0, 0)),
+    };
+    actix_web::rt::spawn(connection.run(stream));
+    Ok(response)
+}

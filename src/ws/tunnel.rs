@@ -1,0 +1,180 @@
+//! The request tunnel: a `WebSocketRequestMessage` becomes an HTTP request to the same
+//! actix application (same route table, extractors, handlers, errors, limits and metrics),
+//! and its response becomes the `WebSocketResponseMessage` with the request's id.
+//!
+//! The socket's identity travels as a request extension (`TunnelIdentity`), which the
+//! authentication extractors prefer over any `Authorization` header: inside the tunnel that
+//! header is ignored, except by the endpoints that read it as a new password (registration).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use actix_http::Request;
+use actix_http::header::{HeaderName, HeaderValue};
+use actix_service::boxed::{RcService, rc_service};
+use actix_service::{IntoServiceFactory, Service, ServiceExt, ServiceFactory};
+use actix_web::dev::{AppConfig, ServiceResponse};
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpMessage, ResponseError, web};
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+
+use crate::auth::AuthenticatedDevice;
+use crate::error::AppError;
+use crate::proto::textsecure::{WebSocketRequestMessage, WebSocketResponseMessage};
+use crate::state::AppState;
+
+/// Who a tunnelled request acts as: the socket's device, or nobody.
+#[derive(Clone, Copy, Debug)]
+pub enum TunnelIdentity {
+    Device(AuthenticatedDevice),
+    Anonymous,
+}
+
+type AppService = RcService<Request, ServiceResponse, actix_web::Error>;
+
+/// One per worker thread: the in-process copy of the application that serves tunnelled
+/// requests, built on first use.
+pub struct Tunnel {
+    state: web::Data<AppState>,
+    service: OnceCell<AppService>,
+}
+
+/// Headers a client may not set inside the tunnel: the address is the socket's.
+const DROPPED_HEADERS: [&str; 2] = ["x-forwarded-for", "forwarded"];
+
+/// The largest tunnelled response body (a prekey bundle with six devices is about 20 KiB).
+const MAX_RESPONSE_BODY: usize = 1024 * 1024;
+
+impl Tunnel {
+    pub fn new(state: web::Data<AppState>) -> Self {
+        Self {
+            state,
+            service: OnceCell::new(),
+        }
+    }
+
+    async fn service(&self) -> Result<&AppService, AppError> {
+        self.service
+            .get_or_try_init(|| async {
+                let app = App::new()
+                    .app_data(self.state.clone())
+                    .wrap(from_fn(crate::api::middleware::observe))
+                    .configure(crate::api::configure);
+                let service = app
+                    .into_factory()
+                    .new_service(AppConfig::default())
+                    .await
+                    .map_err(|()| AppError::internal(anyhow::anyhow!("tunnel app failed")))?;
+                let service = service.map(ServiceResponse::map_into_boxed_body);
+                Ok::<_, AppError>(rc_service(service))
+            })
+            .await
+    }
+
+    /// Serves one tunnelled request. Never fails: problems become error responses.
+    pub async fn handle(
+        &self,
+        request: WebSocketRequestMessage,
+        identity: TunnelIdentity,
+        peer: Option<SocketAddr>,
+    ) -> WebSocketResponseMessage {
+        let id = request.id;
+        match self.call(request, identity, peer).await {
+            Ok(response) => WebSocketResponseMessage { id, ..response },
+            Err(error) => error_message(id, &error),
+        }
+    }
+
+    async fn call(
+        &self,
+        request: WebSocketRequestMessage,
+        identity: TunnelIdentity,
+        peer: Option<SocketAddr>,
+    ) -> Result<WebSocketResponseMessage, AppError> {
+        let verb = request.verb.unwrap_or_default();
+        let method = actix_http::Method::from_bytes(verb.as_bytes())
+            .map_err(|_| AppError::bad_request("invalid verb"))?;
+        let path = request.path.unwrap_or_default();
+        let uri: actix_http::Uri = path
+            .parse()
+            .map_err(|_| AppError::bad_request("invalid path"))?;
+        if uri.scheme().is_some() || !path.starts_with('/') {
+            return Err(AppError::bad_request("the path must be absolute"));
+        }
+        let body = request.body.unwrap_or_default();
+        let mut http = Request::with_payload(actix_http::Payload::from(body));
+        let head = http.head_mut();
+        head.method = method;
+        head.uri = uri;
+        head.peer_addr = peer;
+        for header in &request.headers {
+            let Some((name, value)) = header.split_once(':') else {
+                return Err(AppError::bad_request("headers must be name:value"));
+            };
+            let name = HeaderName::try_from(name.trim())
+                .map_err(|_| AppError::bad_request("invalid header name"))?;
+            if DROPPED_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
+            let value = HeaderValue::try_from(value.trim())
+                .map_err(|_| AppError::bad_request("invalid header value"))?;
+            head.headers.append(name, value);
+        }
+        http.extensions_mut().insert(identity);
+
+        let service = self.service().await?;
+        let response = match service.call(http).await {
+            Ok(response) => response.into_parts().1,
+            Err(error) => error.error_response(),
+        };
+        let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                value
+                    .to_str()
+                    .ok()
+                    .map(|v| format!("{}:{v}", name.as_str()))
+            })
+            .collect();
+        let body = actix_web::body::to_bytes_limited(response.into_body(), MAX_RESPONSE_BODY)
+            .await
+            .map_err(|_| AppError::internal(anyhow::anyhow!("tunnelled response too large")))?
+            .map_err(|_| AppError::internal(anyhow::anyhow!("tunnelled response body failed")))?;
+        Ok(WebSocketResponseMessage {
+            id: None,
+            status: Some(u32::from(status.as_u16())),
+            message: Some(status.canonical_reason().unwrap_or("").to_owned()),
+            headers,
+            body: Some(body),
+        })
+    }
+}
+
+fn error_message(id: Option<u64>, error: &AppError) -> WebSocketResponseMessage {
+    let status = error.status_code();
+    let mut headers = vec![
+        "content-type:application/json".to_owned(),
+        format!("x-signal-timestamp:{}", crate::storage::now_ms()),
+    ];
+    headers.extend(
+        error
+            .headers()
+            .into_iter()
+            .map(|(name, value)| format!("{}:{value}", name.as_str())),
+    );
+    WebSocketResponseMessage {
+        id,
+        status: Some(u32::from(status.as_u16())),
+        message: Some(status.canonical_reason().unwrap_or("").to_owned()),
+        headers,
+        body: Some(Bytes::from(error.body())),
+    }
+}
+
+/// Builds the per-worker tunnel; the composition root calls it in the server factory.
+pub fn per_worker(state: web::Data<AppState>) -> Rc<Tunnel> {
+    Rc::new(Tunnel::new(state))
+}
