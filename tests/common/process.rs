@@ -1,13 +1,15 @@
 //! The real `sealpost` binary as a child process, for tests that need separate processes.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use sealpost::client::Client;
 
+/// A port nothing listens on right now (for "nothing answers there" tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -20,6 +22,7 @@ pub struct Server {
     child: Child,
     pub client: Client,
     pub admin: String,
+    log: Arc<Mutex<String>>,
 }
 
 impl Server {
@@ -38,16 +41,47 @@ impl Server {
         command
     }
 
+    /// Starts the binary on ports it picks itself (port 0) and learns them from its
+    /// "listening" log line, so no other test can take them in between.
     pub async fn start(env: &[(&str, String)]) -> Self {
-        let (port, admin_port) = (free_port(), free_port());
         let mut env = env.to_vec();
-        env.push(("SEALPOST_LISTEN", format!("127.0.0.1:{port}")));
-        env.push(("SEALPOST_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}")));
-        let child = Self::command(&env).spawn().expect("the binary starts");
+        env.push(("SEALPOST_LISTEN", "127.0.0.1:0".into()));
+        env.push(("SEALPOST_ADMIN_LISTEN", "127.0.0.1:0".into()));
+        let mut child = Self::command(&env).spawn().expect("the binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (listening_tx, listening) = std::sync::mpsc::channel::<String>();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sealpost is listening") {
+                    let _ = listening_tx.send(line.clone());
+                }
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let line =
+            tokio::task::spawn_blocking(move || listening.recv_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap()
+                .unwrap_or_else(|_| {
+                    let _ = child.kill();
+                    panic!("the server did not come up:\n{}", log.lock().unwrap())
+                });
+        let address = |key: &str| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+                .to_owned()
+        };
         let server = Self {
+            client: Client::new(&format!("http://{}", address("api="))),
+            admin: format!("http://{}", address("admin=")),
             child,
-            client: Client::new(&format!("http://127.0.0.1:{port}")),
-            admin: format!("http://127.0.0.1:{admin_port}"),
+            log,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -56,7 +90,10 @@ impl Server {
             {
                 return server;
             }
-            assert!(Instant::now() < deadline, "the server did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "the server did not answer /health/live"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -86,13 +123,9 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         };
-        let mut log = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut log)
-            .unwrap();
+        // The reader thread sees end-of-file once the process is gone.
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
         (exit.code(), log)
     }
 }

@@ -1,5 +1,8 @@
 //! A small typed client of sealpost's API, used by the integration tests and `loadtests/`.
-//! It makes real keys and real signatures, as a Signal client would.
+//! It makes real keys and real signatures, as a Signal client would; `ws` is its WebSocket
+//! side.
+
+pub mod ws;
 
 use base64::Engine;
 use rand::RngCore;

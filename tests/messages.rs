@@ -1,0 +1,677 @@
+//! Store-and-forward messaging with real WebSocket clients against the real server: live and
+//! backlog delivery, acknowledgement and redelivery, the device check, the tunnel,
+//! displacement, removal, receipts and limits. Every test runs embedded and on
+//! Postgres+Redis; the cross-process tests run two server processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestApp, TestStores};
+use reqwest::StatusCode;
+use sealpost::client::ws::{ServerRequest, WsClient};
+use sealpost::client::{AccountKeys, DeviceCredentials, default_attributes, random_password};
+use sealpost::domain::encoding::encode_base64;
+use sealpost::domain::ids::Aci;
+use sealpost::limits::{BucketSpec, Limit};
+use sealpost::proto::textsecure::Envelope;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(5);
+const QUIET: Duration = Duration::from_millis(300);
+
+async fn app(backend: Backend) -> (TestApp, TestStores) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config()).await;
+    (app, stores)
+}
+
+fn body(contents: &[&str], timestamp: u64) -> Value {
+    json!({
+        "messages": contents.iter().map(|c| json!({
+            "type": 1,
+            "destinationDeviceId": 1,
+            "destinationRegistrationId": 0,
+            "content": encode_base64(c.as_bytes()),
+        })).collect::<Vec<_>>(),
+        "online": false,
+        "urgent": true,
+        "timestamp": timestamp,
+    })
+}
+
+/// One message per call, each its own request.
+async fn send(
+    app: &TestApp,
+    from: &DeviceCredentials,
+    to: &Aci,
+    content: &str,
+) -> (StatusCode, Value) {
+    send_body(app, from, to, body(&[content], 1_700_000_000_000)).await
+}
+
+async fn send_body(
+    app: &TestApp,
+    from: &DeviceCredentials,
+    to: &Aci,
+    body: Value,
+) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .http()
+        .put(app.client.url(&format!("/v1/messages/{to}")))
+        .header("Authorization", from.authorization())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Connects and consumes the initial backlog, returning its deliveries (not acked).
+async fn connect(app: &TestApp, who: &DeviceCredentials) -> (WsClient, Vec<ServerRequest>) {
+    let mut ws = WsClient::connect(&app.address, Some(who)).await.unwrap();
+    let mut backlog = Vec::new();
+    loop {
+        let request = ws
+            .next_request(WAIT)
+            .await
+            .expect("the server sends queue/empty");
+        if request.is_queue_empty() {
+            ws.respond(request.id, 200).await.unwrap();
+            return (ws, backlog);
+        }
+        backlog.push(request);
+    }
+}
+
+fn content(request: &ServerRequest) -> String {
+    String::from_utf8(request.envelope().unwrap().content.unwrap().to_vec()).unwrap()
+}
+
+async fn a_connected_device_gets_messages_live_with_every_envelope_field(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let (mut ws, backlog) = connect(&app, &bob).await;
+    assert!(backlog.is_empty());
+
+    let (status, answer) = send(&app, &alice, &bob.aci, "hello bob").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, json!({"needsSync": false}));
+
+    let delivery = ws.next_request(WAIT).await.expect("a live delivery");
+    assert_eq!(
+        (delivery.verb.as_str(), delivery.path.as_str()),
+        ("PUT", "/api/v1/message")
+    );
+    let envelope: Envelope = delivery.envelope().unwrap();
+    assert_eq!(envelope.r#type, Some(1));
+    assert_eq!(
+        envelope.source_service_id.as_deref(),
+        Some(&alice.aci.as_bytes()[..])
+    );
+    assert_eq!(envelope.source_device, Some(1));
+    assert_eq!(
+        envelope.destination_service_id.as_deref(),
+        Some(&bob.aci.as_bytes()[..])
+    );
+    assert_eq!(envelope.content.as_deref(), Some(&b"hello bob"[..]));
+    assert_eq!(envelope.client_timestamp, Some(1_700_000_000_000));
+    assert!(envelope.server_timestamp.unwrap() > 1_700_000_000_000);
+    assert_eq!(envelope.server_guid.as_ref().map(|g| g.len()), Some(16));
+    assert_eq!(
+        (envelope.urgent, envelope.ephemeral),
+        (Some(true), Some(false))
+    );
+    ws.respond(delivery.id, 200).await.unwrap();
+    assert!(
+        ws.next_request(QUIET).await.is_none(),
+        "exactly one queue/empty, once"
+    );
+    app.stop().await;
+}
+
+async fn an_offline_backlog_arrives_in_order_then_one_queue_empty_then_live(backend: Backend) {
+    // More than one socket's worth of outstanding deliveries, faster than `messages` allows.
+    let stores = TestStores::new(backend).await;
+    let mut config = stores.config();
+    config.rate_limits.enabled = false;
+    let app = TestApp::start(config).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    for i in 0..150 {
+        assert_eq!(
+            send(&app, &alice, &bob.aci, &format!("m{i}")).await.0,
+            StatusCode::OK
+        );
+    }
+    let mut ws = WsClient::connect(&app.address, Some(&bob)).await.unwrap();
+    let mut received = Vec::new();
+    loop {
+        let request = ws
+            .next_request(WAIT)
+            .await
+            .expect("deliveries then queue/empty");
+        if request.is_queue_empty() {
+            break;
+        }
+        received.push(content(&request));
+        ws.respond(request.id, 200).await.unwrap();
+    }
+    let expected: Vec<String> = (0..150).map(|i| format!("m{i}")).collect();
+    assert_eq!(received, expected);
+    send(&app, &alice, &bob.aci, "live").await;
+    let live = ws.next_request(WAIT).await.unwrap();
+    assert_eq!(content(&live), "live");
+    app.stop().await;
+}
+
+async fn unacknowledged_messages_come_again_on_the_next_connection(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    for i in 0..3 {
+        send(&app, &alice, &bob.aci, &format!("m{i}")).await;
+    }
+    let (ws, backlog) = connect(&app, &bob).await;
+    assert_eq!(
+        backlog.iter().map(content).collect::<Vec<_>>(),
+        ["m0", "m1", "m2"]
+    );
+    ws.respond(backlog[0].id, 200).await.unwrap();
+    // A non-2xx answer is not an acknowledgement either.
+    ws.respond(backlog[1].id, 500).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    ws.close().await;
+    drop(ws);
+
+    let (ws, backlog) = connect(&app, &bob).await;
+    assert_eq!(
+        backlog.iter().map(content).collect::<Vec<_>>(),
+        ["m1", "m2"]
+    );
+    for request in &backlog {
+        ws.respond(request.id, 200).await.unwrap();
+    }
+    tokio::time::sleep(QUIET).await;
+    drop(ws);
+    let (_ws, backlog) = connect(&app, &bob).await;
+    assert!(backlog.is_empty(), "acknowledged messages are gone");
+    app.stop().await;
+}
+
+async fn the_device_check_answers_409_and_410_with_exact_bodies_and_queues_nothing(
+    backend: Backend,
+) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let registration_id = app
+        .client
+        .fetch_keys(sealpost::client::KeyAccess::Device(&alice), &bob.aci, "1")
+        .await
+        .unwrap()
+        .devices[0]
+        .registration_id;
+    let message = |device: u32, registration: u32| json!({"type": 1, "destinationDeviceId": device, "destinationRegistrationId": registration, "content": "AQ=="});
+    let cases = [
+        (
+            json!({"messages": [message(1, registration_id as u32), message(2, 7)]}),
+            StatusCode::CONFLICT,
+            json!({"missingDevices": [], "extraDevices": [2]}),
+        ),
+        (
+            json!({"messages": []}),
+            StatusCode::CONFLICT,
+            json!({"missingDevices": [1], "extraDevices": []}),
+        ),
+        (
+            json!({"messages": [message(3, 1)]}),
+            StatusCode::CONFLICT,
+            json!({"missingDevices": [1], "extraDevices": [3]}),
+        ),
+        (
+            json!({"messages": [message(1, (registration_id as u32 % 16383) + 1)]}),
+            StatusCode::GONE,
+            json!({"staleDevices": [1]}),
+        ),
+    ];
+    for (body, status, expected) in cases {
+        let (got_status, got) = send_body(&app, &alice, &bob.aci, body).await;
+        assert_eq!((got_status, got), (status, expected));
+    }
+    let (status, _) = send_body(
+        &app,
+        &alice,
+        &bob.aci,
+        json!({"messages": [message(1, registration_id as u32)]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_ws, backlog) = connect(&app, &bob).await;
+    assert_eq!(backlog.len(), 1, "only the valid send was queued");
+    app.stop().await;
+}
+
+async fn malformed_sends_get_clear_errors(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let one = |kind: i64, content: &str| json!({"messages": [{"type": kind, "destinationDeviceId": 1, "content": content}]});
+    let big = encode_base64(&vec![7u8; 96 * 1024 + 1]);
+    let cases = [
+        (one(2, "AQ=="), StatusCode::BAD_REQUEST),
+        (one(1, ""), StatusCode::BAD_REQUEST),
+        (one(1, "%%%"), StatusCode::BAD_REQUEST),
+        (one(1, &big), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            json!({"messages": [{"type": 1, "destinationDeviceId": 1, "content": "AQ=="}, {"type": 1, "destinationDeviceId": 1, "content": "AQ=="}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"messages": [{"type": 1, "destinationDeviceId": 0, "content": "AQ=="}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"messages": [{"type": 1, "destinationDeviceId": 1, "destinationRegistrationId": 99999, "content": "AQ=="}]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (json!({"messages": "no"}), StatusCode::BAD_REQUEST),
+    ];
+    for (body, status) in cases {
+        let (got, error) = send_body(&app, &alice, &bob.aci, body.clone()).await;
+        assert_eq!(got, status, "{body}");
+        assert_eq!(error["code"], json!(status.as_u16()));
+    }
+    let (status, _) = send(&app, &alice, &Aci::random(), "x").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let anonymous = app
+        .client
+        .http()
+        .put(app.client.url(&format!("/v1/messages/{}", bob.aci)))
+        .json(&body(&["x"], 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (_ws, backlog) = connect(&app, &bob).await;
+    assert!(backlog.is_empty(), "nothing was queued by a refused send");
+    app.stop().await;
+}
+
+async fn sealed_sends_need_the_access_key_and_carry_no_sender(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let mut attributes = default_attributes();
+    attributes.unidentified_access_key = Some(encode_base64(&[5u8; 16]));
+    let keys = AccountKeys::generate();
+    let password = random_password();
+    let bob_aci = app
+        .client
+        .register(&keys.registration_request(attributes), &password)
+        .await
+        .unwrap()
+        .uuid;
+    let bob = DeviceCredentials {
+        aci: bob_aci,
+        device: sealpost::domain::ids::DeviceId::PRIMARY,
+        password,
+    };
+    let sealed = |key: [u8; 16], to: Aci| {
+        let request = app
+            .client
+            .http()
+            .put(app.client.url(&format!("/v1/messages/{to}")))
+            .header("Unidentified-Access-Key", encode_base64(&key))
+            .json(&json!({"messages": [{"type": 6, "destinationDeviceId": 1, "content": "c2VhbGVk"}]}));
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(sealed([5u8; 16], bob.aci).await, StatusCode::OK);
+    assert_eq!(sealed([6u8; 16], bob.aci).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        sealed([5u8; 16], Aci::random()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_ws, backlog) = connect(&app, &bob).await;
+    assert_eq!(backlog.len(), 1);
+    let envelope = backlog[0].envelope().unwrap();
+    assert_eq!(envelope.r#type, Some(6));
+    assert_eq!(envelope.source_service_id, None);
+    assert_eq!(envelope.source_device, None);
+    assert_eq!(envelope.content.as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(
+        app.metric("sealpost_messages_sent_total{kind=\"sealed\",recipient=\"offline\"}")
+            .await,
+        1.0
+    );
+    app.stop().await;
+}
+
+async fn a_sync_message_leaves_out_the_sending_device(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (status, answer) = send(&app, &alice, &alice.aci, "note to self").await;
+    assert_eq!(
+        (status, answer),
+        (
+            StatusCode::CONFLICT,
+            json!({"missingDevices": [], "extraDevices": [1]})
+        )
+    );
+    let (status, answer) = send_body(&app, &alice, &alice.aci, json!({"messages": []})).await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({"needsSync": false}))
+    );
+    app.stop().await;
+}
+
+async fn a_second_socket_for_the_device_closes_the_first_with_4409(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let (mut first, _) = connect(&app, &bob).await;
+    let (mut second, _) = connect(&app, &bob).await;
+    assert_eq!(first.closed(WAIT).await, Some(4409));
+    send(&app, &alice, &bob.aci, "to the new socket").await;
+    let delivery = second.next_request(WAIT).await.unwrap();
+    assert_eq!(content(&delivery), "to the new socket");
+    assert_eq!(
+        app.metric("sealpost_websocket_displacements_total").await,
+        1.0
+    );
+    app.stop().await;
+}
+
+async fn the_tunnel_serves_every_endpoint_with_the_same_rules(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let (alice_ws, _) = connect(&app, &alice).await;
+    let (mut bob_ws, _) = connect(&app, &bob).await;
+
+    let response = alice_ws
+        .request_json(
+            "PUT",
+            &format!("/v1/messages/{}", bob.aci),
+            &body(&["via tunnel"], 5),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.json::<Value>().unwrap(),
+        json!({"needsSync": false})
+    );
+    assert!(response.header("x-signal-timestamp").is_some());
+    let delivery = bob_ws.next_request(WAIT).await.unwrap();
+    assert_eq!(content(&delivery), "via tunnel");
+
+    let whoami = alice_ws
+        .request("GET", "/v1/accounts/whoami", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        whoami.json::<Value>().unwrap()["uuid"],
+        json!(alice.aci.to_string())
+    );
+    // An Authorization header inside an authenticated tunnel changes nothing.
+    let other = alice_ws
+        .request(
+            "GET",
+            "/v1/accounts/whoami",
+            None,
+            vec![format!("Authorization:{}", bob.authorization())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        other.json::<Value>().unwrap()["uuid"],
+        json!(alice.aci.to_string())
+    );
+    let missing = alice_ws
+        .request("GET", "/v1/nothing", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            missing.status,
+            missing.json::<Value>().unwrap()["code"].clone()
+        ),
+        (404, json!(404))
+    );
+    let conflict = alice_ws
+        .request_json(
+            "PUT",
+            &format!("/v1/messages/{}", bob.aci),
+            &json!({"messages": []}),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(conflict.status, 409);
+    assert_eq!(
+        conflict.json::<Value>().unwrap(),
+        json!({"missingDevices": [1], "extraDevices": []})
+    );
+    let keepalive = alice_ws
+        .request("GET", "/v1/keepalive", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(keepalive.status, 200);
+
+    // An anonymous socket acts as nobody.
+    let anonymous = WsClient::connect(&app.address, None).await.unwrap();
+    let whoami = anonymous
+        .request("GET", "/v1/accounts/whoami", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(whoami.status, 401);
+    let keepalive = anonymous
+        .request("GET", "/v1/keepalive", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(keepalive.status, 200);
+    app.stop().await;
+}
+
+async fn receipts_go_to_every_device_of_an_identified_sender(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let (mut alice_ws, _) = connect(&app, &alice).await;
+    let (mut bob_ws, _) = connect(&app, &bob).await;
+    send_body(&app, &alice, &bob.aci, body(&["please confirm"], 4242)).await;
+    let delivery = bob_ws.next_request(WAIT).await.unwrap();
+    bob_ws.respond(delivery.id, 200).await.unwrap();
+
+    let receipt = alice_ws
+        .next_request(WAIT)
+        .await
+        .expect("a delivery receipt");
+    let envelope = receipt.envelope().unwrap();
+    assert_eq!(envelope.r#type, Some(5));
+    assert_eq!(
+        envelope.source_service_id.as_deref(),
+        Some(&bob.aci.as_bytes()[..])
+    );
+    assert_eq!(envelope.source_device, Some(1));
+    assert_eq!(envelope.client_timestamp, Some(4242));
+    assert_eq!(envelope.content, None);
+    assert_eq!(envelope.urgent, Some(false));
+    alice_ws.respond(receipt.id, 200).await.unwrap();
+    // Acknowledging a receipt makes no receipt of its own.
+    assert!(bob_ws.next_request(QUIET).await.is_none());
+    assert!(
+        app.metric("sealpost_messages_delivery_latency_seconds_count")
+            .await
+            >= 2.0
+    );
+    app.stop().await;
+}
+
+async fn deleting_the_account_closes_its_sockets_with_4401(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    send(&app, &alice, &bob.aci, "left behind").await;
+    let (mut ws, backlog) = connect(&app, &bob).await;
+    assert_eq!(backlog.len(), 1);
+    app.client.delete_account(&bob).await.unwrap();
+    assert_eq!(ws.closed(WAIT).await, Some(4401));
+    assert!(matches!(
+        WsClient::connect(&app.address, Some(&bob)).await,
+        Err(sealpost::client::ws::WsError::Refused(403))
+    ));
+    app.stop().await;
+}
+
+async fn bad_frames_and_bad_credentials_are_refused(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let mut wrong = bob.clone();
+    wrong.password = random_password();
+    assert!(matches!(
+        WsClient::connect(&app.address, Some(&wrong)).await,
+        Err(sealpost::client::ws::WsError::Refused(403))
+    ));
+
+    let (mut ws, _) = connect(&app, &bob).await;
+    ws.send_raw(Message::Text("ignored".into())).await.unwrap();
+    assert_eq!(
+        ws.request("GET", "/v1/keepalive", None, vec![])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    ws.send_raw(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+        .await
+        .unwrap();
+    assert_eq!(ws.closed(WAIT).await, Some(1007));
+
+    let mut ws = WsClient::connect(&app.address, None).await.unwrap();
+    ws.send_raw(Message::Binary(vec![0u8; 513 * 1024].into()))
+        .await
+        .unwrap();
+    assert_eq!(ws.closed(WAIT).await, Some(1009));
+    app.stop().await;
+}
+
+async fn online_messages_reach_connected_devices_only(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let mut ephemeral = body(&["typing..."], 1);
+    ephemeral["online"] = json!(true);
+    assert_eq!(
+        send_body(&app, &alice, &bob.aci, ephemeral.clone()).await.0,
+        StatusCode::OK
+    );
+    let (mut ws, backlog) = connect(&app, &bob).await;
+    assert!(backlog.is_empty(), "not stored for an offline device");
+    assert_eq!(
+        send_body(&app, &alice, &bob.aci, ephemeral).await.0,
+        StatusCode::OK
+    );
+    let delivery = ws.next_request(WAIT).await.unwrap();
+    assert_eq!(delivery.envelope().unwrap().ephemeral, Some(true));
+    app.stop().await;
+}
+
+async fn the_messages_limit_applies_per_sender_and_target(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let mut config = stores.config();
+    config.rate_limits.specs.insert(
+        Limit::Messages,
+        BucketSpec {
+            bucket_size: 2,
+            permit_period_ms: 60_000.0,
+        },
+    );
+    let app = TestApp::start(config).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let (carol, _) = app.client.register_new().await.unwrap();
+    assert_eq!(send(&app, &alice, &bob.aci, "1").await.0, StatusCode::OK);
+    assert_eq!(send(&app, &alice, &bob.aci, "2").await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, &alice, &bob.aci, "3").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(send(&app, &alice, &carol.aci, "1").await.0, StatusCode::OK);
+    app.stop().await;
+}
+
+on_both_backends!(
+    a_connected_device_gets_messages_live_with_every_envelope_field,
+    an_offline_backlog_arrives_in_order_then_one_queue_empty_then_live,
+    unacknowledged_messages_come_again_on_the_next_connection,
+    the_device_check_answers_409_and_410_with_exact_bodies_and_queues_nothing,
+    malformed_sends_get_clear_errors,
+    sealed_sends_need_the_access_key_and_carry_no_sender,
+    a_sync_message_leaves_out_the_sending_device,
+    a_second_socket_for_the_device_closes_the_first_with_4409,
+    the_tunnel_serves_every_endpoint_with_the_same_rules,
+    receipts_go_to_every_device_of_an_identified_sender,
+    deleting_the_account_closes_its_sockets_with_4401,
+    bad_frames_and_bad_credentials_are_refused,
+    online_messages_reach_connected_devices_only,
+    the_messages_limit_applies_per_sender_and_target,
+);
+
+/// Two server processes on the same Postgres and Redis: a message sent through one reaches
+/// a socket held by the other live; a new socket on one process closes the device's socket
+/// on the other with 4409; deleting the account through one closes sockets on the other
+/// with 4401.
+#[tokio::test]
+async fn delivery_and_displacement_work_across_two_server_processes() {
+    use common::process::Server;
+    let stores = TestStores::new(Backend::External).await;
+    let env = stores.process_env();
+    let a = Server::start(&env).await;
+    let b = Server::start(&env).await;
+    let (alice, _) = a.client.register_new().await.unwrap();
+    let (bob, _) = a.client.register_new().await.unwrap();
+    let b_address = b.client.url("");
+
+    let mut on_b = WsClient::connect(&b_address, Some(&bob)).await.unwrap();
+    assert!(on_b.next_request(WAIT).await.unwrap().is_queue_empty());
+    let response = a
+        .client
+        .http()
+        .put(a.client.url(&format!("/v1/messages/{}", bob.aci)))
+        .header("Authorization", alice.authorization())
+        .json(&body(&["across pods"], 9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let delivery = on_b
+        .next_request(WAIT)
+        .await
+        .expect("live delivery from the other process");
+    assert_eq!(content(&delivery), "across pods");
+    on_b.respond(delivery.id, 200).await.unwrap();
+
+    let a_address = a.client.url("");
+    let mut on_a = WsClient::connect(&a_address, Some(&bob)).await.unwrap();
+    assert!(on_a.next_request(WAIT).await.unwrap().is_queue_empty());
+    assert_eq!(
+        on_b.closed(WAIT).await,
+        Some(4409),
+        "displaced from the other process"
+    );
+
+    b.client.delete_account(&bob).await.unwrap();
+    assert_eq!(
+        on_a.closed(WAIT).await,
+        Some(4401),
+        "removed through the other process"
+    );
+    a.terminate();
+    b.terminate();
+}
