@@ -575,7 +575,167 @@ async fn devices_are_listed_by_id(backend: Backend) {
     );
 }
 
+async fn queues_are_fifo_deduplicated_and_read_after_a_cursor(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let (aci, device) = (Aci::random(), DeviceId::PRIMARY);
+    let other = DeviceId::new(2).unwrap();
+    let guids: Vec<uuid::Uuid> = (0..5).map(|_| uuid::Uuid::new_v4()).collect();
+    for (i, guid) in guids.iter().enumerate() {
+        let envelope = bytes::Bytes::from(format!("envelope {i}"));
+        assert!(
+            stores
+                .messages
+                .insert(aci, device, *guid, envelope)
+                .await
+                .unwrap()
+        );
+    }
+    // The same GUID again is not queued twice.
+    assert!(
+        !stores
+            .messages
+            .insert(aci, device, guids[1], "dup".into())
+            .await
+            .unwrap()
+    );
+    assert!(
+        stores
+            .messages
+            .insert(aci, other, guids[0], "other device".into())
+            .await
+            .unwrap()
+    );
+
+    let all = stores.messages.read(aci, device, 0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|m| m.guid).collect::<Vec<_>>(), guids);
+    assert_eq!(all[3].envelope, bytes::Bytes::from("envelope 3"));
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let page = stores
+        .messages
+        .read(aci, device, all[1].seq, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|m| m.guid).collect::<Vec<_>>(),
+        guids[2..4].to_vec()
+    );
+
+    assert!(stores.messages.remove(aci, device, guids[2]).await.unwrap());
+    assert!(!stores.messages.remove(aci, device, guids[2]).await.unwrap());
+    let left = stores.messages.read(aci, device, 0, 100).await.unwrap();
+    assert_eq!(left.len(), 4);
+    assert!(!left.iter().any(|m| m.guid == guids[2]));
+    // A new message goes after everything, even after removals.
+    let late = uuid::Uuid::new_v4();
+    stores
+        .messages
+        .insert(aci, device, late, "late".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        stores
+            .messages
+            .read(aci, device, 0, 100)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .guid,
+        late
+    );
+
+    stores.messages.delete_queue(aci, device).await.unwrap();
+    assert!(
+        stores
+            .messages
+            .read(aci, device, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        stores
+            .messages
+            .read(aci, other, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn queues_expire_their_ttl_after_the_last_insert(backend: Backend) {
+    let test = TestStores::new(backend).await;
+    let stores = connect_stores(&test.store_config(), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let (aci, device) = (Aci::random(), DeviceId::PRIMARY);
+    stores
+        .messages
+        .insert(aci, device, uuid::Uuid::new_v4(), "a".into())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stores
+        .messages
+        .insert(aci, device, uuid::Uuid::new_v4(), "b".into())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        stores
+            .messages
+            .read(aci, device, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "refreshed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        stores
+            .messages
+            .read(aci, device, 0, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "expired"
+    );
+}
+
+async fn concurrent_inserts_keep_one_order_for_every_reader(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let (aci, device) = (Aci::random(), DeviceId::PRIMARY);
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let store = Arc::clone(&stores.messages);
+            tokio::spawn(async move {
+                store
+                    .insert(
+                        aci,
+                        device,
+                        uuid::Uuid::new_v4(),
+                        bytes::Bytes::from(format!("{i}")),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap());
+    }
+    let first = stores.messages.read(aci, device, 0, 1000).await.unwrap();
+    let second = stores.messages.read(aci, device, 0, 1000).await.unwrap();
+    assert_eq!(first.len(), 100);
+    assert_eq!(first, second);
+}
+
 on_both_backends!(
+    queues_are_fifo_deduplicated_and_read_after_a_cursor,
+    queues_expire_their_ttl_after_the_last_insert,
+    concurrent_inserts_keep_one_order_for_every_reader,
     stored_keys_are_counted_replaced_and_claimed_lowest_first,
     concurrent_claims_never_return_a_key_twice,
     devices_are_listed_by_id,
@@ -590,6 +750,31 @@ on_both_backends!(
     concurrent_takes_never_hand_out_more_than_the_bucket,
     readiness_probes_answer_when_the_stores_do,
 );
+
+/// Every key of a device's queue shares one hash tag, so each script touches one Redis
+/// Cluster slot.
+#[tokio::test]
+async fn a_device_queue_lives_under_one_hash_tag() {
+    let (stores, test) = stores(Backend::External).await;
+    let aci = Aci::random();
+    stores
+        .messages
+        .insert(aci, DeviceId::PRIMARY, uuid::Uuid::new_v4(), "x".into())
+        .await
+        .unwrap();
+    let prefix = &test.redis.as_ref().unwrap().prefix;
+    let mut keys = test.redis.as_ref().unwrap().keys();
+    keys.sort();
+    let base = format!("{prefix}q:{{{aci}:1}}");
+    assert_eq!(
+        keys,
+        vec![
+            format!("{base}:i"),
+            format!("{base}:m"),
+            format!("{base}:s")
+        ]
+    );
+}
 
 #[tokio::test]
 async fn the_redis_bucket_lives_under_the_configured_prefix() {
