@@ -1,7 +1,8 @@
 //! sealpost's load generator. Each scenario drives a running sealpost over loopback, is
 //! bounded in time and count, and prints a JSON result and a Markdown row.
 //!
-//! Scenarios so far: `auth` (authenticated `GET /v1/accounts/whoami` with a cached
+//! Scenarios so far: `pairs` (BENCHMARKS.md: pairs of sockets exchanging messages, delivered
+//! messages/s and end-to-end latency, every message checked for loss, repeats and order); `auth` (authenticated `GET /v1/accounts/whoami` with a cached
 //! credential, the same request without credentials, and with a wrong password, which pays
 //! a full argon2 verification each time). The messaging scenarios of BENCHMARKS.md come with the
 //! messaging issues.
@@ -38,12 +39,22 @@ struct Args {
     /// prekeys: target accounts, each given 100 EC and 100 Kyber one-time keys.
     #[arg(long, default_value_t = 500)]
     targets: usize,
+    /// pairs: sender/receiver pairs, each on its own authenticated sockets.
+    #[arg(long, default_value_t = 50)]
+    pairs: usize,
+    /// pairs: sends in flight per sender (each an independent ordered lane).
+    #[arg(long, default_value_t = 4)]
+    inflight: usize,
+    /// pairs: content bytes per message.
+    #[arg(long, default_value_t = 256)]
+    message_bytes: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Scenario {
     Auth,
     Prekeys,
+    Pairs,
 }
 
 #[derive(Serialize)]
@@ -306,6 +317,195 @@ async fn prekeys(args: &Args) -> anyhow::Result<Vec<Phase>> {
     Ok(vec![phase])
 }
 
+/// What a receiver saw of one sender's lanes: repeats, late arrivals, and (at the end)
+/// gaps below the highest sequence number seen.
+#[derive(Default)]
+struct LaneCheck {
+    lanes: std::collections::HashMap<u32, (u64, std::collections::HashSet<u64>)>,
+    duplicated: u64,
+    reordered: u64,
+}
+
+impl LaneCheck {
+    fn record(&mut self, lane: u32, seq: u64) {
+        let (high, seen) = self.lanes.entry(lane).or_default();
+        if !seen.insert(seq) {
+            self.duplicated += 1;
+            return;
+        }
+        if seq + 1 < *high {
+            self.reordered += 1;
+        }
+        *high = (*high).max(seq + 1);
+    }
+
+    fn missing(&self) -> u64 {
+        self.lanes
+            .values()
+            .map(|(high, seen)| high - seen.len() as u64)
+            .sum()
+    }
+}
+
+/// P pairs of authenticated sockets: each sender sends `message_bytes` envelopes through its
+/// socket (tunnelled `PUT /v1/messages`) with `inflight` sends outstanding, each lane in
+/// order; each receiver acknowledges every delivery. Every message carries its lane,
+/// sequence number and send time, so the receivers measure end-to-end latency and report
+/// missing, repeated and out-of-order messages.
+async fn pairs(args: &Args) -> anyhow::Result<Vec<Phase>> {
+    use sealpost::client::ws::WsClient;
+    use sealpost::domain::encoding::encode_base64;
+    use std::sync::Mutex;
+
+    let client = Client::new(&args.url);
+    eprintln!(
+        "pairs: registering {} pairs and connecting their sockets",
+        args.pairs
+    );
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..args.pairs {
+        let (sender, _) = client
+            .register_new()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (receiver, _) = client
+            .register_new()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sender_ws = WsClient::connect(&args.url, Some(&sender)).await?;
+        let mut receiver_ws = WsClient::connect(&args.url, Some(&receiver)).await?;
+        // Drain the (empty) backlog of both.
+        let first = receiver_ws
+            .next_request(Duration::from_secs(10))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no queue/empty"))?;
+        receiver_ws.respond(first.id, 200).await?;
+        senders.push((Arc::new(sender_ws), receiver.aci));
+        receivers.push(receiver_ws);
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let budget = args.max_requests;
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let checks: Arc<Mutex<Vec<LaneCheck>>> = Arc::default();
+
+    // Receivers: record latency and order, acknowledge every delivery, stop after a quiet
+    // second past the deadline.
+    let mut receiver_tasks = Vec::new();
+    for mut ws in receivers {
+        let (latency, checks) = (latency.clone(), checks.clone());
+        receiver_tasks.push(tokio::spawn(async move {
+            let mut check = LaneCheck::default();
+            let mut hist = Histogram::<u64>::new(3).expect("valid histogram");
+            let mut delivered = 0u64;
+            loop {
+                let wait = if Instant::now() < deadline {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_secs(1)
+                };
+                let Some(request) = ws.next_request(wait).await else {
+                    break;
+                };
+                let _ = ws.respond(request.id, 200).await;
+                let Some(content) = request.envelope().and_then(|e| e.content) else {
+                    continue;
+                };
+                if content.len() < 20 {
+                    continue;
+                }
+                let lane = u32::from_be_bytes(content[0..4].try_into().expect("4 bytes"));
+                let seq = u64::from_be_bytes(content[4..12].try_into().expect("8 bytes"));
+                let sent_at = u64::from_be_bytes(content[12..20].try_into().expect("8 bytes"));
+                let now = started.elapsed().as_micros() as u64;
+                let _ = hist.record(now.saturating_sub(sent_at));
+                check.record(lane, seq);
+                delivered += 1;
+            }
+            latency
+                .lock()
+                .expect("not poisoned")
+                .add(hist)
+                .expect("same bounds");
+            checks.lock().expect("not poisoned").push(check);
+            delivered
+        }));
+    }
+
+    // Senders: `inflight` lanes per sender, each sending in order until the deadline.
+    eprintln!(
+        "pairs: sending for {}s ({} in flight per sender)",
+        args.seconds, args.inflight
+    );
+    let mut sender_tasks = Vec::new();
+    for (ws, target) in senders {
+        for lane in 0..args.inflight as u32 {
+            let (ws, sent, failed) = (ws.clone(), sent.clone(), failed.clone());
+            let padding = args.message_bytes.max(20) - 20;
+            sender_tasks.push(tokio::spawn(async move {
+                let path = format!("/v1/messages/{target}");
+                let mut seq = 0u64;
+                while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < budget {
+                    let mut content = Vec::with_capacity(20 + padding);
+                    content.extend_from_slice(&lane.to_be_bytes());
+                    content.extend_from_slice(&seq.to_be_bytes());
+                    content.extend_from_slice(&(started.elapsed().as_micros() as u64).to_be_bytes());
+                    content.resize(20 + padding, 0x5a);
+                    let body = serde_json::json!({
+                        "messages": [{"type": 1, "destinationDeviceId": 1, "content": encode_base64(&content)}],
+                        "timestamp": 1,
+                    });
+                    match ws.request_json("PUT", &path, &body, vec![]).await {
+                        Ok(r) if r.status == 200 => seq += 1,
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for task in sender_tasks {
+        task.await?;
+    }
+    let sending = started.elapsed().as_secs_f64();
+    let mut delivered = 0;
+    for task in receiver_tasks {
+        delivered += task.await?;
+    }
+    let hist = latency.lock().expect("not poisoned").clone();
+    let checks = checks.lock().expect("not poisoned");
+    let (missing, duplicated, reordered) = checks.iter().fold((0, 0, 0), |acc, c| {
+        (
+            acc.0 + c.missing(),
+            acc.1 + c.duplicated,
+            acc.2 + c.reordered,
+        )
+    });
+    eprintln!(
+        "pairs: delivered {delivered}, send failures {}, missing {missing}, repeated {duplicated}, out of order {reordered}",
+        failed.load(Ordering::Relaxed)
+    );
+    anyhow::ensure!(
+        missing == 0 && duplicated == 0,
+        "messages were lost or repeated"
+    );
+    Ok(vec![Phase {
+        name: "pairs delivered",
+        requests: delivered,
+        errors: failed.load(Ordering::Relaxed),
+        seconds: sending,
+        requests_per_second: delivered as f64 / sending,
+        p50_ms: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: hist.value_at_quantile(0.99) as f64 / 1000.0,
+        p999_ms: hist.value_at_quantile(0.999) as f64 / 1000.0,
+    }])
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -313,6 +513,7 @@ async fn main() -> anyhow::Result<()> {
     let phases = match args.scenario {
         Scenario::Auth => auth(&args).await?,
         Scenario::Prekeys => prekeys(&args).await?,
+        Scenario::Pairs => pairs(&args).await?,
     };
     println!("{}", serde_json::to_string_pretty(&phases)?);
     println!();
