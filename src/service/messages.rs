@@ -60,16 +60,13 @@ impl MessageService {
             ContentError::Invalid(e) => AppError::from(e),
             ContentError::TooLarge => AppError::PayloadTooLarge,
         })?;
-        let account = self.accounts.account(target).await?;
         let source = match sender {
             Requester::AccessKey(key) => {
+                let account = self.accounts.account(target).await?;
                 check_access_key(account.as_ref(), &key)?;
                 None
             }
             Requester::Device(device) => {
-                if account.is_none() {
-                    return Err(AppError::NotFound("no such account".into()));
-                }
                 let key = format!("{}__{}", device.aci, target);
                 self.limiter.check(Limit::Messages, &key).await?;
                 Some(Source {
@@ -93,6 +90,11 @@ impl MessageService {
             .into_iter()
             .map(|d| (d.id, d.attributes.registration_id.get()))
             .collect();
+        // Every account has its primary device: no devices means no account. (A sealed
+        // sender already got 401 for an unknown target, before this.)
+        if devices.is_empty() {
+            return Err(AppError::NotFound("no such account".into()));
+        }
         let is_sync = source.is_some_and(|s| s.aci == target);
         let listed: Vec<(DeviceId, u16)> = outgoing
             .messages

@@ -31,6 +31,9 @@ use crate::state::AppState;
 pub const MAX_OUTSTANDING: usize = 64;
 /// Tunnelled requests served at once per socket; more wait their turn.
 const MAX_CONCURRENT_REQUESTS: usize = 16;
+/// Acknowledgements being applied at once per socket; more wait their turn (back-pressure on
+/// a client that acks faster than the store removes).
+const MAX_CONCURRENT_ACKS: usize = 64;
 /// A socket with no frame from the client for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const PING_INTERVAL: Duration = Duration::from_secs(30);
@@ -49,6 +52,9 @@ struct Delivery {
     /// Whether the queue may hold more than what was read.
     more: bool,
     queue_empty_sent: bool,
+    /// Acknowledgements run as their own tasks, so a slow removal (or the receipt it sends)
+    /// never holds up this socket's reads and deliveries.
+    acks: Arc<Semaphore>,
 }
 
 pub struct Connection {
@@ -146,6 +152,7 @@ impl Connection {
                     outstanding: HashMap::new(),
                     more: true,
                     queue_empty_sent: false,
+                    acks: Arc::new(Semaphore::new(MAX_CONCURRENT_ACKS)),
                 });
                 Some(registration)
             }
@@ -359,14 +366,20 @@ impl Connection {
         };
         let status = response.status.unwrap_or(0);
         if (200..300).contains(&status)
-            && let Err(e) = self
-                .state
-                .messages
-                .acknowledge(delivery.device, outstanding.guid, outstanding.meta)
-                .await
+            && let Ok(permit) = Arc::clone(&delivery.acks).acquire_owned().await
         {
-            // Not removed: it is delivered again on the next connection.
-            tracing::warn!(error = %e, "acknowledging a message failed");
+            let messages = self.state.messages.clone();
+            let device = delivery.device;
+            actix_web::rt::spawn(async move {
+                if let Err(e) = messages
+                    .acknowledge(device, outstanding.guid, outstanding.meta)
+                    .await
+                {
+                    // Not removed: it is delivered again on the next connection.
+                    tracing::warn!(error = %e, "acknowledging a message failed");
+                }
+                drop(permit);
+            });
         }
         if delivery.more || !delivery.queue_empty_sent {
             self.fill(delivery, next_id).await;
