@@ -621,6 +621,9 @@ on_both_backends!(
     bad_frames_and_bad_credentials_are_refused,
     online_messages_reach_connected_devices_only,
     the_messages_limit_applies_per_sender_and_target,
+    a_socket_never_has_more_than_64_unacknowledged_deliveries,
+    sealed_messages_and_messages_within_an_account_make_no_receipt,
+    inbound_bytes_are_limited_per_target,
 );
 
 /// Two server processes on the same Postgres and Redis: a message sent through one reaches
@@ -674,4 +677,103 @@ async fn delivery_and_displacement_work_across_two_server_processes() {
     );
     a.terminate();
     b.terminate();
+}
+
+/// SIGTERM closes every socket with 1001 and the process still exits 0.
+#[tokio::test]
+async fn shutdown_closes_sockets_with_1001() {
+    use common::process::Server;
+    let server = Server::start(&[]).await;
+    let (bob, _) = server.client.register_new().await.unwrap();
+    let address = server.client.url("");
+    let mut authenticated = WsClient::connect(&address, Some(&bob)).await.unwrap();
+    assert!(authenticated.next_request(WAIT).await.unwrap().is_queue_empty());
+    let mut anonymous = WsClient::connect(&address, None).await.unwrap();
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(authenticated.closed(WAIT).await, Some(1001));
+    assert_eq!(anonymous.closed(WAIT).await, Some(1001));
+}
+
+async fn a_socket_never_has_more_than_64_unacknowledged_deliveries(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let mut config = stores.config();
+    config.rate_limits.enabled = false;
+    let app = TestApp::start(config).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    for i in 0..100 {
+        send(&app, &alice, &bob.aci, &format!("m{i}")).await;
+    }
+    let mut ws = WsClient::connect(&app.address, Some(&bob)).await.unwrap();
+    let mut held = Vec::new();
+    while let Some(request) = ws.next_request(QUIET).await {
+        assert!(!request.is_queue_empty(), "the backlog is not drained yet");
+        held.push(request);
+    }
+    assert_eq!(held.len(), sealpost::ws::connection::MAX_OUTSTANDING);
+    // Each acknowledgement lets one more through, in order.
+    ws.respond(held[0].id, 200).await.unwrap();
+    let next = ws.next_request(WAIT).await.unwrap();
+    assert_eq!(content(&next), format!("m{}", held.len()));
+    app.stop().await;
+}
+
+async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let mut attributes = default_attributes();
+    attributes.unrestricted_unidentified_access = true;
+    let keys = AccountKeys::generate();
+    let password = random_password();
+    let bob_aci = app.client.register(&keys.registration_request(attributes), &password).await.unwrap().uuid;
+    let bob = DeviceCredentials { aci: bob_aci, device: sealpost::domain::ids::DeviceId::PRIMARY, password };
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (mut alice_ws, _) = connect(&app, &alice).await;
+    let (mut bob_ws, _) = connect(&app, &bob).await;
+    let response = alice_ws
+        .request_json(
+            "PUT",
+            &format!("/v1/messages/{}", bob.aci),
+            &json!({"messages": [{"type": 6, "destinationDeviceId": 1, "content": "AQ=="}]}),
+            vec![format!("Unidentified-Access-Key:{}", encode_base64(&[0u8; 16]))],
+        )
+        .await
+        .unwrap();
+    // Both the socket's identity and an access key: refused, as over HTTP.
+    assert_eq!(response.status, 400);
+    let anonymous = WsClient::connect(&app.address, None).await.unwrap();
+    let response = anonymous
+        .request_json(
+            "PUT",
+            &format!("/v1/messages/{}", bob.aci),
+            &json!({"messages": [{"type": 6, "destinationDeviceId": 1, "content": "AQ=="}]}),
+            vec![format!("Unidentified-Access-Key:{}", encode_base64(&[0u8; 16]))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    let delivery = bob_ws.next_request(WAIT).await.unwrap();
+    assert_eq!(delivery.envelope().unwrap().source_service_id, None);
+    bob_ws.respond(delivery.id, 200).await.unwrap();
+    assert!(alice_ws.next_request(QUIET).await.is_none(), "no receipt for a sealed message");
+    assert_eq!(app.metric("sealpost_messages_receipts_total").await, 0.0);
+    app.stop().await;
+}
+
+async fn inbound_bytes_are_limited_per_target(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let mut config = stores.config();
+    config.rate_limits.specs.insert(
+        Limit::InboundMessageBytes,
+        BucketSpec { bucket_size: 1000, permit_period_ms: 60_000.0 },
+    );
+    let app = TestApp::start(config).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let (carol, _) = app.client.register_new().await.unwrap();
+    let big = "x".repeat(600);
+    assert_eq!(send(&app, &alice, &bob.aci, &big).await.0, StatusCode::OK);
+    assert_eq!(send(&app, &carol, &bob.aci, &big).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(send(&app, &carol, &alice.aci, &big).await.0, StatusCode::OK);
+    app.stop().await;
 }
