@@ -14,6 +14,9 @@ use crate::limits::{BucketSpec, Limit};
 /// Queues live 30 days after their last insert unless configured otherwise.
 pub const DEFAULT_QUEUE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// WebSockets silent for 90 s are closed unless configured otherwise.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// The validated configuration the composition root consumes.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -32,6 +35,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long a device's queue lives after its last insert.
     pub queue_ttl: Duration,
+    /// A WebSocket with no frame from its client for this long is closed.
+    pub websocket_idle_timeout: Duration,
 }
 
 /// Embedded (everything in memory) or external stores; never half of each.
@@ -119,6 +124,7 @@ struct FileConfig {
     trust_forwarded_for: Option<bool>,
     log_format: Option<LogFormat>,
     queue_ttl_secs: Option<u64>,
+    websocket_idle_timeout_secs: Option<u64>,
     #[serde(default)]
     rate_limits: FileRateLimits,
 }
@@ -180,6 +186,7 @@ impl Config {
             trust_forwarded_for: false,
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,
+            websocket_idle_timeout: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
         }
     }
 }
@@ -248,6 +255,13 @@ fn overlay_env(
     }
     if let Some(v) = parse_var(env, "SEALPOST_QUEUE_TTL_SECS", "a whole number")? {
         raw.queue_ttl_secs = Some(v);
+    }
+    if let Some(v) = parse_var(
+        env,
+        "SEALPOST_WEBSOCKET_IDLE_TIMEOUT_SECS",
+        "a whole number",
+    )? {
+        raw.websocket_idle_timeout_secs = Some(v);
     }
     if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
         raw.trust_forwarded_for = Some(v);
@@ -355,6 +369,11 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    if raw.websocket_idle_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "websocket_idle_timeout_secs must be at least 1",
+        ));
+    }
     if raw.queue_ttl_secs == Some(0) {
         return Err(ConfigError::new("queue_ttl_secs must be at least 1"));
     }
@@ -379,6 +398,10 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             .queue_ttl_secs
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_QUEUE_TTL),
+        websocket_idle_timeout: raw
+            .websocket_idle_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
     })
 }
 

@@ -624,6 +624,7 @@ on_both_backends!(
     a_socket_never_has_more_than_64_unacknowledged_deliveries,
     sealed_messages_and_messages_within_an_account_make_no_receipt,
     inbound_bytes_are_limited_per_target,
+    a_client_that_sends_nothing_is_closed_after_the_idle_timeout,
 );
 
 /// Two server processes on the same Postgres and Redis: a message sent through one reaches
@@ -687,7 +688,13 @@ async fn shutdown_closes_sockets_with_1001() {
     let (bob, _) = server.client.register_new().await.unwrap();
     let address = server.client.url("");
     let mut authenticated = WsClient::connect(&address, Some(&bob)).await.unwrap();
-    assert!(authenticated.next_request(WAIT).await.unwrap().is_queue_empty());
+    assert!(
+        authenticated
+            .next_request(WAIT)
+            .await
+            .unwrap()
+            .is_queue_empty()
+    );
     let mut anonymous = WsClient::connect(&address, None).await.unwrap();
     let (code, log) = server.terminate();
     assert_eq!(code, Some(0), "{log}");
@@ -725,8 +732,17 @@ async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend:
     attributes.unrestricted_unidentified_access = true;
     let keys = AccountKeys::generate();
     let password = random_password();
-    let bob_aci = app.client.register(&keys.registration_request(attributes), &password).await.unwrap().uuid;
-    let bob = DeviceCredentials { aci: bob_aci, device: sealpost::domain::ids::DeviceId::PRIMARY, password };
+    let bob_aci = app
+        .client
+        .register(&keys.registration_request(attributes), &password)
+        .await
+        .unwrap()
+        .uuid;
+    let bob = DeviceCredentials {
+        aci: bob_aci,
+        device: sealpost::domain::ids::DeviceId::PRIMARY,
+        password,
+    };
     let (alice, _) = app.client.register_new().await.unwrap();
     let (mut alice_ws, _) = connect(&app, &alice).await;
     let (mut bob_ws, _) = connect(&app, &bob).await;
@@ -735,7 +751,10 @@ async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend:
             "PUT",
             &format!("/v1/messages/{}", bob.aci),
             &json!({"messages": [{"type": 6, "destinationDeviceId": 1, "content": "AQ=="}]}),
-            vec![format!("Unidentified-Access-Key:{}", encode_base64(&[0u8; 16]))],
+            vec![format!(
+                "Unidentified-Access-Key:{}",
+                encode_base64(&[0u8; 16])
+            )],
         )
         .await
         .unwrap();
@@ -747,7 +766,10 @@ async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend:
             "PUT",
             &format!("/v1/messages/{}", bob.aci),
             &json!({"messages": [{"type": 6, "destinationDeviceId": 1, "content": "AQ=="}]}),
-            vec![format!("Unidentified-Access-Key:{}", encode_base64(&[0u8; 16]))],
+            vec![format!(
+                "Unidentified-Access-Key:{}",
+                encode_base64(&[0u8; 16])
+            )],
         )
         .await
         .unwrap();
@@ -755,7 +777,10 @@ async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend:
     let delivery = bob_ws.next_request(WAIT).await.unwrap();
     assert_eq!(delivery.envelope().unwrap().source_service_id, None);
     bob_ws.respond(delivery.id, 200).await.unwrap();
-    assert!(alice_ws.next_request(QUIET).await.is_none(), "no receipt for a sealed message");
+    assert!(
+        alice_ws.next_request(QUIET).await.is_none(),
+        "no receipt for a sealed message"
+    );
     assert_eq!(app.metric("sealpost_messages_receipts_total").await, 0.0);
     app.stop().await;
 }
@@ -765,7 +790,10 @@ async fn inbound_bytes_are_limited_per_target(backend: Backend) {
     let mut config = stores.config();
     config.rate_limits.specs.insert(
         Limit::InboundMessageBytes,
-        BucketSpec { bucket_size: 1000, permit_period_ms: 60_000.0 },
+        BucketSpec {
+            bucket_size: 1000,
+            permit_period_ms: 60_000.0,
+        },
     );
     let app = TestApp::start(config).await;
     let (alice, _) = app.client.register_new().await.unwrap();
@@ -773,7 +801,79 @@ async fn inbound_bytes_are_limited_per_target(backend: Backend) {
     let (carol, _) = app.client.register_new().await.unwrap();
     let big = "x".repeat(600);
     assert_eq!(send(&app, &alice, &bob.aci, &big).await.0, StatusCode::OK);
-    assert_eq!(send(&app, &carol, &bob.aci, &big).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        send(&app, &carol, &bob.aci, &big).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(send(&app, &carol, &alice.aci, &big).await.0, StatusCode::OK);
+    app.stop().await;
+}
+
+async fn a_client_that_sends_nothing_is_closed_after_the_idle_timeout(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let mut config = stores.config();
+    config.websocket_idle_timeout = Duration::from_secs(1);
+    let app = TestApp::start(config).await;
+    let (bob, _) = app.client.register_new().await.unwrap();
+
+    // A client that answers pings (this one does, as it reads) stays connected.
+    let (mut lively, _) = connect(&app, &bob).await;
+    assert_eq!(lively.closed(Duration::from_millis(2500)).await, None);
+
+    // A socket that never answers a ping is closed with 1000. Hand-made handshake on a
+    // plain TCP stream: a WebSocket library would answer the pings by itself.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut raw = tokio::net::TcpStream::connect(&host).await.unwrap();
+    raw.write_all(
+        format!(
+            "GET /v1/websocket/ HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut received)).await;
+    assert!(String::from_utf8_lossy(&received).starts_with("HTTP/1.1 101"));
+    // An unmasked close frame with a two-byte payload: code 1000 (0x03e8).
+    let close = received
+        .windows(4)
+        .any(|w| w == [0x88, 0x02, 0x03, 0xe8])
+        .then_some(1000u16);
+    assert_eq!(close, Some(1000));
+    app.stop().await;
+}
+
+/// An identified sender with more than one device is told to sync. (Linking devices comes
+/// with the multi-device issue; the second device is written straight into Postgres here.)
+#[tokio::test]
+async fn a_sender_with_several_devices_needs_sync() {
+    let stores = TestStores::new(Backend::External).await;
+    let app = TestApp::start(stores.config()).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    assert_eq!(
+        send(&app, &alice, &bob.aci, "one device").await.1,
+        json!({"needsSync": false})
+    );
+    let (db, connection) =
+        tokio_postgres::connect(&stores.db.as_ref().unwrap().url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    db.execute(
+        "INSERT INTO devices (aci, device_id, password_hash, registration_id, fetches_messages, \
+         created_ms, last_seen_day_ms) VALUES ($1, 2, 'x', 77, true, 0, 0)",
+        &[&alice.aci.uuid()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        send(&app, &alice, &bob.aci, "two devices").await.1,
+        json!({"needsSync": true})
+    );
     app.stop().await;
 }

@@ -1,6 +1,6 @@
 //! One WebSocket connection: a single task that reads client frames, answers tunnelled
 //! requests, delivers the device's queue as server requests, and closes the socket when the
-//! device connects elsewhere (4409), is removed (4401), goes idle (90 s) or the server shuts
+//! device connects elsewhere (4409), is removed (4401), goes idle (90 s, configurable) or the server shuts
 //! down (1001). Delivery keeps at most `MAX_OUTSTANDING` unacknowledged messages in flight:
 //! the queue stays in the store, not in this task's memory.
 
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::web;
 use actix_ws::{AggregatedMessage, CloseCode as WsCloseCode, CloseReason, ProtocolError, Session};
@@ -34,9 +34,8 @@ const MAX_CONCURRENT_REQUESTS: usize = 16;
 /// Acknowledgements being applied at once per socket; more wait their turn (back-pressure on
 /// a client that acks faster than the store removes).
 const MAX_CONCURRENT_ACKS: usize = 64;
-/// A socket with no frame from the client for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-const PING_INTERVAL: Duration = Duration::from_secs(30);
+/// The server pings an idle client this many times per idle timeout before closing.
+const PINGS_PER_IDLE_TIMEOUT: u32 = 3;
 
 struct Outstanding {
     guid: Uuid,
@@ -166,7 +165,10 @@ impl Connection {
         let requests = Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS));
         let mut next_id: u64 = 1;
         let mut last_seen = Instant::now();
-        let mut ping = tokio::time::interval(PING_INTERVAL);
+        // A client that answers pings (or sends anything) stays; one that does not is closed
+        // after the configured idle timeout (90 s by default).
+        let idle_timeout = self.state.config.websocket_idle_timeout;
+        let mut ping = tokio::time::interval(idle_timeout / PINGS_PER_IDLE_TIMEOUT);
         ping.tick().await;
 
         if let Some(delivery) = delivery.as_mut() {
@@ -185,7 +187,7 @@ impl Connection {
                     Step::Continue
                 }
                 _ = ping.tick() => {
-                    if last_seen.elapsed() >= IDLE_TIMEOUT {
+                    if last_seen.elapsed() >= idle_timeout {
                         Step::Close(1000)
                     } else {
                         let _ = self.session.ping(b"").await;
