@@ -6,6 +6,7 @@
 //! read, never a message. PUBLISH answers how many subscribers got the event: that is how
 //! a sender learns whether the device is online.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ pub struct RedisNotifier {
     registry: Arc<Registry>,
     // std Mutex: held only to clone the sink out or swap it after a reconnect.
     sink: Mutex<Option<PubSubSink>>,
+    /// Sockets per channel on this pod. A tokio Mutex, held across the SUBSCRIBE or
+    /// UNSUBSCRIBE it decides on, so that those commands reach Redis in the order the counts
+    /// changed: a socket that closes just as the device reconnects on this pod cannot
+    /// unsubscribe the new socket's channel.
+    subscriptions: tokio::sync::Mutex<HashMap<String, usize>>,
 }
 
 impl RedisNotifier {
@@ -34,6 +40,7 @@ impl RedisNotifier {
             client: redis::Client::open(url)?,
             registry,
             sink: Mutex::new(None),
+            subscriptions: tokio::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -76,19 +83,21 @@ impl RedisNotifier {
             };
             backoff = Duration::from_millis(100);
             let (mut sink, mut stream) = pubsub.split();
-            let channels: Vec<String> = self
-                .registry
-                .devices()
-                .into_iter()
-                .map(|(aci, id)| self.channel(aci, id))
-                .collect();
-            if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
-                continue;
+            {
+                // Hold the counts while resubscribing and installing the sink: a socket that
+                // subscribes meanwhile waits, then goes through the new sink.
+                let subscriptions = self.subscriptions.lock().await;
+                let channels: Vec<String> = subscriptions.keys().cloned().collect();
+                if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+                    drop(subscriptions);
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+                tracing::info!(devices = channels.len(), "pub/sub connected");
             }
-            *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
             // Events published while we were away are lost: every socket re-reads its queue.
             self.registry.wake_all();
-            tracing::info!(devices = channels.len(), "pub/sub connected");
             loop {
                 let message = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -123,20 +132,31 @@ impl Notifier for RedisNotifier {
     }
 
     async fn subscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
+        let channel = self.channel(aci, id);
+        let mut subscriptions = self.subscriptions.lock().await;
+        let count = subscriptions.entry(channel.clone()).or_insert(0);
+        *count += 1;
         // Without a connection the listener subscribes the device when it reconnects.
-        if let Some(mut sink) = self.sink() {
-            sink.subscribe(self.channel(aci, id))
-                .await
-                .map_err(redis_error)?;
+        if *count == 1
+            && let Some(mut sink) = self.sink()
+        {
+            sink.subscribe(channel).await.map_err(redis_error)?;
         }
         Ok(())
     }
 
     async fn unsubscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
-        if let Some(mut sink) = self.sink() {
-            sink.unsubscribe(self.channel(aci, id))
-                .await
-                .map_err(redis_error)?;
+        let channel = self.channel(aci, id);
+        let mut subscriptions = self.subscriptions.lock().await;
+        let Some(count) = subscriptions.get_mut(&channel) else {
+            return Ok(());
+        };
+        *count -= 1;
+        if *count == 0 {
+            subscriptions.remove(&channel);
+            if let Some(mut sink) = self.sink() {
+                sink.unsubscribe(channel).await.map_err(redis_error)?;
+            }
         }
         Ok(())
     }

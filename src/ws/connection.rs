@@ -76,15 +76,13 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let (aci, id) = (self.device.aci, self.device.device);
         self.state.registry.unregister(aci, id, self.handle.id);
-        // Unsubscribe only if no newer socket of the device took over on this pod.
-        if self.state.registry.get(aci, id).is_none() {
-            let notifier = self.state.notifier.clone();
-            actix_web::rt::spawn(async move {
-                if let Err(e) = notifier.unsubscribe(aci, id).await {
-                    tracing::debug!(error = %e, "unsubscribe failed");
-                }
-            });
-        }
+        // The notifier counts sockets per device: this releases only this socket's share.
+        let notifier = self.state.notifier.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(e) = notifier.unsubscribe(aci, id).await {
+                tracing::debug!(error = %e, "unsubscribe failed");
+            }
+        });
     }
 }
 
@@ -191,6 +189,14 @@ impl Connection {
                         Step::Close(1000)
                     } else {
                         let _ = self.session.ping(b"").await;
+                        // A safety net under pub/sub: an idle socket re-reads its queue now
+                        // and then, so even a lost wake-up delays a message, never strands it.
+                        if let Some(delivery) = delivery.as_mut()
+                            && delivery.outstanding.is_empty()
+                        {
+                            delivery.more = true;
+                            self.fill(delivery, &mut next_id).await;
+                        }
                         Step::Continue
                     }
                 }
