@@ -17,6 +17,9 @@ pub const DEFAULT_QUEUE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// WebSockets silent for 90 s are closed unless configured otherwise.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Sender certificates are valid for 7 days unless configured otherwise.
+pub const DEFAULT_SENDER_CERTIFICATE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The validated configuration the composition root consumes.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -37,6 +40,8 @@ pub struct Config {
     pub queue_ttl: Duration,
     /// A WebSocket with no frame from its client for this long is closed.
     pub websocket_idle_timeout: Duration,
+    /// How long a sender certificate is valid.
+    pub sender_certificate_ttl: Duration,
 }
 
 /// Embedded (everything in memory) or external stores; never half of each.
@@ -125,6 +130,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     queue_ttl_secs: Option<u64>,
     websocket_idle_timeout_secs: Option<u64>,
+    sender_certificate_ttl_secs: Option<u64>,
     #[serde(default)]
     rate_limits: FileRateLimits,
 }
@@ -187,6 +193,7 @@ impl Config {
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,
             websocket_idle_timeout: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            sender_certificate_ttl: DEFAULT_SENDER_CERTIFICATE_TTL,
         }
     }
 }
@@ -262,6 +269,13 @@ fn overlay_env(
         "a whole number",
     )? {
         raw.websocket_idle_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(
+        env,
+        "SEALPOST_SENDER_CERTIFICATE_TTL_SECS",
+        "a whole number",
+    )? {
+        raw.sender_certificate_ttl_secs = Some(v);
     }
     if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
         raw.trust_forwarded_for = Some(v);
@@ -369,6 +383,11 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    if raw.sender_certificate_ttl_secs == Some(0) {
+        return Err(ConfigError::new(
+            "sender_certificate_ttl_secs must be at least 1",
+        ));
+    }
     if raw.websocket_idle_timeout_secs == Some(0) {
         return Err(ConfigError::new(
             "websocket_idle_timeout_secs must be at least 1",
@@ -402,6 +421,10 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             .websocket_idle_timeout_secs
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
+        sender_certificate_ttl: raw
+            .sender_certificate_ttl_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_SENDER_CERTIFICATE_TTL),
     })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod certificates;
 pub mod client;
 pub mod config;
 pub mod delivery;

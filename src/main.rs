@@ -25,16 +25,38 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage sealed-sender certificates.
+    Certificates {
+        #[command(subcommand)]
+        command: CertificatesCommand,
+    },
     /// Print a `POST /v1/registration` body with fresh keys and valid signatures, for
     /// trying the API with curl (the private keys are thrown away).
     ExampleRegistration,
 }
 
+#[derive(Subcommand)]
+enum CertificatesCommand {
+    /// Write a new trust root and a server certificate signed by it into DIR (created if
+    /// needed; existing files are never overwritten).
+    Generate {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The server certificate's key id.
+        #[arg(long, default_value_t = 1)]
+        key_id: u32,
+    },
+}
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::ExampleRegistration = cli.command {
-        return example_registration();
+    match &cli.command {
+        Command::ExampleRegistration => return example_registration(),
+        Command::Certificates {
+            command: CertificatesCommand::Generate { out, key_id },
+        } => return generate_certificates(out, *key_id),
+        _ => {}
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -47,7 +69,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
-        Command::ExampleRegistration => unreachable!("handled before loading the configuration"),
+        Command::ExampleRegistration | Command::Certificates { .. } => {
+            unreachable!("handled before loading the configuration")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +101,23 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let applied = store.migrate().await?;
     tracing::info!(applied, "migrations applied");
     Ok(())
+}
+
+fn generate_certificates(out: &std::path::Path, key_id: u32) -> ExitCode {
+    match sealpost::certificates::generate_into(out, key_id) {
+        Ok(trust_root) => {
+            println!(
+                "wrote {} (trust root public key: {})",
+                out.display(),
+                sealpost::domain::encoding::encode_base64(trust_root.as_bytes())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sealpost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn example_registration() -> ExitCode {

@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
+use crate::service::profiles::ProfileService;
 use crate::state::{AppState, Readiness};
 use crate::storage::Stores;
 use crate::storage::memory::{MemoryAccountStore, MemoryMessageStore, MemoryRateLimitStore};
@@ -167,6 +168,16 @@ impl Application {
             limiter.clone(),
             metrics.clone(),
         );
+        let signer = match &config.certificate_dir {
+            Some(dir) => crate::certificates::load(dir)
+                .map_err(|e| e.context(format!("loading certificates from {}", dir.display())))?,
+            None => crate::certificates::ephemeral(),
+        };
+        let profiles = ProfileService::new(
+            stores.accounts.clone(),
+            signer,
+            config.sender_certificate_ttl,
+        );
         let state = web::Data::new(AppState {
             config: config.clone(),
             stores,
@@ -174,6 +185,7 @@ impl Application {
             accounts,
             keys,
             messages,
+            profiles,
             metrics,
             readiness: Readiness::default(),
             registry,

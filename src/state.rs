@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
+use crate::service::profiles::ProfileService;
 use crate::storage::Stores;
 
 pub struct AppState {
@@ -22,6 +23,7 @@ pub struct AppState {
     pub accounts: AccountService,
     pub keys: KeyService,
     pub messages: MessageService,
+    pub profiles: ProfileService,
     pub metrics: Metrics,
     pub readiness: Readiness,
     /// This pod's authenticated sockets.

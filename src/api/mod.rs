@@ -8,6 +8,7 @@ pub mod entities;
 pub mod keys;
 pub mod messages;
 pub mod middleware;
+pub mod profiles;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -43,6 +44,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(messages::send)),
         )
         .service(resource("/v1/keepalive").route(web::get().to(messages::keepalive)))
+        .service(resource("/v1/profile/{identifier}").route(web::get().to(profiles::profile)))
+        .service(
+            resource("/v1/certificate/delivery")
+                .route(web::get().to(profiles::delivery_certificate)),
+        )
         .service(resource("/v1/websocket/").route(web::get().to(crate::ws::upgrade)))
         .service(resource("/v1/websocket").route(web::get().to(crate::ws::upgrade)))
         .default_service(web::to(not_found));

@@ -2,6 +2,7 @@
 //! only; no IO, no HTTP, no storage.
 
 pub mod accounts;
+pub mod certificates;
 pub mod encoding;
 pub mod ids;
 pub mod keys;

@@ -5,3 +5,4 @@ pub mod access;
 pub mod accounts;
 pub mod keys;
 pub mod messages;
+pub mod profiles;
