@@ -7,6 +7,7 @@ pub mod encoding;
 pub mod ids;
 pub mod keys;
 pub mod messages;
+pub mod multi_recipient;
 pub mod xeddsa;
 
 /// Why client input was refused. `Invalid` is a 400, `BadSignature` a 422.
