@@ -175,10 +175,14 @@ impl MultiRecipientMessage {
     }
 }
 
+/// One recipient as `encode` takes it: ACI, (device, registration id) pairs (empty:
+/// excluded), and `c || at`.
+pub type RecipientParts = (Aci, Vec<(u8, u16)>, [u8; 48]);
+
 /// Builds a message in the same format (clients and tests).
 pub fn encode(
     version: u8,
-    recipients: &[(Aci, Vec<(u8, u16)>, [u8; 48])],
+    recipients: &[RecipientParts],
     e_pub: &[u8; 32],
     ciphertext: &[u8],
 ) -> Vec<u8> {
