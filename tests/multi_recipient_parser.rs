@@ -5,7 +5,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sealpost::domain::ids::Aci;
 use sealpost::domain::multi_recipient::{
-    MultiRecipientMessage, VERSION_SERVICE_ID, VERSION_UUID, encode,
+    MultiRecipientMessage, RecipientParts, VERSION_SERVICE_ID, VERSION_UUID, encode,
 };
 
 type RecipientSpec = (u128, Vec<(u8, u16)>, [u8; 48]);
@@ -37,7 +37,7 @@ fn build(
     e_pub: &[u8; 32],
     ciphertext: &[u8],
 ) -> Vec<u8> {
-    let specs: Vec<(Aci, Vec<(u8, u16)>, [u8; 48])> = recipients
+    let specs: Vec<RecipientParts> = recipients
         .iter()
         .map(|(id, devices, keys)| {
             (
