@@ -732,7 +732,83 @@ async fn concurrent_inserts_keep_one_order_for_every_reader(backend: Backend) {
     assert_eq!(first, second);
 }
 
+async fn a_shared_payload_completes_every_referencing_message_and_goes_with_the_last(
+    backend: Backend,
+) {
+    use prost::Message as _;
+    use sealpost::proto::textsecure::Envelope;
+    let (stores, test) = stores(backend).await;
+    let shared_id = uuid::Uuid::new_v4();
+    let payload = bytes::Bytes::from(vec![0xabu8; 1000]);
+    let (a, b) = (Aci::random(), Aci::random());
+    let envelope = |prefix: &[u8]| {
+        bytes::Bytes::from(
+            Envelope {
+                content: Some(bytes::Bytes::copy_from_slice(prefix)),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+    };
+    stores
+        .messages
+        .insert_shared(shared_id, payload.clone(), 2)
+        .await
+        .unwrap();
+    let (ga, gb) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    stores
+        .messages
+        .insert_referencing(a, DeviceId::PRIMARY, ga, envelope(b"for a"), shared_id)
+        .await
+        .unwrap();
+    stores
+        .messages
+        .insert_referencing(b, DeviceId::PRIMARY, gb, envelope(b"for b"), shared_id)
+        .await
+        .unwrap();
+    for (aci, prefix) in [(a, &b"for a"[..]), (b, &b"for b"[..])] {
+        let read = stores
+            .messages
+            .read(aci, DeviceId::PRIMARY, 0, 10)
+            .await
+            .unwrap();
+        let content = Envelope::decode(read[0].envelope.clone())
+            .unwrap()
+            .content
+            .unwrap();
+        let mut expected = prefix.to_vec();
+        expected.extend_from_slice(&payload);
+        assert_eq!(content.to_vec(), expected);
+    }
+    let shared_keys = |test: &TestStores| {
+        test.redis
+            .as_ref()
+            .map(|r| r.keys().into_iter().filter(|k| k.contains("mrm:")).count())
+    };
+    assert!(
+        stores
+            .messages
+            .remove(a, DeviceId::PRIMARY, ga)
+            .await
+            .unwrap()
+    );
+    if backend == Backend::External {
+        assert_eq!(shared_keys(&test), Some(1), "still referenced by b");
+    }
+    assert!(
+        stores
+            .messages
+            .remove(b, DeviceId::PRIMARY, gb)
+            .await
+            .unwrap()
+    );
+    if backend == Backend::External {
+        assert_eq!(shared_keys(&test), Some(0), "the last removal deletes it");
+    }
+}
+
 on_both_backends!(
+    a_shared_payload_completes_every_referencing_message_and_goes_with_the_last,
     queues_are_fifo_deduplicated_and_read_after_a_cursor,
     queues_expire_their_ttl_after_the_last_insert,
     concurrent_inserts_keep_one_order_for_every_reader,
@@ -766,14 +842,7 @@ async fn a_device_queue_lives_under_one_hash_tag() {
     let mut keys = test.redis.as_ref().unwrap().keys();
     keys.sort();
     let base = format!("{prefix}q:{{{aci}:1}}");
-    assert_eq!(
-        keys,
-        vec![
-            format!("{base}:i"),
-            format!("{base}:m"),
-            format!("{base}:s")
-        ]
-    );
+    assert_eq!(keys, vec![format!("{base}:i"), format!("{base}:m")]);
 }
 
 #[tokio::test]

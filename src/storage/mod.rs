@@ -121,6 +121,61 @@ pub trait MessageStore: Send + Sync {
 
     /// Drops the device's whole queue (the device or account is gone).
     async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
+
+    /// Stores a payload that `references` queued messages share (the common part of a
+    /// multi-recipient message), once; it goes with the last of them, or the queue TTL.
+    async fn insert_shared(&self, id: Uuid, payload: Bytes, references: u32) -> StorageResult<()>;
+
+    /// Like [`MessageStore::insert`], for an envelope whose content the shared payload `shared`
+    /// completes: reads return the envelope with the payload appended to its content.
+    async fn insert_referencing(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        guid: Uuid,
+        envelope: Bytes,
+        shared: Uuid,
+    ) -> StorageResult<bool>;
+}
+
+/// How a queued value is stored: a plain envelope, or `0x00 || shared id || envelope` for
+/// one that a shared payload completes. (A serialized envelope never starts with 0x00: that
+/// would be field number 0.)
+pub(crate) mod stored {
+    use bytes::{BufMut, Bytes, BytesMut};
+    use prost::Message as _;
+    use uuid::Uuid;
+
+    use crate::proto::textsecure::Envelope;
+
+    const REFERENCE: u8 = 0x00;
+
+    pub fn reference(shared: Uuid, envelope: &[u8]) -> Bytes {
+        let mut value = BytesMut::with_capacity(17 + envelope.len());
+        value.put_u8(REFERENCE);
+        value.put_slice(shared.as_bytes());
+        value.put_slice(envelope);
+        value.freeze()
+    }
+
+    /// The shared payload a value needs, if any, and its envelope bytes.
+    pub fn split(value: &Bytes) -> (Option<Uuid>, Bytes) {
+        if value.len() > 17 && value[0] == REFERENCE {
+            let id = Uuid::from_slice(&value[1..17]).expect("16 bytes");
+            (Some(id), value.slice(17..))
+        } else {
+            (None, value.clone())
+        }
+    }
+
+    /// The envelope with `shared` appended to its content.
+    pub fn complete(envelope: &Bytes, shared: &Bytes) -> Option<Bytes> {
+        let mut decoded = Envelope::decode(envelope.clone()).ok()?;
+        let mut content = BytesMut::from(decoded.content.unwrap_or_default().as_ref());
+        content.put_slice(shared);
+        decoded.content = Some(content.freeze());
+        Some(Bytes::from(decoded.encode_to_vec()))
+    }
 }
 
 /// The outcome of asking a token bucket for permits.

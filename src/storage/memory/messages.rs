@@ -9,7 +9,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::domain::ids::{Aci, DeviceId};
-use crate::storage::{MessageStore, QueuedMessage, StorageError, StorageResult};
+use crate::storage::{MessageStore, QueuedMessage, StorageError, StorageResult, stored};
 
 struct Queue {
     next_seq: u64,
@@ -18,9 +18,18 @@ struct Queue {
     expires_at: Instant,
 }
 
+/// A shared payload and how many queued messages still reference it.
+struct Shared {
+    payload: Bytes,
+    references: u32,
+    expires_at: Instant,
+}
+
 pub struct MemoryMessageStore {
     ttl: Duration,
     queues: Mutex<HashMap<(Aci, DeviceId), Queue>>,
+    // std Mutex, never held with the queues lock: each method takes one, then the other.
+    shared: Mutex<HashMap<Uuid, Shared>>,
 }
 
 impl MemoryMessageStore {
@@ -28,7 +37,23 @@ impl MemoryMessageStore {
         Self {
             ttl,
             queues: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn shared(&self) -> StorageResult<std::sync::MutexGuard<'_, HashMap<Uuid, Shared>>> {
+        let mut shared = self
+            .shared
+            .lock()
+            .map_err(|_| StorageError::Backend(anyhow::anyhow!("shared payload lock poisoned")))?;
+        let now = Instant::now();
+        shared.retain(|_, s| s.expires_at > now);
+        Ok(shared)
+    }
+
+    /// How many shared payloads are held (tests: the last reference frees one).
+    pub fn shared_payloads(&self) -> usize {
+        self.shared().map(|s| s.len()).unwrap_or(0)
     }
 
     fn lock(&self) -> StorageResult<std::sync::MutexGuard<'_, HashMap<(Aci, DeviceId), Queue>>> {
@@ -77,21 +102,35 @@ impl MessageStore for MemoryMessageStore {
         after: u64,
         limit: usize,
     ) -> StorageResult<Vec<QueuedMessage>> {
-        let queues = self.lock()?;
-        Ok(queues
-            .get(&(aci, id))
-            .map(|q| {
-                q.entries
-                    .range(after + 1..)
-                    .take(limit)
-                    .map(|(seq, (guid, envelope))| QueuedMessage {
-                        seq: *seq,
-                        guid: *guid,
-                        envelope: envelope.clone(),
-                    })
-                    .collect()
+        let raw: Vec<QueuedMessage> = {
+            let queues = self.lock()?;
+            queues
+                .get(&(aci, id))
+                .map(|q| {
+                    q.entries
+                        .range(after + 1..)
+                        .take(limit)
+                        .map(|(seq, (guid, envelope))| QueuedMessage {
+                            seq: *seq,
+                            guid: *guid,
+                            envelope: envelope.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let shared = self.shared()?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|mut message| match stored::split(&message.envelope) {
+                (None, _) => Some(message),
+                (Some(shared_id), envelope) => {
+                    let payload = &shared.get(&shared_id)?.payload;
+                    message.envelope = stored::complete(&envelope, payload)?;
+                    Some(message)
+                }
             })
-            .unwrap_or_default())
+            .collect())
     }
 
     async fn remove(&self, aci: Aci, id: DeviceId, guid: Uuid) -> StorageResult<bool> {
@@ -99,17 +138,49 @@ impl MessageStore for MemoryMessageStore {
         let Some(queue) = queues.get_mut(&(aci, id)) else {
             return Ok(false);
         };
-        match queue.by_guid.remove(&guid) {
-            Some(seq) => {
-                queue.entries.remove(&seq);
-                Ok(true)
+        let Some(seq) = queue.by_guid.remove(&guid) else {
+            return Ok(false);
+        };
+        let value = queue.entries.remove(&seq).map(|(_, value)| value);
+        drop(queues);
+        if let Some((Some(shared_id), _)) = value.as_ref().map(stored::split) {
+            let mut shared = self.shared()?;
+            if let Some(entry) = shared.get_mut(&shared_id) {
+                entry.references = entry.references.saturating_sub(1);
+                if entry.references == 0 {
+                    shared.remove(&shared_id);
+                }
             }
-            None => Ok(false),
         }
+        Ok(true)
     }
 
     async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
         self.lock()?.remove(&(aci, id));
         Ok(())
+    }
+
+    async fn insert_shared(&self, id: Uuid, payload: Bytes, references: u32) -> StorageResult<()> {
+        self.shared()?.insert(
+            id,
+            Shared {
+                payload,
+                references,
+                expires_at: Instant::now() + self.ttl,
+            },
+        );
+        Ok(())
+    }
+
+    async fn insert_referencing(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        guid: Uuid,
+        envelope: Bytes,
+        shared: Uuid,
+    ) -> StorageResult<bool> {
+        self.insert(aci, id, guid, stored::reference(shared, &envelope))
+            .await
     }
 }

@@ -1,8 +1,10 @@
-//! Per-device message queues in Redis. A queue is three keys sharing the device's hash tag
+//! Per-device message queues in Redis. A queue is two keys sharing the device's hash tag
 //! (`{aci:device}`), so every script touches one slot and the layout works on Redis Cluster
-//! unchanged: `…:i` a sorted set of GUIDs scored by position, `…:m` a hash GUID -> envelope,
-//! `…:s` the position counter. All three expire together, a configured time after the last
-//! insert.
+//! unchanged: `…:i` a sorted set of GUIDs scored by position, `…:m` a hash GUID -> envelope
+//! that also holds the position counter (field `__seq`; GUID fields are 16 binary bytes, so
+//! they cannot collide with it). Both expire together, a configured time after the last
+//! insert. A multi-recipient message's shared part is one hash `…mrm:{id}` (payload `d`,
+//! remaining references `n`) that the queued envelopes point to; the last removal deletes it.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -11,18 +13,17 @@ use uuid::Uuid;
 
 use super::{RedisStore, redis_error};
 use crate::domain::ids::{Aci, DeviceId};
-use crate::storage::{MessageStore, QueuedMessage, StorageError, StorageResult};
+use crate::storage::{MessageStore, QueuedMessage, StorageError, StorageResult, stored};
 
-/// KEYS: index, messages, counter. ARGV: guid, envelope, ttl ms. Returns the position, or 0
-/// when the GUID is already queued.
+/// KEYS: index, messages. ARGV: guid, envelope, ttl ms. Returns the position, or 0 when the
+/// GUID is already queued.
 const INSERT: &str = r#"
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-local seq = redis.call('INCR', KEYS[3])
+local seq = redis.call('HINCRBY', KEYS[2], '__seq', 1)
 redis.call('ZADD', KEYS[1], seq, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return seq
 "#;
 
@@ -43,10 +44,13 @@ end
 return out
 "#;
 
-/// KEYS: index, messages. ARGV: guid. Returns 1 when it was queued.
+/// KEYS: index, messages. ARGV: guid. Returns the removed value, or nil.
 const REMOVE: &str = r#"
+local value = redis.call('HGET', KEYS[2], ARGV[1])
+if not value then return false end
+redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
-return redis.call('HDEL', KEYS[2], ARGV[1])
+return value
 "#;
 
 /// The scripts, hashed once per store (EVALSHA, with EVAL after a Redis restart).
@@ -67,18 +71,56 @@ impl QueueScripts {
 }
 
 impl RedisStore {
+    /// Replaces references to shared payloads with the completed envelopes (one more round
+    /// trip, only when a read holds references); an entry whose payload expired is dropped.
+    async fn complete_shared(
+        &self,
+        entries: Vec<QueuedMessage>,
+    ) -> StorageResult<Vec<QueuedMessage>> {
+        let ids: std::collections::BTreeSet<Uuid> = entries
+            .iter()
+            .filter_map(|m| stored::split(&m.envelope).0)
+            .collect();
+        if ids.is_empty() {
+            return Ok(entries);
+        }
+        let ids: Vec<Uuid> = ids.into_iter().collect();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGET").arg(self.shared_key(*id)).arg("d");
+        }
+        let mut conn = self.conn.clone();
+        let payloads: Vec<Option<Vec<u8>>> =
+            pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let payloads: std::collections::HashMap<Uuid, Bytes> = ids
+            .into_iter()
+            .zip(payloads)
+            .filter_map(|(id, payload)| Some((id, Bytes::from(payload?))))
+            .collect();
+        Ok(entries
+            .into_iter()
+            .filter_map(|mut message| match stored::split(&message.envelope) {
+                (None, _) => Some(message),
+                (Some(id), envelope) => {
+                    message.envelope = stored::complete(&envelope, payloads.get(&id)?)?;
+                    Some(message)
+                }
+            })
+            .collect())
+    }
+
     /// `prefix` + `q:{aci:device}`: every key and the channel of one device share this.
     pub fn device_base(&self, aci: Aci, id: DeviceId) -> String {
         self.key(&format!("q:{{{aci}:{id}}}"))
     }
 
-    fn queue_keys(&self, aci: Aci, id: DeviceId) -> [String; 3] {
+    fn queue_keys(&self, aci: Aci, id: DeviceId) -> [String; 2] {
         let base = self.device_base(aci, id);
-        [
-            format!("{base}:i"),
-            format!("{base}:m"),
-            format!("{base}:s"),
-        ]
+        [format!("{base}:i"), format!("{base}:m")]
+    }
+
+    fn shared_key(&self, id: Uuid) -> String {
+        self.key(&format!("mrm:{}", id.simple()))
     }
 }
 
@@ -91,14 +133,13 @@ impl MessageStore for RedisStore {
         guid: Uuid,
         envelope: Bytes,
     ) -> StorageResult<bool> {
-        let [index, messages, counter] = self.queue_keys(aci, id);
+        let [index, messages] = self.queue_keys(aci, id);
         let mut conn = self.conn.clone();
         let seq: i64 = self
             .scripts
             .insert
             .key(index)
             .key(messages)
-            .key(counter)
             .arg(guid.as_bytes().as_slice())
             .arg(envelope.as_ref())
             .arg(self.queue_ttl.as_millis() as u64)
@@ -115,7 +156,7 @@ impl MessageStore for RedisStore {
         after: u64,
         limit: usize,
     ) -> StorageResult<Vec<QueuedMessage>> {
-        let [index, messages, _] = self.queue_keys(aci, id);
+        let [index, messages] = self.queue_keys(aci, id);
         let mut conn = self.conn.clone();
         let flat: Vec<redis::Value> = self
             .scripts
@@ -128,7 +169,8 @@ impl MessageStore for RedisStore {
             .await
             .map_err(redis_error)?;
         let malformed = || StorageError::Backend(anyhow::anyhow!("malformed queue entry"));
-        flat.chunks_exact(3)
+        let entries = flat
+            .chunks_exact(3)
             .map(|entry| {
                 let seq: u64 = redis::from_redis_value_ref::<String>(&entry[0])
                     .ok()
@@ -144,13 +186,14 @@ impl MessageStore for RedisStore {
                     envelope: Bytes::from(envelope),
                 })
             })
-            .collect()
+            .collect::<StorageResult<Vec<_>>>()?;
+        self.complete_shared(entries).await
     }
 
     async fn remove(&self, aci: Aci, id: DeviceId, guid: Uuid) -> StorageResult<bool> {
-        let [index, messages, _] = self.queue_keys(aci, id);
+        let [index, messages] = self.queue_keys(aci, id);
         let mut conn = self.conn.clone();
-        let removed: i64 = self
+        let removed: Option<Vec<u8>> = self
             .scripts
             .remove
             .key(index)
@@ -159,7 +202,63 @@ impl MessageStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
-        Ok(removed > 0)
+        let Some(value) = removed else {
+            return Ok(false);
+        };
+        if let (Some(shared), _) = stored::split(&Bytes::from(value)) {
+            // Another slot than the queue's: a separate step after the removal. A failure
+            // here only leaves the payload to its TTL.
+            let key = self.shared_key(shared);
+            let left: i64 = redis::cmd("HINCRBY")
+                .arg(&key)
+                .arg("n")
+                .arg(-1)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if left <= 0 {
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(redis_error)?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn insert_shared(&self, id: Uuid, payload: Bytes, references: u32) -> StorageResult<()> {
+        let key = self.shared_key(id);
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("d")
+            .arg(payload.as_ref())
+            .arg("n")
+            .arg(references)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(self.queue_ttl.as_millis() as u64)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn insert_referencing(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        guid: Uuid,
+        envelope: Bytes,
+        shared: Uuid,
+    ) -> StorageResult<bool> {
+        self.insert(aci, id, guid, stored::reference(shared, &envelope))
+            .await
     }
 
     async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
