@@ -32,6 +32,12 @@ pub enum AppError {
     /// 410 with the devices whose registration id changed.
     #[error("stale devices")]
     StaleDevices(Vec<u8>),
+    /// 409 of a multi-recipient send: per recipient, its missing and extra devices.
+    #[error("mismatched devices")]
+    MultiMismatchedDevices(Vec<(crate::domain::ids::Aci, Vec<u8>, Vec<u8>)>),
+    /// 410 of a multi-recipient send: per recipient, its stale devices.
+    #[error("stale devices")]
+    MultiStaleDevices(Vec<(crate::domain::ids::Aci, Vec<u8>)>),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("{0}")]
@@ -82,6 +88,22 @@ impl AppError {
                 return serde_json::to_vec(&serde_json::json!({"staleDevices": stale}))
                     .unwrap_or_default();
             }
+            AppError::MultiMismatchedDevices(entries) => {
+                let body: Vec<_> = entries
+                    .iter()
+                    .map(|(uuid, missing, extra)| {
+                        serde_json::json!({"uuid": uuid, "devices": {"missingDevices": missing, "extraDevices": extra}})
+                    })
+                    .collect();
+                return serde_json::to_vec(&body).unwrap_or_default();
+            }
+            AppError::MultiStaleDevices(entries) => {
+                let body: Vec<_> = entries
+                    .iter()
+                    .map(|(uuid, stale)| serde_json::json!({"uuid": uuid, "devices": {"staleDevices": stale}}))
+                    .collect();
+                return serde_json::to_vec(&body).unwrap_or_default();
+            }
             _ => {}
         }
         let message = self.client_message();
@@ -128,6 +150,8 @@ impl ResponseError for AppError {
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::MismatchedDevices { .. } => StatusCode::CONFLICT,
             AppError::StaleDevices(_) => StatusCode::GONE,
+            AppError::MultiMismatchedDevices(_) => StatusCode::CONFLICT,
+            AppError::MultiStaleDevices(_) => StatusCode::GONE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,

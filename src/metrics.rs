@@ -47,6 +47,11 @@ pub struct Inner {
     /// `code`: the close code the server sent or received (bounded set).
     pub websocket_closes: IntCounterVec,
     pub websocket_displacements: IntCounter,
+    pub multi_recipient_sends: IntCounter,
+    /// Recipient devices per multi-recipient send.
+    pub multi_recipient_devices: prometheus::Histogram,
+    /// Requests refused because an `Unidentified-Access-Key` did not open the target.
+    pub access_key_failures: IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -194,6 +199,26 @@ impl Metrics {
             "Sockets closed because the same device connected again",
         )
         .expect("valid metric");
+        let multi_recipient_sends = IntCounter::new(
+            "sealpost_messages_multi_recipient_sends_total",
+            "Multi-recipient sealed sends accepted",
+        )
+        .expect("valid metric");
+        let multi_recipient_devices = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "sealpost_messages_multi_recipient_devices",
+                "Recipient devices per accepted multi-recipient send",
+            )
+            .buckets(vec![
+                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+            ]),
+        )
+        .expect("valid metric");
+        let access_key_failures = IntCounter::new(
+            "sealpost_sealed_sender_access_failures_total",
+            "Requests refused because the access key did not open the target",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("sealpost_build_info", "Build information"),
             &["version"],
@@ -224,6 +249,9 @@ impl Metrics {
             Box::new(websockets_open.clone()),
             Box::new(websocket_closes.clone()),
             Box::new(websocket_displacements.clone()),
+            Box::new(multi_recipient_sends.clone()),
+            Box::new(multi_recipient_devices.clone()),
+            Box::new(access_key_failures.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -262,6 +290,9 @@ impl Metrics {
             websockets_open,
             websocket_closes,
             websocket_displacements,
+            multi_recipient_sends,
+            multi_recipient_devices,
+            access_key_failures,
         }))
     }
 

@@ -177,6 +177,7 @@ impl Application {
             stores.accounts.clone(),
             signer,
             config.sender_certificate_ttl,
+            metrics.clone(),
         );
         let state = web::Data::new(AppState {
             config: config.clone(),

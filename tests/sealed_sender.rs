@@ -257,3 +257,268 @@ async fn without_a_certificate_folder_the_trust_root_is_logged() {
     assert!(log.contains("trust_root="), "{log}");
     assert!(log.contains("ephemeral trust root"), "{log}");
 }
+
+mod multi_recipient {
+    use super::*;
+    use sealpost::client::ws::WsClient;
+    use sealpost::domain::multi_recipient::{VERSION_SERVICE_ID, VERSION_UUID, encode};
+    use serde_json::{Value, json};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn put(
+        app: &TestApp,
+        body: Vec<u8>,
+        key: Option<[u8; 16]>,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
+        let mut request = app
+            .client
+            .http()
+            .put(
+                app.client
+                    .url("/v1/messages/multi_recipient?ts=77&online=false&urgent=true"),
+            )
+            .header("Content-Type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("Unidentified-Access-Key", encode_base64(&key));
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    const MRM: &str = "application/vnd.signal-messenger.mrm";
+
+    fn xor(a: [u8; 16], b: [u8; 16]) -> [u8; 16] {
+        let mut out = a;
+        for (o, b) in out.iter_mut().zip(b) {
+            *o ^= b;
+        }
+        out
+    }
+
+    /// Adds device `id` to an account straight in Postgres (linking comes with the
+    /// multi-device issue) and returns its credentials.
+    async fn add_device(
+        stores: &TestStores,
+        owner: &DeviceCredentials,
+        id: u8,
+        registration_id: i32,
+    ) -> DeviceCredentials {
+        let password = random_password();
+        let hash = sealpost::auth::password::hash(&password).unwrap();
+        let (db, connection) =
+            tokio_postgres::connect(&stores.db.as_ref().unwrap().url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        db.execute(
+            "INSERT INTO devices (aci, device_id, password_hash, registration_id, fetches_messages, created_ms, last_seen_day_ms) \
+             VALUES ($1, $2, $3, $4, true, 0, 0)",
+            &[&owner.aci.uuid(), &i16::from(id), &hash, &registration_id],
+        )
+        .await
+        .unwrap();
+        DeviceCredentials {
+            aci: owner.aci,
+            device: DeviceId::new(u32::from(id)).unwrap(),
+            password,
+        }
+    }
+
+    /// Two accounts with two devices each get one upload, byte-exact; the shared part is
+    /// stored once in Redis and gone after the last acknowledgement.
+    #[tokio::test]
+    async fn one_upload_reaches_every_device_of_every_recipient_byte_exact() {
+        let stores = TestStores::new(Backend::External).await;
+        let app = TestApp::start(stores.config()).await;
+        let (alice, _) = register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = register_with(&app, Some([2; 16]), false).await;
+        let alice2 = add_device(&stores, &alice, 2, 222).await;
+        let bob3 = add_device(&stores, &bob, 3, 333).await;
+        let body = encode(
+            VERSION_SERVICE_ID,
+            &[
+                (alice.aci, vec![(1, 0), (2, 222)], [0xa1; 48]),
+                (bob.aci, vec![(1, 0), (3, 333)], [0xb0; 48]),
+                (Aci::random(), vec![], [0; 48]), // excluded: left out entirely
+            ],
+            &[0xee; 32],
+            b"one ciphertext for everyone",
+        );
+        let (status, answer) = put(&app, body, Some(xor([1; 16], [2; 16])), MRM).await;
+        assert_eq!((status, answer), (StatusCode::OK, json!({"uuids404": []})));
+        let shared_keys = || {
+            stores
+                .redis
+                .as_ref()
+                .unwrap()
+                .keys()
+                .into_iter()
+                .filter(|k| k.contains("mrm:"))
+                .count()
+        };
+        assert_eq!(shared_keys(), 1, "the shared part is stored once");
+
+        for (device, prefix) in [
+            (&alice, 0xa1u8),
+            (&alice2, 0xa1),
+            (&bob, 0xb0),
+            (&bob3, 0xb0),
+        ] {
+            let mut ws = WsClient::connect(&app.address, Some(device)).await.unwrap();
+            let delivery = ws.next_request(WAIT).await.unwrap();
+            let envelope = delivery.envelope().expect("a delivery");
+            assert_eq!(envelope.r#type, Some(6));
+            assert_eq!(envelope.source_service_id, None);
+            assert_eq!(envelope.client_timestamp, Some(77));
+            let mut expected = vec![0x22];
+            expected.extend_from_slice(&[prefix; 48]);
+            expected.extend_from_slice(&[0xee; 32]);
+            expected.extend_from_slice(b"one ciphertext for everyone");
+            assert_eq!(envelope.content.unwrap().to_vec(), expected);
+            ws.respond(delivery.id, 200).await.unwrap();
+            assert!(ws.next_request(WAIT).await.unwrap().is_queue_empty());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(shared_keys(), 0, "gone after the last acknowledgement");
+        assert_eq!(
+            app.metric("sealpost_messages_multi_recipient_sends_total")
+                .await,
+            1.0
+        );
+        app.stop().await;
+    }
+
+    async fn refusals_follow_the_contract(backend: Backend) {
+        let (app, _stores, _certs, _) = app_with_certificates(backend).await;
+        let (alice, _) = register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = register_with(&app, Some([2; 16]), false).await;
+        let (open, _) = register_with(&app, None, true).await;
+        let key = xor([1; 16], [2; 16]);
+        let both = |alice_devices: Vec<(u8, u16)>, bob_devices: Vec<(u8, u16)>| {
+            encode(
+                VERSION_UUID,
+                &[
+                    (alice.aci, alice_devices, [1; 48]),
+                    (bob.aci, bob_devices, [2; 48]),
+                ],
+                &[3; 32],
+                b"ct",
+            )
+        };
+        // Wrong, missing or short keys: 401.
+        assert_eq!(
+            put(&app, both(vec![(1, 0)], vec![(1, 0)]), Some([1; 16]), MRM)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            put(&app, both(vec![(1, 0)], vec![(1, 0)]), None, MRM)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        // Unknown recipient: 404.
+        let unknown = encode(
+            VERSION_UUID,
+            &[(Aci::random(), vec![(1, 0)], [0; 48])],
+            &[0; 32],
+            b"x",
+        );
+        assert_eq!(
+            put(&app, unknown, Some(key), MRM).await.0,
+            StatusCode::NOT_FOUND
+        );
+        // 409 with both kinds of problems wins over 410.
+        let registration = |aci: Aci| {
+            let app = &app;
+            async move {
+                let (caller, _) = app.client.register_new().await.unwrap();
+                app.client
+                    .fetch_keys(sealpost::client::KeyAccess::Device(&caller), &aci, "1")
+                    .await
+                    .unwrap()
+                    .devices[0]
+                    .registration_id
+            }
+        };
+        let alice_registration = registration(alice.aci).await;
+        let wrong = (alice_registration % 16383) + 1;
+        let (status, body) = put(&app, both(vec![(1, wrong)], vec![(2, 0)]), Some(key), MRM).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(
+            body,
+            json!([{"uuid": bob.aci.to_string(), "devices": {"missingDevices": [1], "extraDevices": [2]}}])
+        );
+        let (status, body) = put(&app, both(vec![(1, wrong)], vec![(1, 0)]), Some(key), MRM).await;
+        assert_eq!(status, StatusCode::GONE);
+        assert_eq!(
+            body,
+            json!([{"uuid": alice.aci.to_string(), "devices": {"staleDevices": [1]}}])
+        );
+        // Malformed, duplicate, or the wrong content type.
+        assert_eq!(
+            put(&app, vec![0x23, 1, 0], Some(key), MRM).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        let twice = encode(
+            VERSION_UUID,
+            &[
+                (alice.aci, vec![(1, 0)], [0; 48]),
+                (alice.aci, vec![(1, 0)], [0; 48]),
+            ],
+            &[0; 32],
+            b"x",
+        );
+        assert_eq!(
+            put(&app, twice, Some([1; 16]), MRM).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            put(
+                &app,
+                both(vec![(1, 0)], vec![(1, 0)]),
+                Some(key),
+                "application/json"
+            )
+            .await
+            .0,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+        // All recipients unrestricted: any 16 bytes do.
+        let to_open = encode(
+            VERSION_SERVICE_ID,
+            &[(open.aci, vec![(1, 0)], [9; 48])],
+            &[9; 32],
+            b"hi",
+        );
+        assert_eq!(
+            put(&app, to_open, Some([0xff; 16]), MRM).await.0,
+            StatusCode::OK
+        );
+        // The valid send goes through, and nothing from the refused ones was queued.
+        assert_eq!(
+            put(&app, both(vec![(1, 0)], vec![(1, 0)]), Some(key), MRM)
+                .await
+                .0,
+            StatusCode::OK
+        );
+        let mut ws = WsClient::connect(&app.address, Some(&alice)).await.unwrap();
+        let first = ws.next_request(WAIT).await.unwrap();
+        assert!(first.envelope().is_some());
+        ws.respond(first.id, 200).await.unwrap();
+        assert!(ws.next_request(WAIT).await.unwrap().is_queue_empty());
+        assert!(
+            app.metric("sealpost_sealed_sender_access_failures_total")
+                .await
+                >= 2.0
+        );
+        app.stop().await;
+    }
+
+    on_both_backends!(refusals_follow_the_contract);
+}

@@ -1,11 +1,16 @@
 //! `PUT /v1/messages/{aci}` and `GET /v1/keepalive`: thin handlers over `service::messages`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
 
 use super::entities::{IncomingMessageListJson, SendMessageResponseJson};
+use crate::auth::extract::{UNIDENTIFIED_ACCESS_KEY, access_key_header};
 use crate::domain::ids::Aci;
+use crate::domain::multi_recipient::MultiRecipientMessage;
 use crate::error::AppError;
 use crate::service::access::Requester;
+use crate::service::messages::MultiRecipientOptions;
 use crate::state::AppState;
 
 /// Largest `PUT /v1/messages` body: six devices of 96 KiB content, base64, with room.
@@ -21,6 +26,67 @@ pub async fn send(
     let outgoing = body.into_inner().try_into()?;
     let needs_sync = state.messages.send(sender, target, outgoing).await?;
     Ok(HttpResponse::Ok().json(SendMessageResponseJson { needs_sync }))
+}
+
+/// Largest multi-recipient body (a few thousand recipients plus the shared ciphertext).
+pub const MULTI_RECIPIENT_LIMIT: usize = 2 * 1024 * 1024;
+pub const MULTI_RECIPIENT_CONTENT_TYPE: &str = "application/vnd.signal-messenger.mrm";
+
+#[derive(Deserialize)]
+pub struct MultiRecipientQuery {
+    #[serde(default)]
+    ts: u64,
+    #[serde(default)]
+    online: bool,
+    #[serde(default = "default_true")]
+    urgent: bool,
+    /// Accepted and ignored: sealpost has no stories.
+    #[serde(default)]
+    #[allow(dead_code)]
+    story: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `PUT /v1/messages/multi_recipient`: sealed only, authorized by the combined access key.
+pub async fn send_multi(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<MultiRecipientQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with(MULTI_RECIPIENT_CONTENT_TYPE) {
+        return Err(AppError::UnsupportedMediaType(format!(
+            "expected Content-Type: {MULTI_RECIPIENT_CONTENT_TYPE}"
+        )));
+    }
+    let access_key = match req.headers().get(UNIDENTIFIED_ACCESS_KEY) {
+        Some(value) => Some(access_key_header(
+            value.to_str().map_err(|_| AppError::Unauthorized)?,
+        )?),
+        None => None,
+    };
+    let message = MultiRecipientMessage::parse(&body)?;
+    state
+        .messages
+        .send_multi(
+            access_key,
+            message,
+            MultiRecipientOptions {
+                timestamp: query.ts,
+                online: query.online,
+                urgent: query.urgent,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"uuids404": []})))
 }
 
 pub async fn keepalive() -> HttpResponse {

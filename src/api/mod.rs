@@ -39,6 +39,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v2/keys/check").route(web::post().to(keys::check)))
         .service(resource("/v2/keys/{identifier}/{device_id}").route(web::get().to(keys::fetch)))
         .service(
+            resource("/v1/messages/multi_recipient")
+                .app_data(web::PayloadConfig::new(messages::MULTI_RECIPIENT_LIMIT))
+                .route(web::put().to(messages::send_multi)),
+        )
+        .service(
             resource("/v1/messages/{destination}")
                 .app_data(json_config().limit(messages::MESSAGES_JSON_LIMIT))
                 .route(web::put().to(messages::send)),

@@ -110,17 +110,13 @@ pub enum DeviceMismatch {
     Mismatched { missing: Vec<u8>, extra: Vec<u8> },
 }
 
-/// The device check of a single-recipient send. `account_devices` maps the recipient's
-/// device ids to registration ids; `excluded` is the sender's own device on a sync message
-/// (it counts as neither missing nor valid, so listing it makes it extra). Stale wins over
-/// missing/extra here (the multi-recipient send has the opposite precedence).
-pub fn check_devices(
+/// Listed devices whose registration id differs (0 is not checked); `excluded` is skipped.
+pub fn stale_devices(
     account_devices: &BTreeMap<DeviceId, u16>,
     listed: &[(DeviceId, u16)],
     excluded: Option<DeviceId>,
-) -> Result<(), DeviceMismatch> {
-    let listed_ids: BTreeSet<DeviceId> = listed.iter().map(|(d, _)| *d).collect();
-    let stale: Vec<u8> = listed
+) -> Vec<u8> {
+    listed
         .iter()
         .filter(|(d, registration_id)| {
             Some(*d) != excluded
@@ -130,20 +126,44 @@ pub fn check_devices(
                     .is_some_and(|actual| actual != registration_id)
         })
         .map(|(d, _)| d.get())
-        .collect();
-    if !stale.is_empty() {
-        return Err(DeviceMismatch::Stale(stale));
-    }
-    let missing: Vec<u8> = account_devices
+        .collect()
+}
+
+/// (missing, extra): the account's devices not listed, and listed ids that do not exist (or
+/// are `excluded`, which counts as neither missing nor valid).
+pub fn mismatched_devices(
+    account_devices: &BTreeMap<DeviceId, u16>,
+    listed: &[(DeviceId, u16)],
+    excluded: Option<DeviceId>,
+) -> (Vec<u8>, Vec<u8>) {
+    let listed_ids: BTreeSet<DeviceId> = listed.iter().map(|(d, _)| *d).collect();
+    let missing = account_devices
         .keys()
         .filter(|d| Some(**d) != excluded && !listed_ids.contains(d))
         .map(|d| d.get())
         .collect();
-    let extra: Vec<u8> = listed_ids
+    let extra = listed_ids
         .iter()
         .filter(|d| Some(**d) == excluded || !account_devices.contains_key(d))
         .map(|d| d.get())
         .collect();
+    (missing, extra)
+}
+
+/// The device check of a single-recipient send. `account_devices` maps the recipient's
+/// device ids to registration ids; `excluded` is the sender's own device on a sync message
+/// (it counts as neither missing nor valid, so listing it makes it extra). Stale wins over
+/// missing/extra here (the multi-recipient send has the opposite precedence).
+pub fn check_devices(
+    account_devices: &BTreeMap<DeviceId, u16>,
+    listed: &[(DeviceId, u16)],
+    excluded: Option<DeviceId>,
+) -> Result<(), DeviceMismatch> {
+    let stale = stale_devices(account_devices, listed, excluded);
+    if !stale.is_empty() {
+        return Err(DeviceMismatch::Stale(stale));
+    }
+    let (missing, extra) = mismatched_devices(account_devices, listed, excluded);
     if missing.is_empty() && extra.is_empty() {
         Ok(())
     } else {

@@ -141,7 +141,7 @@ impl KeyService {
         let account = self.accounts.account(target).await?;
         let account = match requester {
             Requester::AccessKey(key) => {
-                check_access_key(account.as_ref(), &key)?;
+                check_access_key(account.as_ref(), &key, &self.metrics)?;
                 self.metrics
                     .prekey_fetches
                     .with_label_values(&["access_key"])

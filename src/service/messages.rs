@@ -9,18 +9,31 @@ use futures_util::future::try_join_all;
 use prost::Message as _;
 use uuid::Uuid;
 
-use super::access::{Requester, check_access_key};
+use subtle::ConstantTimeEq;
+
+use super::access::{Requester, check_access_key, combined_access_key};
 use crate::auth::AuthenticatedDevice;
 use crate::delivery::{DeviceEvent, Notifier};
+use crate::domain::accounts::AccessKey;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::messages::{
     ContentError, DeliveredMeta, DeviceMismatch, OutgoingMessages, Source, build_envelope,
     check_devices, delivery_receipt,
 };
+use crate::domain::messages::{MessageType, mismatched_devices, stale_devices};
+use crate::domain::multi_recipient::{MultiRecipientMessage, Recipient};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{AccountStore, MessageStore, now_ms};
+
+/// The query options of a multi-recipient send.
+#[derive(Clone, Copy, Debug)]
+pub struct MultiRecipientOptions {
+    pub timestamp: u64,
+    pub online: bool,
+    pub urgent: bool,
+}
 
 #[derive(Clone)]
 pub struct MessageService {
@@ -63,7 +76,7 @@ impl MessageService {
         let source = match sender {
             Requester::AccessKey(key) => {
                 let account = self.accounts.account(target).await?;
-                check_access_key(account.as_ref(), &key)?;
+                check_access_key(account.as_ref(), &key, &self.metrics)?;
                 None
             }
             Requester::Device(device) => {
@@ -155,19 +168,143 @@ impl MessageService {
         Ok(needs_sync)
     }
 
-    /// Queues one envelope and wakes the device's socket. An ephemeral envelope that no
-    /// socket heard about is taken back out: `online` messages are never stored for an
-    /// offline device.
-    async fn enqueue(
+    /// A multi-recipient sealed send: every listed device of every recipient gets an
+    /// UNIDENTIFIED_SENDER envelope whose content is its recipient's `0x22 || c || at`
+    /// completed by the shared `e_pub || ciphertext`, which is stored once. Excluded
+    /// recipients (no devices) are left out entirely. Order of refusals: unknown recipient
+    /// 404, wrong combined access key 401, then 409 before 410.
+    pub async fn send_multi(
+        &self,
+        access_key: Option<AccessKey>,
+        message: MultiRecipientMessage,
+        options: MultiRecipientOptions,
+    ) -> Result<(), AppError> {
+        let recipients: Vec<&Recipient> = message
+            .recipients
+            .iter()
+            .filter(|r| !r.devices.is_empty())
+            .collect();
+        let mut accounts = Vec::with_capacity(recipients.len());
+        for recipient in &recipients {
+            let account =
+                self.accounts.account(recipient.aci).await?.ok_or_else(|| {
+                    AppError::NotFound(format!("no such account: {}", recipient.aci))
+                })?;
+            let devices: BTreeMap<DeviceId, u16> = self
+                .accounts
+                .devices(recipient.aci)
+                .await?
+                .into_iter()
+                .map(|d| (d.id, d.attributes.registration_id.get()))
+                .collect();
+            accounts.push((account, devices));
+        }
+        let required = combined_access_key(accounts.iter().map(|(account, _)| account))?;
+        if let Some(required) = required {
+            let opens = access_key
+                .is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(&required)));
+            if !opens {
+                self.metrics.access_key_failures.inc();
+                return Err(AppError::Unauthorized);
+            }
+        } else if access_key.is_none() {
+            return Err(AppError::Unauthorized);
+        }
+
+        let mut mismatched = Vec::new();
+        let mut stale = Vec::new();
+        for (recipient, (_, devices)) in recipients.iter().zip(&accounts) {
+            let (missing, extra) = mismatched_devices(devices, &recipient.devices, None);
+            if !missing.is_empty() || !extra.is_empty() {
+                mismatched.push((recipient.aci, missing, extra));
+            }
+            let stale_here = stale_devices(devices, &recipient.devices, None);
+            if !stale_here.is_empty() {
+                stale.push((recipient.aci, stale_here));
+            }
+        }
+        if !mismatched.is_empty() {
+            return Err(AppError::MultiMismatchedDevices(mismatched));
+        }
+        if !stale.is_empty() {
+            return Err(AppError::MultiStaleDevices(stale));
+        }
+
+        let total: usize = recipients.iter().map(|r| r.devices.len()).sum();
+        if total == 0 {
+            return Ok(());
+        }
+        let shared_id = Uuid::new_v4();
+        self.messages
+            .insert_shared(shared_id, message.shared.clone(), total as u32)
+            .await?;
+        let server_timestamp = now_ms() as u64;
+        let client_timestamp = if options.timestamp == 0 {
+            server_timestamp
+        } else {
+            options.timestamp
+        };
+        let kind = if options.online {
+            "ephemeral"
+        } else {
+            "sealed"
+        };
+        let deliveries = recipients.iter().flat_map(|recipient| {
+            recipient.devices.iter().map(move |(device, _)| {
+                let (guid, envelope) = build_envelope(
+                    MessageType::UnidentifiedSender,
+                    None,
+                    recipient.aci,
+                    client_timestamp,
+                    server_timestamp,
+                    recipient.prefix.clone(),
+                    options.urgent,
+                    options.online,
+                );
+                self.enqueue_referencing(
+                    recipient.aci,
+                    *device,
+                    guid,
+                    Bytes::from(envelope.encode_to_vec()),
+                    shared_id,
+                    options.online,
+                    kind,
+                )
+            })
+        });
+        try_join_all(deliveries).await?;
+        self.metrics.multi_recipient_sends.inc();
+        self.metrics.multi_recipient_devices.observe(total as f64);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn enqueue_referencing(
         &self,
         aci: Aci,
         device: DeviceId,
         guid: Uuid,
         envelope: Bytes,
+        shared: Uuid,
         ephemeral: bool,
         kind: &str,
     ) -> Result<(), AppError> {
-        self.messages.insert(aci, device, guid, envelope).await?;
+        self.messages
+            .insert_referencing(aci, device, guid, envelope, shared)
+            .await?;
+        self.wake(aci, device, guid, ephemeral, kind).await
+    }
+
+    /// Wakes the device's socket after a queue insert; takes an ephemeral envelope back out
+    /// when no socket heard about it.
+    async fn wake(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        guid: Uuid,
+        ephemeral: bool,
+        kind: &str,
+    ) -> Result<(), AppError> {
         let online = match self
             .notifier
             .publish(aci, device, DeviceEvent::MessageAvailable)
@@ -188,6 +325,22 @@ impl MessageService {
             .with_label_values(&[kind, if online { "online" } else { "offline" }])
             .inc();
         Ok(())
+    }
+
+    /// Queues one envelope and wakes the device's socket. An ephemeral envelope that no
+    /// socket heard about is taken back out: `online` messages are never stored for an
+    /// offline device.
+    async fn enqueue(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        guid: Uuid,
+        envelope: Bytes,
+        ephemeral: bool,
+        kind: &str,
+    ) -> Result<(), AppError> {
+        self.messages.insert(aci, device, guid, envelope).await?;
+        self.wake(aci, device, guid, ephemeral, kind).await
     }
 
     /// A device acknowledged a delivered envelope: remove it, record the latency, and send

@@ -14,6 +14,7 @@ use crate::domain::certificates::ServerSigner;
 use crate::domain::ids::Aci;
 use crate::domain::keys::IdentityKey;
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::storage::{AccountStore, now_ms};
 
 /// What `GET /v1/profile/{aci}` answers.
@@ -32,6 +33,7 @@ pub struct ProfileService {
     accounts: Arc<dyn AccountStore>,
     signer: Arc<ServerSigner>,
     certificate_ttl: Duration,
+    metrics: Metrics,
 }
 
 impl ProfileService {
@@ -39,11 +41,13 @@ impl ProfileService {
         accounts: Arc<dyn AccountStore>,
         signer: ServerSigner,
         certificate_ttl: Duration,
+        metrics: Metrics,
     ) -> Self {
         Self {
             accounts,
             signer: Arc::new(signer),
             certificate_ttl,
+            metrics,
         }
     }
 
@@ -51,7 +55,7 @@ impl ProfileService {
         let account = self.accounts.account(target).await?;
         let account = match requester {
             Requester::AccessKey(key) => {
-                check_access_key(account.as_ref(), &key)?;
+                check_access_key(account.as_ref(), &key, &self.metrics)?;
                 account.ok_or(AppError::Unauthorized)?
             }
             Requester::Device(_) => {
