@@ -48,6 +48,18 @@ struct Args {
     /// pairs: content bytes per message.
     #[arg(long, default_value_t = 256)]
     message_bytes: usize,
+    /// pairs: send sealed (type 6, access key, anonymous sender sockets) instead of identified.
+    #[arg(long)]
+    sealed: bool,
+    /// fanout: recipient devices (one account each).
+    #[arg(long, default_value_t = 100)]
+    group: usize,
+    /// fanout: shared ciphertext bytes of the send whose Redis memory is measured.
+    #[arg(long, default_value_t = 65536)]
+    payload_bytes: usize,
+    /// fanout: Redis URL (loopback) to read memory from.
+    #[arg(long)]
+    redis_url: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -55,6 +67,7 @@ enum Scenario {
     Auth,
     Prekeys,
     Pairs,
+    Fanout,
 }
 
 #[derive(Serialize)]
@@ -446,6 +459,7 @@ async fn pairs(args: &Args) -> anyhow::Result<Vec<Phase>> {
         for lane in 0..args.inflight as u32 {
             let (ws, sent, failed) = (ws.clone(), sent.clone(), failed.clone());
             let padding = args.message_bytes.max(20) - 20;
+            let sealed = args.sealed;
             sender_tasks.push(tokio::spawn(async move {
                 let path = format!("/v1/messages/{target}");
                 let mut seq = 0u64;
@@ -456,10 +470,15 @@ async fn pairs(args: &Args) -> anyhow::Result<Vec<Phase>> {
                     content.extend_from_slice(&(started.elapsed().as_micros() as u64).to_be_bytes());
                     content.resize(20 + padding, 0x5a);
                     let body = serde_json::json!({
-                        "messages": [{"type": 1, "destinationDeviceId": 1, "content": encode_base64(&content)}],
+                        "messages": [{"type": if sealed { 6 } else { 1 }, "destinationDeviceId": 1, "content": encode_base64(&content)}],
                         "timestamp": 1,
                     });
-                    match ws.request_json("PUT", &path, &body, vec![]).await {
+                    let headers = if sealed {
+                        vec![format!("Unidentified-Access-Key:{}", encode_base64(&[0u8; 16]))]
+                    } else {
+                        vec![]
+                    };
+                    match ws.request_json("PUT", &path, &body, headers).await {
                         Ok(r) if r.status == 200 => seq += 1,
                         _ => {
                             failed.fetch_add(1, Ordering::Relaxed);
@@ -506,6 +525,162 @@ async fn pairs(args: &Args) -> anyhow::Result<Vec<Phase>> {
     }])
 }
 
+/// An account whose access is unrestricted (any 16-byte key opens it).
+async fn register_unrestricted(client: &Client) -> anyhow::Result<DeviceCredentials> {
+    let keys = sealpost::client::AccountKeys::generate();
+    let mut attributes = sealpost::client::default_attributes();
+    attributes.unrestricted_unidentified_access = true;
+    let password = sealpost::client::random_password();
+    let response = client
+        .register(&keys.registration_request(attributes), &password)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering: {e}"))?;
+    Ok(DeviceCredentials {
+        aci: response.uuid,
+        device: sealpost::domain::ids::DeviceId::PRIMARY,
+        password,
+    })
+}
+
+async fn redis_used_memory(url: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no used_memory in INFO"))
+}
+
+/// Multi-recipient sealed sends to a group of `group` devices: first the Redis memory one
+/// send of `payload_bytes` costs while nobody is connected (and after everyone acknowledged
+/// it), then recipient deliveries per second with every recipient connected and acking.
+async fn fanout(args: &Args) -> anyhow::Result<Vec<Phase>> {
+    use sealpost::client::ws::WsClient;
+    use sealpost::domain::multi_recipient::{VERSION_SERVICE_ID, encode};
+
+    let client = Client::new(&args.url);
+    eprintln!("fanout: registering {} recipients", args.group);
+    let mut members = Vec::new();
+    for _ in 0..args.group {
+        members.push(register_unrestricted(&client).await?);
+    }
+    let body = |payload: usize| {
+        let recipients: Vec<_> = members
+            .iter()
+            .map(|m| (m.aci, vec![(1u8, 0u16)], [7u8; 48]))
+            .collect();
+        encode(
+            VERSION_SERVICE_ID,
+            &recipients,
+            &[9u8; 32],
+            &vec![0x5au8; payload],
+        )
+    };
+    let send = |body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            client
+                .http()
+                .put(client.url("/v1/messages/multi_recipient?ts=1"))
+                .header("Content-Type", "application/vnd.signal-messenger.mrm")
+                .header(
+                    "Unidentified-Access-Key",
+                    sealpost::domain::encoding::encode_base64(&[0u8; 16]),
+                )
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        }
+    };
+
+    if let Some(redis_url) = &args.redis_url {
+        ensure_loopback(redis_url)?;
+        let before = redis_used_memory(redis_url).await?;
+        anyhow::ensure!(
+            send(body(args.payload_bytes)).await,
+            "the measured send failed"
+        );
+        let after = redis_used_memory(redis_url).await?;
+        let delta = after.saturating_sub(before);
+        let per_device = delta.saturating_sub(args.payload_bytes as u64) as f64 / args.group as f64;
+        eprintln!(
+            "fanout: one send of {} payload bytes to {} devices: Redis used_memory +{delta} bytes \
+             (payload + {per_device:.0} bytes per device)",
+            args.payload_bytes, args.group
+        );
+    }
+
+    eprintln!("fanout: connecting {} recipients", args.group);
+    let delivered = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let mut receivers = Vec::new();
+    for member in &members {
+        let mut ws = WsClient::connect(&args.url, Some(member)).await?;
+        let delivered = delivered.clone();
+        receivers.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new(3).expect("valid histogram");
+            while let Some(request) = ws
+                .next_request(if Instant::now() < deadline {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_secs(1)
+                })
+                .await
+            {
+                let _ = ws.respond(request.id, 200).await;
+                if request.envelope().is_some() {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    let _ = hist.record(1);
+                }
+            }
+        }));
+    }
+    // The measured send (if any) is drained by now or soon; start counting from here.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let baseline = delivered.load(Ordering::Relaxed);
+    let phase_start = Instant::now();
+    let small = body(1024);
+    let mut sends = 0u64;
+    let mut failures = 0u64;
+    while Instant::now() < deadline && sends < args.max_requests {
+        if send(small.clone()).await {
+            sends += 1;
+        } else {
+            failures += 1;
+        }
+    }
+    let seconds = phase_start.elapsed().as_secs_f64();
+    for task in receivers {
+        task.await?;
+    }
+    let deliveries = delivered.load(Ordering::Relaxed) - baseline;
+    eprintln!(
+        "fanout: {sends} sends of 1 KiB to {} devices, {deliveries} deliveries",
+        args.group
+    );
+    anyhow::ensure!(
+        deliveries == sends * args.group as u64,
+        "deliveries do not match sends x group"
+    );
+    Ok(vec![Phase {
+        name: "fanout recipient deliveries",
+        requests: deliveries,
+        errors: failures,
+        seconds,
+        requests_per_second: deliveries as f64 / seconds,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        p999_ms: 0.0,
+    }])
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -514,6 +689,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Auth => auth(&args).await?,
         Scenario::Prekeys => prekeys(&args).await?,
         Scenario::Pairs => pairs(&args).await?,
+        Scenario::Fanout => fanout(&args).await?,
     };
     println!("{}", serde_json::to_string_pretty(&phases)?);
     println!();
