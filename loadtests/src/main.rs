@@ -382,11 +382,21 @@ async fn pairs(args: &Args) -> anyhow::Result<Vec<Phase>> {
             .register_new()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (receiver, _) = client
-            .register_new()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let sender_ws = WsClient::connect(&args.url, Some(&sender)).await?;
+        let receiver = if args.sealed {
+            register_unrestricted(&client).await?
+        } else {
+            client
+                .register_new()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .0
+        };
+        // Sealed senders send anonymously, as clients do: over an unauthenticated socket.
+        let sender_ws = if args.sealed {
+            WsClient::connect(&args.url, None).await?
+        } else {
+            WsClient::connect(&args.url, Some(&sender)).await?
+        };
         let mut receiver_ws = WsClient::connect(&args.url, Some(&receiver)).await?;
         // Drain the (empty) backlog of both.
         let first = receiver_ws
@@ -480,8 +490,17 @@ async fn pairs(args: &Args) -> anyhow::Result<Vec<Phase>> {
                     };
                     match ws.request_json("PUT", &path, &body, headers).await {
                         Ok(r) if r.status == 200 => seq += 1,
-                        _ => {
-                            failed.fetch_add(1, Ordering::Relaxed);
+                        other => {
+                            if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                                match other {
+                                    Ok(r) => eprintln!(
+                                        "pairs: first failed send: HTTP {} {}",
+                                        r.status,
+                                        String::from_utf8_lossy(&r.body)
+                                    ),
+                                    Err(e) => eprintln!("pairs: first failed send: {e}"),
+                                }
+                            }
                         }
                     }
                 }
