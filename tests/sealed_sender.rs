@@ -489,6 +489,12 @@ mod multi_recipient {
             .0,
             StatusCode::UNSUPPORTED_MEDIA_TYPE
         );
+        // Oversized: the JSON 413.
+        let (status, body) = put(&app, vec![0x23; 2 * 1024 * 1024 + 1], Some(key), MRM).await;
+        assert_eq!(
+            (status, body["code"].clone()),
+            (StatusCode::PAYLOAD_TOO_LARGE, json!(413))
+        );
         // All recipients unrestricted: any 16 bytes do.
         let to_open = encode(
             VERSION_SERVICE_ID,

@@ -2,6 +2,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::entities::{IncomingMessageListJson, SendMessageResponseJson};
@@ -55,7 +56,7 @@ pub async fn send_multi(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<MultiRecipientQuery>,
-    body: web::Bytes,
+    mut payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
     let content_type = req
         .headers()
@@ -73,7 +74,16 @@ pub async fn send_multi(
         )?),
         None => None,
     };
-    let message = MultiRecipientMessage::parse(&body)?;
+    // Read the body by hand so an oversized one gets the usual JSON 413.
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > MULTI_RECIPIENT_LIMIT {
+            return Err(AppError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let message = MultiRecipientMessage::parse(&body.freeze())?;
     state
         .messages
         .send_multi(

@@ -39,9 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v2/keys/check").route(web::post().to(keys::check)))
         .service(resource("/v2/keys/{identifier}/{device_id}").route(web::get().to(keys::fetch)))
         .service(
-            resource("/v1/messages/multi_recipient")
-                .app_data(web::PayloadConfig::new(messages::MULTI_RECIPIENT_LIMIT))
-                .route(web::put().to(messages::send_multi)),
+            resource("/v1/messages/multi_recipient").route(web::put().to(messages::send_multi)),
         )
         .service(
             resource("/v1/messages/{destination}")
