@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{Backend, TestApp, TestStores};
 use reqwest::StatusCode;
 use sealpost::client::ws::{ServerRequest, WsClient};
-use sealpost::client::{AccountKeys, DeviceCredentials, default_attributes, random_password};
+use sealpost::client::{DeviceCredentials, random_password};
 use sealpost::domain::encoding::encode_base64;
 use sealpost::domain::ids::Aci;
 use sealpost::limits::{BucketSpec, Limit};
@@ -304,21 +304,7 @@ async fn malformed_sends_get_clear_errors(backend: Backend) {
 
 async fn sealed_sends_need_the_access_key_and_carry_no_sender(backend: Backend) {
     let (app, _stores) = app(backend).await;
-    let mut attributes = default_attributes();
-    attributes.unidentified_access_key = Some(encode_base64(&[5u8; 16]));
-    let keys = AccountKeys::generate();
-    let password = random_password();
-    let bob_aci = app
-        .client
-        .register(&keys.registration_request(attributes), &password)
-        .await
-        .unwrap()
-        .uuid;
-    let bob = DeviceCredentials {
-        aci: bob_aci,
-        device: sealpost::domain::ids::DeviceId::PRIMARY,
-        password,
-    };
+    let (bob, _) = common::register_with(&app, Some([5u8; 16]), false).await;
     let sealed = |key: [u8; 16], to: Aci| {
         let request = app
             .client
@@ -728,21 +714,7 @@ async fn a_socket_never_has_more_than_64_unacknowledged_deliveries(backend: Back
 
 async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend: Backend) {
     let (app, _stores) = app(backend).await;
-    let mut attributes = default_attributes();
-    attributes.unrestricted_unidentified_access = true;
-    let keys = AccountKeys::generate();
-    let password = random_password();
-    let bob_aci = app
-        .client
-        .register(&keys.registration_request(attributes), &password)
-        .await
-        .unwrap()
-        .uuid;
-    let bob = DeviceCredentials {
-        aci: bob_aci,
-        device: sealpost::domain::ids::DeviceId::PRIMARY,
-        password,
-    };
+    let (bob, _) = common::register_with(&app, None, true).await;
     let (alice, _) = app.client.register_new().await.unwrap();
     let (mut alice_ws, _) = connect(&app, &alice).await;
     let (mut bob_ws, _) = connect(&app, &bob).await;

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use prost::Message as _;
 use reqwest::StatusCode;
 use sealpost::api::profiles::{CertificateJson, ProfileJson};
-use sealpost::client::{AccountKeys, DeviceCredentials, default_attributes, random_password};
+use sealpost::client::{DeviceCredentials, random_password};
 use sealpost::domain::certificates::verify_server_certificate;
 use sealpost::domain::encoding::{decode_base64, encode_base64};
 use sealpost::domain::ids::{Aci, DeviceId};
@@ -40,32 +40,6 @@ async fn app_with_certificates(backend: Backend) -> (TestApp, TestStores, Certs,
         stores,
         Certs { dir },
         trust_root,
-    )
-}
-
-async fn register_with(
-    app: &TestApp,
-    access_key: Option<[u8; 16]>,
-    unrestricted: bool,
-) -> (DeviceCredentials, AccountKeys) {
-    let mut attributes = default_attributes();
-    attributes.unidentified_access_key = access_key.map(|k| encode_base64(&k));
-    attributes.unrestricted_unidentified_access = unrestricted;
-    let keys = AccountKeys::generate();
-    let password = random_password();
-    let aci = app
-        .client
-        .register(&keys.registration_request(attributes), &password)
-        .await
-        .unwrap()
-        .uuid;
-    (
-        DeviceCredentials {
-            aci,
-            device: DeviceId::PRIMARY,
-            password,
-        },
-        keys,
     )
 }
 
@@ -133,8 +107,8 @@ async fn profiles_answer_with_the_access_checksum_and_follow_the_access_rules(ba
     let (app, _stores, _certs, _) = app_with_certificates(backend).await;
     let (caller, _) = app.client.register_new().await.unwrap();
     let key = [3u8; 16];
-    let (target, keys) = register_with(&app, Some(key), false).await;
-    let (open, _) = register_with(&app, None, true).await;
+    let (target, keys) = common::register_with(&app, Some(key), false).await;
+    let (open, _) = common::register_with(&app, None, true).await;
     let get = |path: String, header: Option<(&'static str, String)>| {
         let mut request = app.client.http().get(app.client.url(&path));
         if let Some((k, v)) = header {
@@ -334,8 +308,8 @@ mod multi_recipient {
     async fn one_upload_reaches_every_device_of_every_recipient_byte_exact() {
         let stores = TestStores::new(Backend::External).await;
         let app = TestApp::start(stores.config()).await;
-        let (alice, _) = register_with(&app, Some([1; 16]), false).await;
-        let (bob, _) = register_with(&app, Some([2; 16]), false).await;
+        let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
         let alice2 = add_device(&stores, &alice, 2, 222).await;
         let bob3 = add_device(&stores, &bob, 3, 333).await;
         let body = encode(
@@ -394,9 +368,9 @@ mod multi_recipient {
 
     async fn refusals_follow_the_contract(backend: Backend) {
         let (app, _stores, _certs, _) = app_with_certificates(backend).await;
-        let (alice, _) = register_with(&app, Some([1; 16]), false).await;
-        let (bob, _) = register_with(&app, Some([2; 16]), false).await;
-        let (open, _) = register_with(&app, None, true).await;
+        let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
+        let (open, _) = common::register_with(&app, None, true).await;
         let key = xor([1; 16], [2; 16]);
         let both = |alice_devices: Vec<(u8, u16)>, bob_devices: Vec<(u8, u16)>| {
             encode(

@@ -135,7 +135,10 @@ pub trait MessageStore: Send + Sync {
         guid: Uuid,
         envelope: Bytes,
         shared: Uuid,
-    ) -> StorageResult<bool>;
+    ) -> StorageResult<bool> {
+        self.insert(aci, id, guid, stored::reference(shared, &envelope))
+            .await
+    }
 }
 
 /// How a queued value is stored: a plain envelope, or `0x00 || shared id || envelope` for

@@ -238,6 +238,35 @@ impl TestApp {
     }
 }
 
+/// Registers an account with the given sealed-sender access settings.
+pub async fn register_with(
+    app: &TestApp,
+    access_key: Option<[u8; 16]>,
+    unrestricted: bool,
+) -> (
+    sealpost::client::DeviceCredentials,
+    sealpost::client::AccountKeys,
+) {
+    let mut attributes = sealpost::client::default_attributes();
+    attributes.unidentified_access_key =
+        access_key.map(|k| sealpost::domain::encoding::encode_base64(&k));
+    attributes.unrestricted_unidentified_access = unrestricted;
+    let keys = sealpost::client::AccountKeys::generate();
+    let password = sealpost::client::random_password();
+    let aci = app
+        .client
+        .register(&keys.registration_request(attributes), &password)
+        .await
+        .expect("registration succeeds")
+        .uuid;
+    let credentials = sealpost::client::DeviceCredentials {
+        aci,
+        device: sealpost::domain::ids::DeviceId::PRIMARY,
+        password,
+    };
+    (credentials, keys)
+}
+
 /// Starts one server on fresh stores of `backend`.
 pub async fn spawn_app(backend: Backend) -> (TestApp, TestStores) {
     let stores = TestStores::new(backend).await;

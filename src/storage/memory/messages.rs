@@ -171,16 +171,4 @@ impl MessageStore for MemoryMessageStore {
         );
         Ok(())
     }
-
-    async fn insert_referencing(
-        &self,
-        aci: Aci,
-        id: DeviceId,
-        guid: Uuid,
-        envelope: Bytes,
-        shared: Uuid,
-    ) -> StorageResult<bool> {
-        self.insert(aci, id, guid, stored::reference(shared, &envelope))
-            .await
-    }
 }

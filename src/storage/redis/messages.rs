@@ -249,18 +249,6 @@ impl MessageStore for RedisStore {
         Ok(())
     }
 
-    async fn insert_referencing(
-        &self,
-        aci: Aci,
-        id: DeviceId,
-        guid: Uuid,
-        envelope: Bytes,
-        shared: Uuid,
-    ) -> StorageResult<bool> {
-        self.insert(aci, id, guid, stored::reference(shared, &envelope))
-            .await
-    }
-
     async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
         let keys = self.queue_keys(aci, id);
         let mut conn = self.conn.clone();
