@@ -10,10 +10,9 @@ use hmac::{Hmac, Mac};
 use prost::Message as _;
 use reqwest::StatusCode;
 use sealpost::api::profiles::{CertificateJson, ProfileJson};
-use sealpost::client::{DeviceCredentials, random_password};
 use sealpost::domain::certificates::verify_server_certificate;
 use sealpost::domain::encoding::{decode_base64, encode_base64};
-use sealpost::domain::ids::{Aci, DeviceId};
+use sealpost::domain::ids::Aci;
 use sealpost::domain::keys::{EcPublicKey, Signature};
 use sealpost::proto::sealed_sender::{SenderCertificate, sender_certificate};
 use sha2::Sha256;
@@ -273,35 +272,6 @@ mod multi_recipient {
         out
     }
 
-    /// Adds device `id` to an account straight in Postgres (linking comes with the
-    /// multi-device issue) and returns its credentials.
-    async fn add_device(
-        stores: &TestStores,
-        owner: &DeviceCredentials,
-        id: u8,
-        registration_id: i32,
-    ) -> DeviceCredentials {
-        let password = random_password();
-        let hash = sealpost::auth::password::hash(&password).unwrap();
-        let (db, connection) =
-            tokio_postgres::connect(&stores.db.as_ref().unwrap().url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        db.execute(
-            "INSERT INTO devices (aci, device_id, password_hash, registration_id, fetches_messages, created_ms, last_seen_day_ms) \
-             VALUES ($1, $2, $3, $4, true, 0, 0)",
-            &[&owner.aci.uuid(), &i16::from(id), &hash, &registration_id],
-        )
-        .await
-        .unwrap();
-        DeviceCredentials {
-            aci: owner.aci,
-            device: DeviceId::new(u32::from(id)).unwrap(),
-            password,
-        }
-    }
-
     /// Two accounts with two devices each get one upload, byte-exact; the shared part is
     /// stored once in Redis and gone after the last acknowledgement.
     #[tokio::test]
@@ -310,8 +280,8 @@ mod multi_recipient {
         let app = TestApp::start(stores.config()).await;
         let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
         let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
-        let alice2 = add_device(&stores, &alice, 2, 222).await;
-        let bob3 = add_device(&stores, &bob, 3, 333).await;
+        let alice2 = common::add_device(&stores, &alice, 2, 222).await;
+        let bob3 = common::add_device(&stores, &bob, 3, 333).await;
         let body = encode(
             VERSION_SERVICE_ID,
             &[

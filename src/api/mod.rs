@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod devices;
 pub mod entities;
 pub mod keys;
 pub mod messages;
@@ -31,6 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/v1/accounts/attributes").route(web::put().to(accounts::set_attributes)))
         .service(resource("/v1/accounts/me").route(web::delete().to(accounts::delete)))
+        .service(resource("/v1/devices").route(web::get().to(devices::list)))
+        .service(resource("/v1/devices/{device_id}").route(web::delete().to(devices::remove)))
         .service(
             resource("/v2/keys")
                 .route(web::get().to(keys::counts))

@@ -133,6 +133,7 @@ impl Authenticator {
                 .unwrap_or(false);
             if cached {
                 self.outcome("ok_cached");
+                self.touch(device);
                 return Ok(authenticated);
             }
         }
@@ -168,6 +169,9 @@ impl Authenticator {
                 },
             );
             self.outcome("ok_verified");
+            if let Some(device) = &device {
+                self.touch(device);
+            }
             return Ok(authenticated);
         }
 
@@ -181,6 +185,20 @@ impl Authenticator {
             .check(Limit::AuthFailures, &client_key)
             .await?;
         Err(AppError::Unauthorized)
+    }
+
+    /// Moves the device's `lastSeen` to today, once a day at most (kept only to the day).
+    fn touch(&self, device: &crate::domain::accounts::Device) {
+        let today = crate::domain::accounts::day_of(crate::storage::now_ms());
+        if device.last_seen_day_ms >= today {
+            return;
+        }
+        let (accounts, aci, id) = (self.0.accounts.clone(), device.aci, device.id);
+        tokio::spawn(async move {
+            if let Err(e) = accounts.touch_device(aci, id, today).await {
+                tracing::debug!(error = %e, "could not record lastSeen");
+            }
+        });
     }
 
     /// Drops cached verifications of an account's devices (it was deleted). Correctness

@@ -121,6 +121,37 @@ impl AccountService {
         }
     }
 
+    /// The caller's account's devices.
+    pub async fn devices(&self, caller: AuthenticatedDevice) -> Result<Vec<Device>, AppError> {
+        Ok(self.accounts.devices(caller.aci).await?)
+    }
+
+    /// Removes a device: the primary may remove any linked device, a linked device only
+    /// itself, and nobody the primary. Its keys go with it (the store cascades), its queue is
+    /// dropped and its sockets close with 4401 on every pod; its credentials stop working
+    /// at once, since every request reads the device.
+    pub async fn remove_device(
+        &self,
+        caller: AuthenticatedDevice,
+        id: DeviceId,
+    ) -> Result<(), AppError> {
+        if id.is_primary() {
+            return Err(AppError::Forbidden(
+                "the primary device cannot be removed".into(),
+            ));
+        }
+        if !caller.device.is_primary() && caller.device != id {
+            return Err(AppError::Forbidden(
+                "a linked device may only remove itself".into(),
+            ));
+        }
+        if !self.accounts.remove_device(caller.aci, id).await? {
+            return Err(AppError::NotFound("no such device".into()));
+        }
+        self.authenticator.forget_account(caller.aci);
+        self.messages.remove_devices(caller.aci, &[id]).await
+    }
+
     /// Deletes the caller's account with all its devices, keys and queues, and closes its
     /// sockets on every pod (4401).
     pub async fn delete(&self, caller: AuthenticatedDevice) -> Result<(), AppError> {

@@ -55,6 +55,12 @@ pub trait AccountStore: Send + Sync {
 
     /// Deletes the account with its devices and keys; `false` when it did not exist.
     async fn delete(&self, aci: Aci) -> StorageResult<bool>;
+
+    /// Deletes one device with its keys; `false` when it did not exist.
+    async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool>;
+
+    /// Records that the device was seen on the day starting at `day_ms` (only ever forward).
+    async fn touch_device(&self, aci: Aci, id: DeviceId, day_ms: i64) -> StorageResult<()>;
 }
 
 /// Prekeys (Postgres in production). Registration writes the signed ones through

@@ -267,6 +267,35 @@ pub async fn register_with(
     (credentials, keys)
 }
 
+/// Adds device `id` to an account straight in Postgres (until linking exists) and returns
+/// its credentials.
+pub async fn add_device(
+    stores: &TestStores,
+    owner: &sealpost::client::DeviceCredentials,
+    id: u8,
+    registration_id: i32,
+) -> sealpost::client::DeviceCredentials {
+    let password = sealpost::client::random_password();
+    let hash = sealpost::auth::password::hash(&password).expect("hashing");
+    let db_url = &stores.db.as_ref().expect("a Postgres test").url;
+    let (db, connection) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    db.execute(
+        "INSERT INTO devices (aci, device_id, password_hash, registration_id, fetches_messages, \
+         created_ms, last_seen_day_ms) VALUES ($1, $2, $3, $4, true, 0, 0)",
+        &[&owner.aci.uuid(), &i16::from(id), &hash, &registration_id],
+    )
+    .await
+    .expect("insert device");
+    sealpost::client::DeviceCredentials {
+        aci: owner.aci,
+        device: sealpost::domain::ids::DeviceId::new(u32::from(id)).expect("device id"),
+        password,
+    }
+}
+
 /// Starts one server on fresh stores of `backend`.
 pub async fn spawn_app(backend: Backend) -> (TestApp, TestStores) {
     let stores = TestStores::new(backend).await;

@@ -131,6 +131,24 @@ impl AccountStore for MemoryAccountStore {
     async fn delete(&self, aci: Aci) -> StorageResult<bool> {
         Ok(self.lock()?.remove(&aci).is_some())
     }
+
+    async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {
+        Ok(self
+            .lock()?
+            .get_mut(&aci)
+            .is_some_and(|a| a.devices.remove(&id).is_some()))
+    }
+
+    async fn touch_device(&self, aci: Aci, id: DeviceId, day_ms: i64) -> StorageResult<()> {
+        if let Some(device) = self
+            .lock()?
+            .get_mut(&aci)
+            .and_then(|a| a.devices.get_mut(&id))
+        {
+            device.device.last_seen_day_ms = device.device.last_seen_day_ms.max(day_ms);
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

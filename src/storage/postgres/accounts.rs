@@ -233,6 +233,31 @@ impl AccountStore for PgStore {
         Ok(true)
     }
 
+    async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute(
+                "DELETE FROM devices WHERE aci = $1 AND device_id = $2",
+                &[&aci.uuid(), &i16::from(id.get())],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(deleted > 0)
+    }
+
+    async fn touch_device(&self, aci: Aci, id: DeviceId, day_ms: i64) -> StorageResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE devices SET last_seen_day_ms = $3 \
+                 WHERE aci = $1 AND device_id = $2 AND last_seen_day_ms < $3",
+                &[&aci.uuid(), &i16::from(id.get()), &day_ms],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(())
+    }
+
     async fn delete(&self, aci: Aci) -> StorageResult<bool> {
         let client = self.client().await?;
         let deleted = client

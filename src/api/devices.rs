@@ -1,0 +1,56 @@
+//! `GET /v1/devices` and `DELETE /v1/devices/{id}`.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthenticatedDevice;
+use crate::domain::encoding::encode_base64;
+use crate::domain::ids::DeviceId;
+use crate::error::AppError;
+use crate::state::AppState;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceJson {
+    pub id: u8,
+    /// The client-encrypted name, base64, when the device set one.
+    pub name: Option<String>,
+    /// Midnight UTC of the last day the device was seen, in ms (kept only to the day).
+    pub last_seen: i64,
+    pub registration_id: u16,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeviceListJson {
+    pub devices: Vec<DeviceJson>,
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: AuthenticatedDevice,
+) -> Result<HttpResponse, AppError> {
+    let devices = state.accounts.devices(caller).await?;
+    Ok(HttpResponse::Ok().json(DeviceListJson {
+        devices: devices
+            .iter()
+            .map(|d| DeviceJson {
+                id: d.id.get(),
+                name: d.attributes.name.as_deref().map(encode_base64),
+                last_seen: d.last_seen_day_ms,
+                registration_id: d.attributes.registration_id.get(),
+                created: d.created_ms,
+            })
+            .collect(),
+    }))
+}
+
+pub async fn remove(
+    state: web::Data<AppState>,
+    caller: AuthenticatedDevice,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id: DeviceId = path.into_inner().parse()?;
+    state.accounts.remove_device(caller, id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
