@@ -32,6 +32,9 @@ pub enum AppError {
     /// 410 with the devices whose registration id changed.
     #[error("stale devices")]
     StaleDevices(Vec<u8>),
+    /// 411: the account has as many devices as it may.
+    #[error("too many devices")]
+    DeviceLimit { current: usize, max: usize },
     /// 409 of a multi-recipient send: per recipient, its missing and extra devices.
     #[error("mismatched devices")]
     MultiMismatchedDevices(Vec<(crate::domain::ids::Aci, Vec<u8>, Vec<u8>)>),
@@ -97,6 +100,10 @@ impl AppError {
                     .collect();
                 return serde_json::to_vec(&body).unwrap_or_default();
             }
+            AppError::DeviceLimit { current, max } => {
+                return serde_json::to_vec(&serde_json::json!({"current": current, "max": max}))
+                    .unwrap_or_default();
+            }
             AppError::MultiStaleDevices(entries) => {
                 let body: Vec<_> = entries
                     .iter()
@@ -152,6 +159,7 @@ impl ResponseError for AppError {
             AppError::StaleDevices(_) => StatusCode::GONE,
             AppError::MultiMismatchedDevices(_) => StatusCode::CONFLICT,
             AppError::MultiStaleDevices(_) => StatusCode::GONE,
+            AppError::DeviceLimit { .. } => StatusCode::LENGTH_REQUIRED,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -24,7 +24,9 @@ use crate::service::messages::MessageService;
 use crate::service::profiles::ProfileService;
 use crate::state::{AppState, Readiness};
 use crate::storage::Stores;
-use crate::storage::memory::{MemoryAccountStore, MemoryMessageStore, MemoryRateLimitStore};
+use crate::storage::memory::{
+    MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryRateLimitStore,
+};
 use crate::storage::postgres::PgStore;
 use crate::storage::redis::RedisStore;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +65,7 @@ async fn connect(
                 keys: accounts,
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue_ttl)),
+                link_codes: Arc::new(MemoryLinkCodeStore::new()),
                 probes: Vec::new(),
             };
             Ok((stores, None))
@@ -84,6 +87,7 @@ async fn connect(
                 keys: pg.clone(),
                 rate_limits: shared.clone(),
                 messages: shared.clone(),
+                link_codes: shared.clone(),
                 probes: vec![pg, shared],
             };
             Ok((stores, Some(redis)))
@@ -160,6 +164,7 @@ impl Application {
             authenticator.clone(),
             passwords,
             messages.clone(),
+            stores.link_codes.clone(),
             metrics.clone(),
         );
         let keys = KeyService::new(

@@ -120,3 +120,169 @@ async fn removal_follows_the_permission_rules_and_takes_everything_of_the_device
     assert_eq!(devices.unwrap().devices.len(), 1);
     app.stop().await;
 }
+
+mod linking {
+    use super::*;
+    use sealpost::client::default_attributes;
+    use sealpost::domain::encoding::encode_base64;
+    use serde_json::{Value, json};
+
+    async fn send(
+        app: &TestApp,
+        from: &DeviceCredentials,
+        to: &sealpost::domain::ids::Aci,
+        devices: &[u8],
+    ) -> (StatusCode, Value) {
+        let messages: Vec<Value> = devices
+            .iter()
+            .map(|d| json!({"type": 1, "destinationDeviceId": d, "content": encode_base64(format!("for {d}").as_bytes())}))
+            .collect();
+        let response = app
+            .client
+            .http()
+            .put(app.client.url(&format!("/v1/messages/{to}")))
+            .header("Authorization", from.authorization())
+            .json(&json!({"messages": messages, "timestamp": 5}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn a_linked_device_gets_the_lowest_free_id_and_its_own_copies(backend: Backend) {
+        let (app, _stores) = spawn_app(backend).await;
+        let (alice, keys) = app.client.register_new().await.unwrap();
+        let (bob, _) = app.client.register_new().await.unwrap();
+        let code = app.client.link_code(&alice).await.unwrap();
+        assert!(!code.token_identifier.is_empty());
+        let laptop = app
+            .client
+            .link_device(&code.verification_code, &keys, default_attributes())
+            .await
+            .unwrap();
+        assert_eq!((laptop.aci, laptop.device.get()), (alice.aci, 2));
+        assert_eq!(app.client.whoami(&laptop).await.unwrap().uuid, alice.aci);
+        // The code is single use.
+        let again = app
+            .client
+            .link_device(&code.verification_code, &keys, default_attributes())
+            .await;
+        assert_eq!(again.unwrap_err().status(), Some(StatusCode::FORBIDDEN));
+        let bogus = app
+            .client
+            .link_device("not-a-code", &keys, default_attributes())
+            .await;
+        assert_eq!(bogus.unwrap_err().status(), Some(StatusCode::FORBIDDEN));
+        // Only the primary hands out codes.
+        assert_eq!(
+            app.client.link_code(&laptop).await.unwrap_err().status(),
+            Some(StatusCode::FORBIDDEN)
+        );
+
+        // A sender gets 409 until it includes the new device; then each device gets its copy.
+        assert_eq!(
+            send(&app, &bob, &alice.aci, &[1]).await,
+            (
+                StatusCode::CONFLICT,
+                json!({"missingDevices": [2], "extraDevices": []})
+            )
+        );
+        assert_eq!(
+            send(&app, &bob, &alice.aci, &[1, 2]).await,
+            (StatusCode::OK, json!({"needsSync": false}))
+        );
+        for (device, expected) in [(&alice, "for 1"), (&laptop, "for 2")] {
+            let mut ws = WsClient::connect(&app.address, Some(device)).await.unwrap();
+            let delivery = ws.next_request(Duration::from_secs(5)).await.unwrap();
+            assert_eq!(
+                delivery.envelope().unwrap().content.unwrap().to_vec(),
+                expected.as_bytes()
+            );
+        }
+        // Alice has two devices now: writing to Bob she must sync; to herself she leaves out the sender.
+        assert_eq!(
+            send(&app, &alice, &bob.aci, &[1]).await,
+            (StatusCode::OK, json!({"needsSync": true}))
+        );
+        assert_eq!(
+            send(&app, &laptop, &alice.aci, &[1]).await,
+            (StatusCode::OK, json!({"needsSync": false}))
+        );
+
+        // Removal: the linked device's socket closes with 4401 and its credentials fail.
+        let mut laptop_ws = WsClient::connect(&app.address, Some(&laptop))
+            .await
+            .unwrap();
+        while let Some(request) = laptop_ws.next_request(Duration::from_millis(500)).await {
+            laptop_ws.respond(request.id, 200).await.unwrap();
+        }
+        assert_eq!(remove(&app, &alice, "2").await, StatusCode::NO_CONTENT);
+        assert_eq!(laptop_ws.closed(Duration::from_secs(5)).await, Some(4401));
+        assert_eq!(
+            app.client.whoami(&laptop).await.unwrap_err().status(),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        // Its id is free again.
+        let code = app.client.link_code(&alice).await.unwrap();
+        let again = app
+            .client
+            .link_device(&code.verification_code, &keys, default_attributes())
+            .await
+            .unwrap();
+        assert_eq!(again.device.get(), 2);
+        app.stop().await;
+    }
+
+    async fn bad_signatures_get_422_and_the_seventh_device_411(backend: Backend) {
+        let (app, _stores) = spawn_app(backend).await;
+        let (alice, keys) = app.client.register_new().await.unwrap();
+        let code = app.client.link_code(&alice).await.unwrap();
+        let stranger = sealpost::client::AccountKeys::generate();
+        let refused = app
+            .client
+            .link_device(&code.verification_code, &stranger, default_attributes())
+            .await;
+        assert_eq!(
+            refused.unwrap_err().status(),
+            Some(StatusCode::UNPROCESSABLE_ENTITY)
+        );
+        // The code survived the refused attempt.
+        let second = app
+            .client
+            .link_device(&code.verification_code, &keys, default_attributes())
+            .await
+            .unwrap();
+        assert_eq!(second.device.get(), 2);
+        for expected in 3..=6 {
+            let code = app.client.link_code(&alice).await.unwrap();
+            let linked = app
+                .client
+                .link_device(&code.verification_code, &keys, default_attributes())
+                .await
+                .unwrap();
+            assert_eq!(linked.device.get(), expected);
+        }
+        let response = app
+            .client
+            .http()
+            .get(app.client.url("/v1/devices/provisioning/code"))
+            .header("Authorization", alice.authorization())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::LENGTH_REQUIRED);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"current": 6, "max": 6})
+        );
+        let (_, devices) = list(&app, &alice).await;
+        assert_eq!(devices.unwrap().devices.len(), 6);
+        app.stop().await;
+    }
+
+    on_both_backends!(
+        a_linked_device_gets_the_lowest_free_id_and_its_own_copies,
+        bad_signatures_get_422_and_the_seventh_device_411,
+    );
+}

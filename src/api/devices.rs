@@ -1,9 +1,13 @@
 //! `GET /v1/devices` and `DELETE /v1/devices/{id}`.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use super::entities::{LinkCodeJson, LinkDeviceRequestJson, LinkDeviceResponseJson};
 use crate::auth::AuthenticatedDevice;
+use crate::auth::basic::parse_basic;
+use crate::domain::accounts::Password;
 use crate::domain::encoding::encode_base64;
 use crate::domain::ids::DeviceId;
 use crate::error::AppError;
@@ -42,6 +46,42 @@ pub async fn list(
                 created: d.created_ms,
             })
             .collect(),
+    }))
+}
+
+/// `GET /v1/devices/provisioning/code`.
+pub async fn link_code(
+    state: web::Data<AppState>,
+    caller: AuthenticatedDevice,
+) -> Result<HttpResponse, AppError> {
+    let code = state.accounts.link_code(caller).await?;
+    Ok(HttpResponse::Ok().json(LinkCodeJson {
+        verification_code: code.verification_code,
+        token_identifier: code.token_identifier,
+    }))
+}
+
+/// `PUT /v1/devices/link`: the Basic password becomes the new device's (the username part
+/// is ignored).
+pub async fn link(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<LinkDeviceRequestJson>,
+) -> Result<HttpResponse, AppError> {
+    let (_, password) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_basic)
+        .ok_or(AppError::Unauthorized)?;
+    let password = Password::parse(password)?;
+    let (aci, id) = state
+        .accounts
+        .link_device(body.into_inner().try_into()?, password)
+        .await?;
+    Ok(HttpResponse::Ok().json(LinkDeviceResponseJson {
+        uuid: aci,
+        device_id: id.get(),
     }))
 }
 

@@ -357,6 +357,47 @@ pub struct SendMessageResponseJson {
     pub needs_sync: bool,
 }
 
+/// `PUT /v1/devices/link`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkDeviceRequestJson {
+    pub verification_code: String,
+    pub account_attributes: AccountAttributesJson,
+    pub aci_signed_pre_key: SignedPreKeyJson,
+    pub aci_pq_last_resort_pre_key: SignedPreKeyJson,
+}
+
+impl TryFrom<LinkDeviceRequestJson> for crate::service::accounts::LinkRequest {
+    type Error = DomainError;
+
+    fn try_from(json: LinkDeviceRequestJson) -> Result<Self, DomainError> {
+        Ok(Self {
+            signed_pre_key: json.aci_signed_pre_key.to_ec("aciSignedPreKey")?,
+            pq_last_resort_pre_key: json
+                .aci_pq_last_resort_pre_key
+                .to_kem("aciPqLastResortPreKey")?,
+            attributes: json.account_attributes.try_into()?,
+            verification_code: json.verification_code,
+        })
+    }
+}
+
+/// `GET /v1/devices/provisioning/code`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkCodeJson {
+    pub verification_code: String,
+    pub token_identifier: String,
+}
+
+/// The answer of `PUT /v1/devices/link`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkDeviceResponseJson {
+    pub uuid: Aci,
+    pub device_id: u8,
+}
+
 /// The error body every endpoint uses.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ErrorJson {

@@ -33,6 +33,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/accounts/attributes").route(web::put().to(accounts::set_attributes)))
         .service(resource("/v1/accounts/me").route(web::delete().to(accounts::delete)))
         .service(resource("/v1/devices").route(web::get().to(devices::list)))
+        // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
+        .service(resource("/v1/devices/provisioning/code").route(web::get().to(devices::link_code)))
+        .service(resource("/v1/devices/link").route(web::put().to(devices::link)))
         .service(resource("/v1/devices/{device_id}").route(web::delete().to(devices::remove)))
         .service(
             resource("/v2/keys")

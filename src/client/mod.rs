@@ -9,9 +9,10 @@ use rand::RngCore;
 use reqwest::StatusCode;
 
 use crate::api::entities::{
-    AccountAttributesJson, CheckKeysRequestJson, ErrorJson, PreKeyCountJson, PreKeyJson,
-    PreKeyResponseJson, RegistrationRequestJson, RegistrationResponseJson, SetKeysRequestJson,
-    SignedPreKeyJson, WhoAmIJson,
+    AccountAttributesJson, CheckKeysRequestJson, ErrorJson, LinkCodeJson, LinkDeviceRequestJson,
+    LinkDeviceResponseJson, PreKeyCountJson, PreKeyJson, PreKeyResponseJson,
+    RegistrationRequestJson, RegistrationResponseJson, SetKeysRequestJson, SignedPreKeyJson,
+    WhoAmIJson,
 };
 use crate::domain::encoding::encode_base64;
 use crate::domain::ids::{Aci, DeviceId};
@@ -352,6 +353,56 @@ impl Client {
         }
         Self::check(response).await?;
         Ok(true)
+    }
+
+    /// `GET /v1/devices/provisioning/code` (primary device).
+    pub async fn link_code(
+        &self,
+        primary: &DeviceCredentials,
+    ) -> Result<LinkCodeJson, ClientError> {
+        let response = self
+            .http
+            .get(self.url("/v1/devices/provisioning/code"))
+            .header("Authorization", primary.authorization())
+            .send()
+            .await?;
+        Ok(Self::check(response).await?.json().await?)
+    }
+
+    /// Links a new device with `code`, signing its keys with the account's identity key
+    /// (`keys`); returns the new device's credentials.
+    pub async fn link_device(
+        &self,
+        code: &str,
+        keys: &AccountKeys,
+        attributes: AccountAttributesJson,
+    ) -> Result<DeviceCredentials, ClientError> {
+        let password = random_password();
+        let request = LinkDeviceRequestJson {
+            verification_code: code.to_owned(),
+            account_attributes: attributes,
+            aci_signed_pre_key: keys.signed_pre_key_json(2),
+            aci_pq_last_resort_pre_key: keys.kem_pre_key_json(3),
+        };
+        let response = self
+            .http
+            .put(self.url("/v1/devices/link"))
+            .header("Authorization", basic_auth("", &password))
+            .json(&request)
+            .send()
+            .await?;
+        let linked: LinkDeviceResponseJson = Self::check(response).await?.json().await?;
+        Ok(DeviceCredentials {
+            aci: linked.uuid,
+            device: DeviceId::new(u32::from(linked.device_id)).map_err(|_| {
+                ClientError::Status {
+                    status: StatusCode::BAD_GATEWAY,
+                    body: None,
+                    retry_after: None,
+                }
+            })?,
+            password,
+        })
     }
 
     pub async fn delete_account(&self, credentials: &DeviceCredentials) -> Result<(), ClientError> {

@@ -144,6 +144,25 @@ pub struct NewAccount {
     pub pq_last_resort_pre_key: KemSignedPreKey,
 }
 
+/// A device being linked: everything but its id, which the store picks.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub password_hash: String,
+    pub attributes: DeviceAttributes,
+    pub created_ms: i64,
+    pub last_seen_day_ms: i64,
+    pub signed_pre_key: SignedEcPreKey,
+    pub pq_last_resort_pre_key: KemSignedPreKey,
+}
+
+/// The lowest device id not in `taken`, from 2 (the primary is 1).
+pub fn lowest_free_device_id(taken: impl IntoIterator<Item = DeviceId>) -> Option<DeviceId> {
+    let taken: std::collections::BTreeSet<u8> = taken.into_iter().map(|d| d.get()).collect();
+    (2..=DeviceId::MAX)
+        .find(|id| !taken.contains(id))
+        .and_then(|id| DeviceId::new(u32::from(id)).ok())
+}
+
 /// Milliseconds of today's midnight UTC: what `lastSeen` stores (no finer than a day).
 pub fn day_of(ms: i64) -> i64 {
     const DAY_MS: i64 = 86_400_000;
@@ -172,6 +191,18 @@ mod tests {
     fn access_keys_are_16_bytes() {
         assert!(AccessKey::parse("k", &[0; 15]).is_err());
         assert!(AccessKey::parse("k", &[0; 16]).is_ok());
+    }
+
+    #[test]
+    fn new_devices_take_the_lowest_free_id_from_two() {
+        let ids = |v: &[u32]| {
+            v.iter()
+                .map(|i| DeviceId::new(*i).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(lowest_free_device_id(ids(&[1])).unwrap().get(), 2);
+        assert_eq!(lowest_free_device_id(ids(&[1, 2, 4])).unwrap().get(), 3);
+        assert_eq!(lowest_free_device_id(ids(&[1, 3])).unwrap().get(), 2);
     }
 
     #[test]

@@ -7,12 +7,13 @@ use super::messages::MessageService;
 use crate::auth::password::Passwords;
 use crate::auth::{AuthenticatedDevice, Authenticator};
 use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Password, day_of};
+use crate::domain::accounts::{MAX_DEVICES, NewDevice};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::storage::{AccountStore, now_ms};
+use crate::storage::{AccountStore, LinkCodeStore, now_ms};
 
 /// A registration request, parsed; signatures not yet checked.
 #[derive(Clone, Debug)]
@@ -30,7 +31,27 @@ pub struct AccountService {
     authenticator: Authenticator,
     passwords: Passwords,
     messages: MessageService,
+    link_codes: Arc<dyn LinkCodeStore>,
     metrics: Metrics,
+}
+
+/// How long a device-linking code stays usable.
+pub const LINK_CODE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// What `GET /v1/devices/provisioning/code` hands the primary device.
+#[derive(Clone, Debug)]
+pub struct LinkCode {
+    pub verification_code: String,
+    pub token_identifier: String,
+}
+
+/// What a new device sends to `PUT /v1/devices/link`, parsed.
+#[derive(Clone, Debug)]
+pub struct LinkRequest {
+    pub verification_code: String,
+    pub attributes: AccountAttributes,
+    pub signed_pre_key: SignedEcPreKey,
+    pub pq_last_resort_pre_key: KemSignedPreKey,
 }
 
 impl AccountService {
@@ -40,6 +61,7 @@ impl AccountService {
         authenticator: Authenticator,
         passwords: Passwords,
         messages: MessageService,
+        link_codes: Arc<dyn LinkCodeStore>,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -48,7 +70,102 @@ impl AccountService {
             authenticator,
             passwords,
             messages,
+            link_codes,
             metrics,
+        }
+    }
+
+    /// A single-use code (10 minutes) with which a new device joins the caller's account.
+    /// Primary device only; limited by `allocateDevice`.
+    pub async fn link_code(&self, caller: AuthenticatedDevice) -> Result<LinkCode, AppError> {
+        if !caller.device.is_primary() {
+            return Err(AppError::Forbidden(
+                "only the primary device may link devices".into(),
+            ));
+        }
+        self.limiter
+            .check(Limit::AllocateDevice, &caller.aci.to_string())
+            .await?;
+        let current = self.accounts.devices(caller.aci).await?.len();
+        if current >= MAX_DEVICES {
+            return Err(AppError::DeviceLimit {
+                current,
+                max: MAX_DEVICES,
+            });
+        }
+        let mut random = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let verification_code = base64::Engine::encode(&url, random);
+        let token_identifier = base64::Engine::encode(
+            &url,
+            <sha2::Sha256 as sha2::Digest>::digest(verification_code.as_bytes()),
+        );
+        self.link_codes
+            .put_code(&verification_code, caller.aci, LINK_CODE_TTL)
+            .await?;
+        Ok(LinkCode {
+            verification_code,
+            token_identifier,
+        })
+    }
+
+    /// Adds a device to the account that issued the code: 403 for a bad or used code, 422
+    /// when a signature does not verify against the account's identity key (the code stays
+    /// usable), 411 beyond six devices. The device gets the lowest free id; the access-key
+    /// fields of its attributes are ignored (they are the account's).
+    pub async fn link_device(
+        &self,
+        request: LinkRequest,
+        password: Password,
+    ) -> Result<(Aci, DeviceId), AppError> {
+        let bad_code = || AppError::Forbidden("invalid or used verification code".into());
+        let aci = self
+            .link_codes
+            .peek_code(&request.verification_code)
+            .await?
+            .ok_or_else(bad_code)?;
+        self.limiter
+            .check(Limit::VerifyDevice, &aci.to_string())
+            .await?;
+        let account = self.accounts.account(aci).await?.ok_or_else(bad_code)?;
+        let verified = request
+            .signed_pre_key
+            .verify(&account.identity_key, "aciSignedPreKey")
+            .and_then(|()| {
+                request
+                    .pq_last_resort_pre_key
+                    .verify(&account.identity_key, "aciPqLastResortPreKey")
+            });
+        if let Err(e) = verified {
+            self.metrics.prekey_signature_rejections.inc();
+            return Err(e.into());
+        }
+        if self
+            .link_codes
+            .take_code(&request.verification_code)
+            .await?
+            != Some(aci)
+        {
+            return Err(bad_code());
+        }
+        let password_hash = self.passwords.hash(password.expose().to_owned()).await?;
+        let now = now_ms();
+        let new = NewDevice {
+            password_hash,
+            attributes: request.attributes.device,
+            created_ms: now,
+            last_seen_day_ms: day_of(now),
+            signed_pre_key: request.signed_pre_key,
+            pq_last_resort_pre_key: request.pq_last_resort_pre_key,
+        };
+        match self.accounts.add_device(aci, &new, MAX_DEVICES).await? {
+            Ok(id) => Ok((aci, id)),
+            Err(0) => Err(bad_code()),
+            Err(current) => Err(AppError::DeviceLimit {
+                current,
+                max: MAX_DEVICES,
+            }),
         }
     }
 

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::domain::accounts::{AccessSettings, Account, Device, DeviceAttributes, NewAccount};
+use crate::domain::accounts::{
+    AccessSettings, Account, Device, DeviceAttributes, NewAccount, NewDevice,
+};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, SignedEcPreKey};
 use crate::limits::BucketSpec;
@@ -55,6 +57,16 @@ pub trait AccountStore: Send + Sync {
 
     /// Deletes the account with its devices and keys; `false` when it did not exist.
     async fn delete(&self, aci: Aci) -> StorageResult<bool>;
+
+    /// Adds a device to the account with the lowest free id (2 or more), with its signed
+    /// keys, in one transaction. `Ok(Err(current))` when the account already has
+    /// `max_devices` devices; `Ok(Err(0))` when the account does not exist.
+    async fn add_device(
+        &self,
+        aci: Aci,
+        device: &NewDevice,
+        max_devices: usize,
+    ) -> StorageResult<Result<DeviceId, usize>>;
 
     /// Deletes one device with its keys; `false` when it did not exist.
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool>;
@@ -187,6 +199,18 @@ pub(crate) mod stored {
     }
 }
 
+/// Single-use device-linking codes (Redis in production), each naming its account.
+#[async_trait]
+pub trait LinkCodeStore: Send + Sync {
+    async fn put_code(&self, code: &str, aci: Aci, ttl: Duration) -> StorageResult<()>;
+
+    /// The code's account, without using the code up.
+    async fn peek_code(&self, code: &str) -> StorageResult<Option<Aci>>;
+
+    /// Uses the code up: only one caller ever gets `Some`.
+    async fn take_code(&self, code: &str) -> StorageResult<Option<Aci>>;
+}
+
 /// The outcome of asking a token bucket for permits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BucketDecision {
@@ -223,6 +247,7 @@ pub struct Stores {
     pub keys: Arc<dyn KeyStore>,
     pub rate_limits: Arc<dyn RateLimitStore>,
     pub messages: Arc<dyn MessageStore>,
+    pub link_codes: Arc<dyn LinkCodeStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
 }

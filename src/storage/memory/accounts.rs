@@ -5,7 +5,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::domain::accounts::{AccessSettings, Account, Device, DeviceAttributes, NewAccount};
+use crate::domain::accounts::{
+    AccessSettings, Account, Device, DeviceAttributes, NewAccount, NewDevice, lowest_free_device_id,
+};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
     ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey,
@@ -130,6 +132,41 @@ impl AccountStore for MemoryAccountStore {
 
     async fn delete(&self, aci: Aci) -> StorageResult<bool> {
         Ok(self.lock()?.remove(&aci).is_some())
+    }
+
+    async fn add_device(
+        &self,
+        aci: Aci,
+        new: &NewDevice,
+        max_devices: usize,
+    ) -> StorageResult<Result<DeviceId, usize>> {
+        let mut accounts = self.lock()?;
+        let Some(account) = accounts.get_mut(&aci) else {
+            return Ok(Err(0));
+        };
+        if account.devices.len() >= max_devices {
+            return Ok(Err(account.devices.len()));
+        }
+        let Some(id) = lowest_free_device_id(account.devices.keys().copied()) else {
+            return Ok(Err(account.devices.len()));
+        };
+        account.devices.insert(
+            id,
+            StoredDevice {
+                device: Device {
+                    aci,
+                    id,
+                    password_hash: new.password_hash.clone(),
+                    attributes: new.attributes.clone(),
+                    created_ms: new.created_ms,
+                    last_seen_day_ms: new.last_seen_day_ms,
+                },
+                signed_pre_key: Some(new.signed_pre_key.clone()),
+                pq_last_resort_pre_key: Some(new.pq_last_resort_pre_key.clone()),
+                one_time: OneTimeKeys::default(),
+            },
+        );
+        Ok(Ok(id))
     }
 
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {

@@ -3,9 +3,11 @@
 //! a few map operations.
 
 mod accounts;
+mod link_codes;
 mod messages;
 mod rate_limits;
 
 pub use accounts::MemoryAccountStore;
+pub use link_codes::MemoryLinkCodeStore;
 pub use messages::MemoryMessageStore;
 pub use rate_limits::MemoryRateLimitStore;

@@ -6,9 +6,11 @@ use tokio_postgres::Row;
 use super::{PgStore, corrupt, pg_error};
 use crate::domain::accounts::{
     AccessKey, AccessSettings, Account, Capabilities, Device, DeviceAttributes, NewAccount,
+    NewDevice, lowest_free_device_id,
 };
 use crate::domain::ids::{Aci, DeviceId, RegistrationId};
 use crate::domain::keys::EcPublicKey;
+use crate::domain::keys::{KemSignedPreKey, SignedEcPreKey};
 use crate::storage::{AccountStore, StorageResult};
 
 pub(super) const KIND_EC_SIGNED: &str = "ec_signed";
@@ -46,6 +48,71 @@ fn access_key_from(bytes: Option<Vec<u8>>) -> StorageResult<Option<AccessKey>> {
         .map_err(|e| corrupt("access key", e))
 }
 
+async fn insert_device(tx: &tokio_postgres::Transaction<'_>, device: &Device) -> StorageResult<()> {
+    let attrs = &device.attributes;
+    let capabilities = serde_json::to_value(&attrs.capabilities)
+        .map_err(|e| crate::storage::StorageError::Backend(e.into()))?;
+    tx.execute(
+        "INSERT INTO devices (aci, device_id, password_hash, registration_id, name, \
+         fetches_messages, capabilities, created_ms, last_seen_day_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &device.aci.uuid(),
+            &i16::from(device.id.get()),
+            &device.password_hash,
+            &i32::from(attrs.registration_id.get()),
+            &attrs.name,
+            &attrs.fetches_messages,
+            &capabilities,
+            &device.created_ms,
+            &device.last_seen_day_ms,
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+async fn insert_signed_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    aci: Aci,
+    id: DeviceId,
+    ec: &SignedEcPreKey,
+    kem: &KemSignedPreKey,
+) -> StorageResult<()> {
+    let insert = "INSERT INTO signed_pre_keys (aci, device_id, kind, key_id, public_key, signature) \
+                  VALUES ($1, $2, $3, $4, $5, $6)";
+    for (kind, key_id, public_key, signature) in [
+        (
+            KIND_EC_SIGNED,
+            ec.key_id,
+            ec.public_key.as_bytes(),
+            ec.signature.as_bytes(),
+        ),
+        (
+            KIND_KEM_LAST_RESORT,
+            kem.key_id,
+            kem.public_key.as_bytes(),
+            kem.signature.as_bytes(),
+        ),
+    ] {
+        tx.execute(
+            insert,
+            &[
+                &aci.uuid(),
+                &i16::from(id.get()),
+                &kind,
+                &(key_id as i32),
+                &public_key,
+                &signature,
+            ],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl AccountStore for PgStore {
     async fn create(&self, new: &NewAccount) -> StorageResult<()> {
@@ -68,58 +135,15 @@ impl AccountStore for PgStore {
         )
         .await
         .map_err(pg_error)?;
-        let device = &new.primary;
-        let attrs = &device.attributes;
-        let capabilities = serde_json::to_value(&attrs.capabilities)
-            .map_err(|e| crate::storage::StorageError::Backend(e.into()))?;
-        tx.execute(
-            "INSERT INTO devices (aci, device_id, password_hash, registration_id, name, \
-             fetches_messages, capabilities, created_ms, last_seen_day_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &aci,
-                &i16::from(device.id.get()),
-                &device.password_hash,
-                &i32::from(attrs.registration_id.get()),
-                &attrs.name,
-                &attrs.fetches_messages,
-                &capabilities,
-                &device.created_ms,
-                &device.last_seen_day_ms,
-            ],
+        insert_device(&tx, &new.primary).await?;
+        insert_signed_keys(
+            &tx,
+            new.account.aci,
+            new.primary.id,
+            &new.signed_pre_key,
+            &new.pq_last_resort_pre_key,
         )
-        .await
-        .map_err(pg_error)?;
-        let insert_key = "INSERT INTO signed_pre_keys (aci, device_id, kind, key_id, public_key, signature) \
-                          VALUES ($1, $2, $3, $4, $5, $6)";
-        let ec = &new.signed_pre_key;
-        tx.execute(
-            insert_key,
-            &[
-                &aci,
-                &i16::from(device.id.get()),
-                &KIND_EC_SIGNED,
-                &(ec.key_id as i32),
-                &ec.public_key.as_bytes(),
-                &ec.signature.as_bytes(),
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
-        let kem = &new.pq_last_resort_pre_key;
-        tx.execute(
-            insert_key,
-            &[
-                &aci,
-                &i16::from(device.id.get()),
-                &KIND_KEM_LAST_RESORT,
-                &(kem.key_id as i32),
-                &kem.public_key.as_bytes(),
-                &kem.signature.as_bytes(),
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
+        .await?;
         tx.commit().await.map_err(pg_error)
     }
 
@@ -231,6 +255,64 @@ impl AccountStore for PgStore {
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(true)
+    }
+
+    async fn add_device(
+        &self,
+        aci: Aci,
+        new: &NewDevice,
+        max_devices: usize,
+    ) -> StorageResult<Result<DeviceId, usize>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        // Lock the account: two links at once cannot both take the last free id.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM accounts WHERE aci = $1 FOR UPDATE",
+                &[&aci.uuid()],
+            )
+            .await
+            .map_err(pg_error)?;
+        if exists.is_none() {
+            return Ok(Err(0));
+        }
+        let taken: Vec<DeviceId> = tx
+            .query(
+                "SELECT device_id FROM devices WHERE aci = $1",
+                &[&aci.uuid()],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| {
+                DeviceId::new(row.get::<_, i16>(0) as u32).map_err(|e| corrupt("device id", e))
+            })
+            .collect::<StorageResult<_>>()?;
+        if taken.len() >= max_devices {
+            return Ok(Err(taken.len()));
+        }
+        let Some(id) = lowest_free_device_id(taken.iter().copied()) else {
+            return Ok(Err(taken.len()));
+        };
+        let device = Device {
+            aci,
+            id,
+            password_hash: new.password_hash.clone(),
+            attributes: new.attributes.clone(),
+            created_ms: new.created_ms,
+            last_seen_day_ms: new.last_seen_day_ms,
+        };
+        insert_device(&tx, &device).await?;
+        insert_signed_keys(
+            &tx,
+            aci,
+            id,
+            &new.signed_pre_key,
+            &new.pq_last_resort_pre_key,
+        )
+        .await?;
+        tx.commit().await.map_err(pg_error)?;
+        Ok(Ok(id))
     }
 
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {

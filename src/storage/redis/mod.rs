@@ -3,6 +3,7 @@
 //! test runs) can share one Redis. One `ConnectionManager` multiplexes all commands and
 //! reconnects by itself.
 
+mod link_codes;
 mod messages;
 mod rate_limits;
 
