@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/websocket.proto",
         "proto/envelope.proto",
         "proto/sealed_sender.proto",
+        "proto/provisioning.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

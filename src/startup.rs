@@ -15,7 +15,7 @@ use crate::auth::password::Passwords;
 use crate::config::{Config, StoreConfig};
 use crate::delivery::memory::LocalNotifier;
 use crate::delivery::redis::RedisNotifier;
-use crate::delivery::{Notifier, Registry};
+use crate::delivery::{Notifier, ProvisioningSockets, Registry};
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
@@ -141,15 +141,20 @@ impl Application {
             .await??
         };
         let registry = Registry::new();
+        let provisioning = ProvisioningSockets::new();
         let shutdown = CancellationToken::new();
         let notifier: Arc<dyn Notifier> = match (&config.stores, &redis) {
             (StoreConfig::External { redis_url, .. }, Some(redis)) => {
-                let notifier =
-                    RedisNotifier::new(redis_url.expose(), redis.clone(), registry.clone())?;
+                let notifier = RedisNotifier::new(
+                    redis_url.expose(),
+                    redis.clone(),
+                    registry.clone(),
+                    provisioning.clone(),
+                )?;
                 tokio::spawn(notifier.clone().listen(shutdown.clone()));
                 notifier
             }
-            _ => Arc::new(LocalNotifier::new(registry.clone())),
+            _ => Arc::new(LocalNotifier::new(registry.clone(), provisioning.clone())),
         };
         let messages = MessageService::new(
             stores.accounts.clone(),
@@ -195,6 +200,7 @@ impl Application {
             metrics,
             readiness: Readiness::default(),
             registry,
+            provisioning,
             notifier,
             shutdown,
         });

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::delivery::{Notifier, Registry};
+use crate::delivery::{Notifier, ProvisioningSockets, Registry};
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::keys::KeyService;
@@ -28,6 +28,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// This pod's authenticated sockets.
     pub registry: Arc<Registry>,
+    /// This pod's provisioning sockets (devices waiting to be linked).
+    pub provisioning: Arc<ProvisioningSockets>,
     pub notifier: Arc<dyn Notifier>,
     /// Cancelled when shutdown begins: sockets close with 1001, workers stop.
     pub shutdown: CancellationToken,

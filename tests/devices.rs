@@ -286,3 +286,181 @@ mod linking {
         bad_signatures_get_422_and_the_seventh_device_411,
     );
 }
+
+/// The whole linking flow as clients run it, across two server processes on the same stores:
+/// the new device's provisioning socket on one, the primary on the other.
+#[tokio::test]
+async fn linking_through_the_provisioning_socket_across_two_processes() {
+    use common::process::Server;
+    use prost::Message as _;
+    use sealpost::domain::encoding::encode_base64;
+    use sealpost::proto::textsecure::ProvisioningAddress;
+    use serde_json::json;
+
+    let stores = TestStores::new(Backend::External).await;
+    let a = Server::start(&stores.process_env()).await;
+    let b = Server::start(&stores.process_env()).await;
+    let (a_url, b_url) = (a.client.url(""), b.client.url(""));
+    let (alice, keys) = b.client.register_new().await.unwrap();
+    let (bob, _) = b.client.register_new().await.unwrap();
+
+    let provision = |address: String, body: Vec<u8>| {
+        let request = b
+            .client
+            .http()
+            .put(b.client.url(&format!("/v1/provisioning/{address}")))
+            .header("Authorization", alice.authorization())
+            .json(&json!({"body": encode_base64(&body)}));
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        provision("nobody-waits-here".into(), b"x".to_vec()).await,
+        StatusCode::NOT_FOUND
+    );
+
+    let mut linked = Vec::new();
+    for expected_id in [2u8, 3] {
+        // The new device waits on process A.
+        let mut waiting = WsClient::connect_provisioning(&a_url).await.unwrap();
+        let announce = waiting.next_request(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(announce.path, "/v1/address");
+        let address = ProvisioningAddress::decode(announce.body.clone())
+            .unwrap()
+            .address
+            .unwrap();
+        // The primary, on process B, makes a code and sends it (as the provisioning message).
+        let code = b.client.link_code(&alice).await.unwrap();
+        assert_eq!(
+            provision(address, code.verification_code.clone().into_bytes()).await,
+            StatusCode::NO_CONTENT
+        );
+        let message = waiting.next_request(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(message.path, "/v1/message");
+        let received = String::from_utf8(message.body.to_vec()).unwrap();
+        assert_eq!(received, code.verification_code);
+        waiting.close().await;
+        let device = a
+            .client
+            .link_device(&received, &keys, sealpost::client::default_attributes())
+            .await
+            .unwrap();
+        assert_eq!(device.device.get(), expected_id);
+        linked.push(device);
+    }
+
+    // A sender is refused until it includes every device; then each gets its own copy.
+    let send = |devices: Vec<u8>| {
+        let messages: Vec<_> = devices
+            .iter()
+            .map(|d| json!({"type": 1, "destinationDeviceId": d, "content": encode_base64(&[*d])}))
+            .collect();
+        let request = a
+            .client
+            .http()
+            .put(a.client.url(&format!("/v1/messages/{}", alice.aci)))
+            .header("Authorization", bob.authorization())
+            .json(&json!({"messages": messages}));
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status(),
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    assert_eq!(
+        send(vec![1]).await,
+        (
+            StatusCode::CONFLICT,
+            json!({"missingDevices": [2, 3], "extraDevices": []})
+        )
+    );
+    assert_eq!(
+        send(vec![1, 2]).await,
+        (
+            StatusCode::CONFLICT,
+            json!({"missingDevices": [3], "extraDevices": []})
+        )
+    );
+    assert_eq!(send(vec![1, 2, 3]).await.0, StatusCode::OK);
+    let mut sockets = Vec::new();
+    for (device, base) in [(&alice, &a_url), (&linked[0], &b_url), (&linked[1], &a_url)] {
+        let mut ws = WsClient::connect(base, Some(device)).await.unwrap();
+        let delivery = ws.next_request(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            delivery.envelope().unwrap().content.unwrap().to_vec(),
+            vec![device.device.get()]
+        );
+        ws.respond(delivery.id, 200).await.unwrap();
+        sockets.push(ws);
+    }
+
+    // Removing the third device through process B closes its socket on process A with 4401
+    // and makes its credentials fail.
+    let removed = b
+        .client
+        .http()
+        .delete(b.client.url("/v1/devices/3"))
+        .header("Authorization", alice.authorization())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(sockets[2].closed(Duration::from_secs(5)).await, Some(4401));
+    assert_eq!(
+        a.client.whoami(&linked[1]).await.unwrap_err().status(),
+        Some(StatusCode::UNAUTHORIZED)
+    );
+    a.terminate();
+    b.terminate();
+}
+
+async fn the_provisioning_socket_announces_an_address_and_relays_one_message(backend: Backend) {
+    use prost::Message as _;
+    let (app, _stores) = spawn_app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let mut waiting = WsClient::connect_provisioning(&app.address).await.unwrap();
+    let announce = waiting.next_request(Duration::from_secs(5)).await.unwrap();
+    let address = sealpost::proto::textsecure::ProvisioningAddress::decode(announce.body.clone())
+        .unwrap()
+        .address
+        .unwrap();
+    assert_eq!(address.len(), 22, "base64url of 16 bytes");
+    let put = |address: &str, auth: bool| {
+        let mut request = app
+            .client
+            .http()
+            .put(app.client.url(&format!("/v1/provisioning/{address}")))
+            .json(&serde_json::json!({"body": "aGVsbG8="}));
+        if auth {
+            request = request.header("Authorization", alice.authorization());
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(put(&address, false).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(put("has%20space", true).await, StatusCode::BAD_REQUEST);
+    assert_eq!(put(&address, true).await, StatusCode::NO_CONTENT);
+    let message = waiting.next_request(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(message.body.as_ref(), b"hello");
+    // Nothing else is served on a provisioning socket.
+    let other = waiting
+        .request("GET", "/v1/keepalive", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(other.status, 404);
+    waiting.close().await;
+    drop(waiting);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        put(&address, true).await,
+        StatusCode::NOT_FOUND,
+        "gone with its socket"
+    );
+    app.stop().await;
+}
+
+mod provisioning {
+    #[allow(unused_imports)]
+    use super::*;
+    on_both_backends!(the_provisioning_socket_announces_an_address_and_relays_one_message);
+}

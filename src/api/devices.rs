@@ -94,3 +94,38 @@ pub async fn remove(
     state.accounts.remove_device(caller, id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProvisioningMessageJson {
+    /// base64 of the (client-encrypted) provisioning message.
+    pub body: String,
+}
+
+/// `PUT /v1/provisioning/{address}`: hands the body to the provisioning socket holding the
+/// address, on any pod; 404 when none does.
+pub async fn provision(
+    state: web::Data<AppState>,
+    _caller: AuthenticatedDevice,
+    path: web::Path<String>,
+    body: web::Json<ProvisioningMessageJson>,
+) -> Result<HttpResponse, AppError> {
+    let address = path.into_inner();
+    let valid = !address.is_empty()
+        && address.len() <= 64
+        && address
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(AppError::bad_request("invalid provisioning address"));
+    }
+    let message = crate::domain::encoding::decode_base64("body", &body.body)?;
+    if state
+        .notifier
+        .publish_provisioning(&address, bytes::Bytes::from(message))
+        .await?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(AppError::NotFound("no device waits at that address".into()))
+    }
+}

@@ -58,6 +58,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             resource("/v1/certificate/delivery")
                 .route(web::get().to(profiles::delivery_certificate)),
         )
+        .service(resource("/v1/provisioning/{address}").route(web::put().to(devices::provision)))
+        .service(
+            resource("/v1/websocket/provisioning/")
+                .route(web::get().to(crate::ws::provisioning::upgrade)),
+        )
+        .service(
+            resource("/v1/websocket/provisioning")
+                .route(web::get().to(crate::ws::provisioning::upgrade)),
+        )
         .service(resource("/v1/websocket/").route(web::get().to(crate::ws::upgrade)))
         .service(resource("/v1/websocket").route(web::get().to(crate::ws::upgrade)))
         .default_service(web::to(not_found));

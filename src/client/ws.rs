@@ -97,7 +97,20 @@ impl WsClient {
         base: &str,
         credentials: Option<&DeviceCredentials>,
     ) -> Result<Self, WsError> {
-        let url = format!("{}/v1/websocket/", base.replacen("http", "ws", 1));
+        Self::connect_to(base, "/v1/websocket/", credentials).await
+    }
+
+    /// Opens `/v1/websocket/provisioning/` (a device waiting to be linked).
+    pub async fn connect_provisioning(base: &str) -> Result<Self, WsError> {
+        Self::connect_to(base, "/v1/websocket/provisioning/", None).await
+    }
+
+    async fn connect_to(
+        base: &str,
+        path: &str,
+        credentials: Option<&DeviceCredentials>,
+    ) -> Result<Self, WsError> {
+        let url = format!("{}{path}", base.replacen("http", "ws", 1));
         let mut request = url.into_client_request()?;
         if let Some(credentials) = credentials {
             let value = credentials

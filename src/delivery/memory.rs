@@ -4,17 +4,23 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::{DeviceEvent, Notifier, Registry};
+use bytes::Bytes;
+
+use super::{DeviceEvent, Notifier, ProvisioningSockets, Registry};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::storage::StorageResult;
 
 pub struct LocalNotifier {
     registry: Arc<Registry>,
+    provisioning: Arc<ProvisioningSockets>,
 }
 
 impl LocalNotifier {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    pub fn new(registry: Arc<Registry>, provisioning: Arc<ProvisioningSockets>) -> Self {
+        Self {
+            registry,
+            provisioning,
+        }
     }
 }
 
@@ -31,6 +37,18 @@ impl Notifier for LocalNotifier {
     }
 
     async fn unsubscribe(&self, _aci: Aci, _id: DeviceId) -> StorageResult<()> {
+        Ok(())
+    }
+
+    async fn publish_provisioning(&self, address: &str, body: Bytes) -> StorageResult<bool> {
+        Ok(self.provisioning.deliver(address, body))
+    }
+
+    async fn subscribe_provisioning(&self, _address: &str) -> StorageResult<()> {
+        Ok(())
+    }
+
+    async fn unsubscribe_provisioning(&self, _address: &str) -> StorageResult<()> {
         Ok(())
     }
 }

@@ -9,8 +9,9 @@ pub mod redis;
 mod registry;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
-pub use registry::{CloseCode, ConnectionHandle, Registry};
+pub use registry::{CloseCode, ConnectionHandle, ProvisioningSockets, Registry};
 
 use crate::domain::ids::{Aci, DeviceId};
 use crate::storage::StorageResult;
@@ -60,6 +61,15 @@ pub trait Notifier: Send + Sync {
     async fn subscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
 
     async fn unsubscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
+
+    /// Hands `body` to the provisioning socket holding `address`, on whichever pod; `false`
+    /// when no socket holds it.
+    async fn publish_provisioning(&self, address: &str, body: Bytes) -> StorageResult<bool>;
+
+    /// Starts receiving provisioning messages for `address` on this pod.
+    async fn subscribe_provisioning(&self, address: &str) -> StorageResult<()>;
+
+    async fn unsubscribe_provisioning(&self, address: &str) -> StorageResult<()>;
 }
 
 #[cfg(test)]

@@ -15,7 +15,9 @@ use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use tokio_util::sync::CancellationToken;
 
-use super::{DeviceEvent, Notifier, Registry};
+use bytes::Bytes;
+
+use super::{DeviceEvent, Notifier, ProvisioningSockets, Registry};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::storage::StorageResult;
 use crate::storage::redis::{RedisStore, redis_error};
@@ -24,6 +26,7 @@ pub struct RedisNotifier {
     store: RedisStore,
     client: redis::Client,
     registry: Arc<Registry>,
+    provisioning: Arc<ProvisioningSockets>,
     // std Mutex: held only to clone the sink out or swap it after a reconnect.
     sink: Mutex<Option<PubSubSink>>,
     /// Sockets per channel on this pod. A tokio Mutex, held across the SUBSCRIBE or
@@ -34,14 +37,25 @@ pub struct RedisNotifier {
 }
 
 impl RedisNotifier {
-    pub fn new(url: &str, store: RedisStore, registry: Arc<Registry>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(
+        url: &str,
+        store: RedisStore,
+        registry: Arc<Registry>,
+        provisioning: Arc<ProvisioningSockets>,
+    ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             store,
             client: redis::Client::open(url)?,
             registry,
+            provisioning,
             sink: Mutex::new(None),
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// `prefix` + `prov:{address}` (addresses are base64url: no braces, no colons).
+    fn provisioning_channel(&self, address: &str) -> String {
+        self.store.key(&format!("prov:{address}"))
     }
 
     fn channel(&self, aci: Aci, id: DeviceId) -> String {
@@ -104,6 +118,15 @@ impl RedisNotifier {
                     m = stream.next() => m,
                 };
                 let Some(message) = message else { break };
+                let provisioning_prefix = self.store.key("prov:");
+                if let Some(address) = message
+                    .get_channel_name()
+                    .strip_prefix(&provisioning_prefix)
+                {
+                    let body = Bytes::copy_from_slice(message.get_payload_bytes());
+                    self.provisioning.deliver(address, body);
+                    continue;
+                }
                 let event = DeviceEvent::decode(message.get_payload_bytes());
                 match (Self::device_of(message.get_channel_name()), event) {
                     (Some((aci, id)), Some(event)) => {
@@ -131,8 +154,38 @@ impl Notifier for RedisNotifier {
         Ok(receivers > 0)
     }
 
+    async fn publish_provisioning(&self, address: &str, body: Bytes) -> StorageResult<bool> {
+        let mut conn = self.store.connection();
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(self.provisioning_channel(address))
+            .arg(body.as_ref())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(receivers > 0)
+    }
+
+    async fn subscribe_provisioning(&self, address: &str) -> StorageResult<()> {
+        self.subscribe_channel(self.provisioning_channel(address))
+            .await
+    }
+
+    async fn unsubscribe_provisioning(&self, address: &str) -> StorageResult<()> {
+        self.unsubscribe_channel(self.provisioning_channel(address))
+            .await
+    }
+
     async fn subscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
-        let channel = self.channel(aci, id);
+        self.subscribe_channel(self.channel(aci, id)).await
+    }
+
+    async fn unsubscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
+        self.unsubscribe_channel(self.channel(aci, id)).await
+    }
+}
+
+impl RedisNotifier {
+    async fn subscribe_channel(&self, channel: String) -> StorageResult<()> {
         let mut subscriptions = self.subscriptions.lock().await;
         let count = subscriptions.entry(channel.clone()).or_insert(0);
         *count += 1;
@@ -145,8 +198,7 @@ impl Notifier for RedisNotifier {
         Ok(())
     }
 
-    async fn unsubscribe(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
-        let channel = self.channel(aci, id);
+    async fn unsubscribe_channel(&self, channel: String) -> StorageResult<()> {
         let mut subscriptions = self.subscriptions.lock().await;
         let Some(count) = subscriptions.get_mut(&channel) else {
             return Ok(());

@@ -207,3 +207,39 @@ mod tests {
         );
     }
 }
+
+/// This pod's provisioning sockets, by address. Each waits for one message (the primary
+/// device's provisioning message), delivered through its channel.
+#[derive(Default)]
+pub struct ProvisioningSockets {
+    // std Mutex: map operations only, never held across an await.
+    sockets: Mutex<HashMap<String, tokio::sync::mpsc::Sender<bytes::Bytes>>>,
+}
+
+impl ProvisioningSockets {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::mpsc::Sender<bytes::Bytes>>> {
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn register(&self, address: &str, sender: tokio::sync::mpsc::Sender<bytes::Bytes>) {
+        self.lock().insert(address.to_owned(), sender);
+    }
+
+    pub fn unregister(&self, address: &str) {
+        self.lock().remove(address);
+    }
+
+    /// Hands `body` to the socket holding `address`; `false` when none here does.
+    pub fn deliver(&self, address: &str, body: bytes::Bytes) -> bool {
+        match self.lock().get(address) {
+            Some(sender) => sender.try_send(body).is_ok(),
+            None => false,
+        }
+    }
+}

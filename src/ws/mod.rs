@@ -4,6 +4,7 @@
 //! by the same application (`tunnel`).
 
 pub mod connection;
+pub mod provisioning;
 pub mod tunnel;
 
 use std::rc::Rc;

@@ -1,0 +1,164 @@
+//! `/v1/websocket/provisioning/`: a device that is not yet linked opens it, anonymously, and
+//! gets `PUT /v1/address` with a fresh address; the primary device's provisioning message,
+//! sent to that address through `PUT /v1/provisioning/{address}` on any pod, arrives as
+//! `PUT /v1/message`. The socket carries nothing else: tunnelled requests get 404.
+
+use std::time::Instant;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason};
+use base64::Engine;
+use bytes::Bytes;
+use prost::Message as _;
+use rand::RngCore;
+
+use crate::error::AppError;
+use crate::proto::textsecure::{
+    ProvisioningAddress, WebSocketMessage, WebSocketRequestMessage, WebSocketResponseMessage,
+    web_socket_message,
+};
+use crate::state::AppState;
+
+fn request(id: u64, path: &str, body: Bytes) -> Bytes {
+    Bytes::from(
+        WebSocketMessage {
+            r#type: Some(web_socket_message::Type::Request as i32),
+            request: Some(WebSocketRequestMessage {
+                verb: Some("PUT".into()),
+                path: Some(path.into()),
+                body: Some(body),
+                headers: Vec::new(),
+                id: Some(id),
+            }),
+            response: None,
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// Releases the address however the socket's task ends.
+struct Address {
+    state: web::Data<AppState>,
+    address: String,
+}
+
+impl Drop for Address {
+    fn drop(&mut self) {
+        self.state.provisioning.unregister(&self.address);
+        let (notifier, address) = (self.state.notifier.clone(), self.address.clone());
+        actix_web::rt::spawn(async move {
+            let _ = notifier.unsubscribe_provisioning(&address).await;
+        });
+    }
+}
+
+pub async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    if req
+        .app_data::<std::rc::Rc<super::tunnel::Tunnel>>()
+        .is_none()
+    {
+        return Err(AppError::bad_request("not available through the tunnel"));
+    }
+    let (response, mut session, stream) = actix_ws::handle(&req, body)
+        .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let mut random = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let address = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+    let (sender, mut messages) = tokio::sync::mpsc::channel::<Bytes>(4);
+    state.provisioning.register(&address, sender);
+    let guard = Address {
+        state: state.clone(),
+        address: address.clone(),
+    };
+    let notifier = state.notifier.clone();
+    let shutdown = state.shutdown.clone();
+    let idle_timeout = state.config.websocket_idle_timeout;
+    actix_web::rt::spawn(async move {
+        let _guard = guard;
+        if let Err(e) = notifier.subscribe_provisioning(&address).await {
+            tracing::warn!(error = %e, "could not subscribe a provisioning address");
+        }
+        let announce = ProvisioningAddress {
+            address: Some(address.clone()),
+        };
+        let mut next_id = 1u64;
+        if session
+            .binary(request(
+                next_id,
+                "/v1/address",
+                Bytes::from(announce.encode_to_vec()),
+            ))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut stream = stream
+            .max_frame_size(super::MAX_FRAME_BYTES)
+            .aggregate_continuations()
+            .max_continuation_size(super::MAX_FRAME_BYTES);
+        let mut last_seen = Instant::now();
+        let mut tick = tokio::time::interval(idle_timeout / 3);
+        let code = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break Some(1001),
+                Some(body) = messages.recv() => {
+                    next_id += 1;
+                    if session.binary(request(next_id, "/v1/message", body)).await.is_err() {
+                        break None;
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_seen.elapsed() >= idle_timeout {
+                        break Some(1000);
+                    }
+                    let _ = session.ping(b"").await;
+                }
+                frame = stream.recv() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        None | Some(Ok(AggregatedMessage::Close(_))) => break None,
+                        Some(Ok(AggregatedMessage::Ping(p))) => {
+                            let _ = session.pong(&p).await;
+                        }
+                        Some(Ok(AggregatedMessage::Binary(bytes))) => {
+                            let Ok(message) = WebSocketMessage::decode(bytes) else {
+                                break Some(1007);
+                            };
+                            if let Some(request) = message.request {
+                                let response = WebSocketMessage {
+                                    r#type: Some(web_socket_message::Type::Response as i32),
+                                    request: None,
+                                    response: Some(WebSocketResponseMessage {
+                                        id: request.id,
+                                        status: Some(404),
+                                        message: Some("Not Found".into()),
+                                        headers: Vec::new(),
+                                        body: None,
+                                    }),
+                                };
+                                let _ = session.binary(response.encode_to_vec()).await;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(actix_ws::ProtocolError::Overflow)) => break Some(1009),
+                        Some(Err(_)) => break Some(1002),
+                    }
+                }
+            }
+        };
+        if let Some(code) = code {
+            let _ = session
+                .close(Some(CloseReason {
+                    code: CloseCode::from(code),
+                    description: None,
+                }))
+                .await;
+        }
+    });
+    Ok(response)
+}
