@@ -34,7 +34,7 @@ pub struct Inner {
     /// `kind`: ec (handed out null) or kem (handed out the last-resort key).
     pub prekeys_exhausted: IntCounterVec,
     pub prekey_signature_rejections: IntCounter,
-    /// Per device message: `kind` identified, sealed or ephemeral; `recipient` online or
+    /// Per device message: `kind` identified, sealed, ephemeral or receipt; `recipient` online or
     /// offline (whether a socket for the device got the wake-up).
     pub messages_sent: IntCounterVec,
     /// Server timestamp to acknowledgement.
