@@ -1,14 +1,11 @@
 //! `/v1/registration` and `/v1/accounts/*`: thin handlers over `service::accounts`.
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 
 use super::entities::{
     AccountAttributesJson, RegistrationRequestJson, RegistrationResponseJson, WhoAmIJson,
 };
-use crate::auth::basic::parse_basic;
-use crate::auth::{AuthenticatedDevice, ClientAddr};
-use crate::domain::accounts::Password;
+use crate::auth::{AuthenticatedDevice, ClientAddr, NewPassword};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -16,17 +13,11 @@ use crate::state::AppState;
 /// username part is ignored, as in Signal).
 pub async fn register(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    password: NewPassword,
     client: ClientAddr,
     body: web::Json<RegistrationRequestJson>,
 ) -> Result<HttpResponse, AppError> {
-    let (_, password) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_basic)
-        .ok_or(AppError::Unauthorized)?;
-    let password = Password::parse(password)?;
+    let NewPassword(password) = password;
     let registration = body.into_inner().try_into()?;
     let aci = state
         .accounts

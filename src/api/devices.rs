@@ -1,13 +1,10 @@
 //! `GET /v1/devices` and `DELETE /v1/devices/{id}`.
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::entities::{LinkCodeJson, LinkDeviceRequestJson, LinkDeviceResponseJson};
-use crate::auth::AuthenticatedDevice;
-use crate::auth::basic::parse_basic;
-use crate::domain::accounts::Password;
+use crate::auth::{AuthenticatedDevice, NewPassword};
 use crate::domain::encoding::encode_base64;
 use crate::domain::ids::DeviceId;
 use crate::error::AppError;
@@ -65,16 +62,10 @@ pub async fn link_code(
 /// is ignored).
 pub async fn link(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    password: NewPassword,
     body: web::Json<LinkDeviceRequestJson>,
 ) -> Result<HttpResponse, AppError> {
-    let (_, password) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_basic)
-        .ok_or(AppError::Unauthorized)?;
-    let password = Password::parse(password)?;
+    let NewPassword(password) = password;
     let (aci, id) = state
         .accounts
         .link_device(body.into_inner().try_into()?, password)

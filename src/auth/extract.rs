@@ -147,3 +147,26 @@ impl FromRequest for Requester {
         }
     }
 }
+
+/// The password a request sets for a new device (registration, linking): the password of its
+/// Basic header, whose username part is ignored, as in Signal. 401 without a Basic header,
+/// 400 when the password's length is out of bounds.
+pub struct NewPassword(pub crate::domain::accounts::Password);
+
+impl FromRequest for NewPassword {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let password = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::basic::parse_basic)
+            .ok_or(AppError::Unauthorized)
+            .and_then(|(_, password)| {
+                crate::domain::accounts::Password::parse(password).map_err(AppError::from)
+            });
+        std::future::ready(password.map(NewPassword))
+    }
+}

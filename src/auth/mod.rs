@@ -8,4 +8,4 @@ pub mod extract;
 pub mod password;
 
 pub use credentials::Authenticator;
-pub use extract::{AuthenticatedDevice, ClientAddr};
+pub use extract::{AuthenticatedDevice, ClientAddr, NewPassword};

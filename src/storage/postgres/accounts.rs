@@ -80,37 +80,20 @@ async fn insert_signed_keys(
     ec: &SignedEcPreKey,
     kem: &KemSignedPreKey,
 ) -> StorageResult<()> {
-    let insert = "INSERT INTO signed_pre_keys (aci, device_id, kind, key_id, public_key, signature) \
-                  VALUES ($1, $2, $3, $4, $5, $6)";
-    for (kind, key_id, public_key, signature) in [
-        (
-            KIND_EC_SIGNED,
-            ec.key_id,
-            ec.public_key.as_bytes(),
-            ec.signature.as_bytes(),
-        ),
-        (
-            KIND_KEM_LAST_RESORT,
-            kem.key_id,
-            kem.public_key.as_bytes(),
-            kem.signature.as_bytes(),
-        ),
-    ] {
-        tx.execute(
-            insert,
-            &[
-                &aci.uuid(),
-                &i16::from(id.get()),
-                &kind,
-                &(key_id as i32),
-                &public_key,
-                &signature,
-            ],
-        )
-        .await
-        .map_err(pg_error)?;
-    }
-    Ok(())
+    let (ec_key, ec_signature) = (ec.public_key.as_bytes(), ec.signature.as_bytes());
+    super::keys::replace_signed(tx, aci, id, KIND_EC_SIGNED, ec.key_id, ec_key, ec_signature)
+        .await?;
+    let (kem_key, kem_signature) = (kem.public_key.as_bytes(), kem.signature.as_bytes());
+    super::keys::replace_signed(
+        tx,
+        aci,
+        id,
+        KIND_KEM_LAST_RESORT,
+        kem.key_id,
+        kem_key,
+        kem_signature,
+    )
+    .await
 }
 
 #[async_trait]

@@ -184,7 +184,7 @@ async fn replace_one_time(
     Ok(())
 }
 
-async fn replace_signed(
+pub(super) async fn replace_signed(
     tx: &tokio_postgres::Transaction<'_>,
     aci: Aci,
     id: DeviceId,
