@@ -52,6 +52,9 @@ pub struct Inner {
     pub multi_recipient_devices: prometheus::Histogram,
     /// Requests refused because an `Unidentified-Access-Key` did not open the target.
     pub access_key_failures: IntCounter,
+    /// Account and device-list reads: `result` hit, miss (read and cached) or bypass (read
+    /// without caching: the cache is off, or the account is unknown).
+    pub account_cache_lookups: IntCounterVec,
 }
 
 impl std::ops::Deref for Metrics {
@@ -219,6 +222,14 @@ impl Metrics {
             "Requests refused because the access key did not open the target",
         )
         .expect("valid metric");
+        let account_cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "sealpost_accounts_cache_lookups_total",
+                "Account and device-list reads by cache result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new("sealpost_build_info", "Build information"),
             &["version"],
@@ -252,6 +263,7 @@ impl Metrics {
             Box::new(multi_recipient_sends.clone()),
             Box::new(multi_recipient_devices.clone()),
             Box::new(access_key_failures.clone()),
+            Box::new(account_cache_lookups.clone()),
             Box::new(build_info),
         ] {
             registry
@@ -293,6 +305,7 @@ impl Metrics {
             multi_recipient_sends,
             multi_recipient_devices,
             access_key_failures,
+            account_cache_lookups,
         }))
     }
 

@@ -24,6 +24,7 @@ use crate::service::messages::MessageService;
 use crate::service::profiles::ProfileService;
 use crate::state::{AppState, Readiness};
 use crate::storage::Stores;
+use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
     MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryRateLimitStore,
 };
@@ -43,14 +44,17 @@ pub struct Application {
 }
 
 /// Builds the stores the configuration names, migrating Postgres first.
+/// With Postgres, account reads go through the account cache, which stays off until
+/// [`AccountCache::resume`] (the pub/sub listener calls it once it hears invalidations).
 pub async fn connect_stores(config: &StoreConfig, queue_ttl: Duration) -> anyhow::Result<Stores> {
-    Ok(connect(config, queue_ttl).await?.0)
+    Ok(connect(config, queue_ttl, None).await?.0)
 }
 
 /// The stores, and the Redis store itself when there is one (pub/sub uses it too).
 async fn connect(
     config: &StoreConfig,
     queue_ttl: Duration,
+    metrics: Option<Metrics>,
 ) -> anyhow::Result<(Stores, Option<RedisStore>)> {
     match config {
         StoreConfig::Embedded => {
@@ -67,6 +71,7 @@ async fn connect(
                 messages: Arc::new(MemoryMessageStore::new(queue_ttl)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
                 probes: Vec::new(),
+                account_cache: None,
             };
             Ok((stores, None))
         }
@@ -82,13 +87,21 @@ async fn connect(
             tracing::info!(database = %database_url, redis = %redis_url, "using external stores");
             let pg = Arc::new(pg);
             let shared = Arc::new(redis.clone());
+            let account_cache = AccountCache::new(cache::DEFAULT_TTL);
+            let accounts = Arc::new(CachedAccountStore::new(
+                pg.clone(),
+                account_cache.clone(),
+                shared.clone(),
+                metrics,
+            ));
             let stores = Stores {
-                accounts: pg.clone(),
+                accounts,
                 keys: pg.clone(),
                 rate_limits: shared.clone(),
                 messages: shared.clone(),
                 link_codes: shared.clone(),
                 probes: vec![pg, shared],
+                account_cache: Some(account_cache),
             };
             Ok((stores, Some(redis)))
         }
@@ -118,7 +131,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let metrics = Metrics::new();
-        let (stores, redis) = connect(&config.stores, config.queue_ttl).await?;
+        let (stores, redis) =
+            connect(&config.stores, config.queue_ttl, Some(metrics.clone())).await?;
         let limiter = RateLimiter::new(
             &config.rate_limits,
             stores.rate_limits.clone(),
@@ -150,6 +164,7 @@ impl Application {
                     redis.clone(),
                     registry.clone(),
                     provisioning.clone(),
+                    stores.account_cache.clone(),
                 )?;
                 tokio::spawn(notifier.clone().listen(shutdown.clone()));
                 notifier

@@ -23,6 +23,11 @@ async fn stores(backend: Backend) -> (Stores, TestStores) {
     let stores = connect_stores(&test.store_config(), std::time::Duration::from_secs(3600))
         .await
         .expect("stores connect");
+    // Postgres is read through the account cache, switched on as the pub/sub listener
+    // would: the suite holds for the cached store too (every write here goes through it).
+    if let Some(cache) = &stores.account_cache {
+        cache.resume();
+    }
     (stores, test)
 }
 

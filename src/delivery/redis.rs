@@ -20,13 +20,16 @@ use bytes::Bytes;
 use super::{DeviceEvent, Notifier, ProvisioningSockets, Registry};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::storage::StorageResult;
-use crate::storage::redis::{RedisStore, redis_error};
+use crate::storage::cache::AccountCache;
+use crate::storage::redis::{ACCOUNTS_CHANNEL, RedisStore, redis_error};
 
 pub struct RedisNotifier {
     store: RedisStore,
     client: redis::Client,
     registry: Arc<Registry>,
     provisioning: Arc<ProvisioningSockets>,
+    /// Dropped entries on every "account changed" event; live only while subscribed.
+    accounts: Option<Arc<AccountCache>>,
     // std Mutex: held only to clone the sink out or swap it after a reconnect.
     sink: Mutex<Option<PubSubSink>>,
     /// Sockets per channel on this pod. A tokio Mutex, held across the SUBSCRIBE or
@@ -42,12 +45,14 @@ impl RedisNotifier {
         store: RedisStore,
         registry: Arc<Registry>,
         provisioning: Arc<ProvisioningSockets>,
+        accounts: Option<Arc<AccountCache>>,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             store,
             client: redis::Client::open(url)?,
             registry,
             provisioning,
+            accounts,
             sink: Mutex::new(None),
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
         }))
@@ -101,15 +106,21 @@ impl RedisNotifier {
                 // Hold the counts while resubscribing and installing the sink: a socket that
                 // subscribes meanwhile waits, then goes through the new sink.
                 let subscriptions = self.subscriptions.lock().await;
-                let channels: Vec<String> = subscriptions.keys().cloned().collect();
-                if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+                let mut channels: Vec<String> = subscriptions.keys().cloned().collect();
+                channels.push(self.store.key(ACCOUNTS_CHANNEL));
+                if sink.subscribe(&channels).await.is_err() {
                     drop(subscriptions);
                     tokio::time::sleep(backoff).await;
                     continue;
                 }
                 *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
-                tracing::info!(devices = channels.len(), "pub/sub connected");
+                tracing::info!(devices = channels.len() - 1, "pub/sub connected");
             }
+            // Account changes are heard from now on; whatever was missed is forgotten.
+            if let Some(accounts) = &self.accounts {
+                accounts.resume();
+            }
+            let accounts_channel = self.store.key(ACCOUNTS_CHANNEL);
             // Events published while we were away are lost: every socket re-reads its queue.
             self.registry.wake_all();
             loop {
@@ -118,6 +129,17 @@ impl RedisNotifier {
                     m = stream.next() => m,
                 };
                 let Some(message) = message else { break };
+                if message.get_channel_name() == accounts_channel {
+                    let aci = std::str::from_utf8(message.get_payload_bytes())
+                        .ok()
+                        .and_then(|s| s.parse::<Aci>().ok());
+                    match (aci, &self.accounts) {
+                        (Some(aci), Some(accounts)) => accounts.invalidate(aci),
+                        (None, _) => tracing::warn!("ignoring a malformed account event"),
+                        _ => {}
+                    }
+                    continue;
+                }
                 let provisioning_prefix = self.store.key("prov:");
                 if let Some(address) = message
                     .get_channel_name()
@@ -136,6 +158,9 @@ impl RedisNotifier {
                 }
             }
             *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if let Some(accounts) = &self.accounts {
+                accounts.suspend();
+            }
             tracing::warn!("pub/sub connection lost; reconnecting");
         }
     }

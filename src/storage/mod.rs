@@ -16,6 +16,7 @@ use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, SignedEcPreKey};
 use crate::limits::BucketSpec;
 
+pub mod cache;
 pub mod memory;
 pub mod postgres;
 pub mod redis;
@@ -250,6 +251,8 @@ pub struct Stores {
     pub link_codes: Arc<dyn LinkCodeStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
+    /// The cache in front of `accounts` (Postgres only: memory needs none).
+    pub account_cache: Option<Arc<cache::AccountCache>>,
 }
 
 /// Milliseconds since the epoch, the stores' clock for creation times.

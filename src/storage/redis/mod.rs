@@ -76,3 +76,20 @@ impl Probe for RedisStore {
         Ok(())
     }
 }
+
+/// The channel every pod listens on for "this account changed" (the payload is the ACI).
+pub const ACCOUNTS_CHANNEL: &str = "accounts";
+
+#[async_trait]
+impl crate::storage::cache::InvalidationBus for RedisStore {
+    async fn publish_invalidation(&self, aci: crate::domain::ids::Aci) -> StorageResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(self.key(ACCOUNTS_CHANNEL))
+            .arg(aci.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+}
