@@ -593,6 +593,7 @@ async fn the_messages_limit_applies_per_sender_and_target(backend: Backend) {
 }
 
 on_both_backends!(
+    a_sender_with_several_devices_needs_sync,
     a_connected_device_gets_messages_live_with_every_envelope_field,
     an_offline_backlog_arrives_in_order_then_one_queue_empty_then_live,
     unacknowledged_messages_come_again_on_the_next_connection,
@@ -819,30 +820,25 @@ async fn a_client_that_sends_nothing_is_closed_after_the_idle_timeout(backend: B
     app.stop().await;
 }
 
-/// An identified sender with more than one device is told to sync. (Linking devices comes
-/// with the multi-device issue; the second device is written straight into Postgres here.)
-#[tokio::test]
-async fn a_sender_with_several_devices_needs_sync() {
-    let stores = TestStores::new(Backend::External).await;
-    let app = TestApp::start(stores.config()).await;
-    let (alice, _) = app.client.register_new().await.unwrap();
+/// An identified sender with more than one device is told to sync, as soon as its second
+/// device is linked (the account cache forgets the old device list on the write).
+async fn a_sender_with_several_devices_needs_sync(backend: Backend) {
+    let (app, _stores) = common::spawn_app(backend).await;
+    let (alice, alice_keys) = app.client.register_new().await.unwrap();
     let (bob, _) = app.client.register_new().await.unwrap();
     assert_eq!(
         send(&app, &alice, &bob.aci, "one device").await.1,
         json!({"needsSync": false})
     );
-    let (db, connection) =
-        tokio_postgres::connect(&stores.db.as_ref().unwrap().url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    db.execute(
-        "INSERT INTO devices (aci, device_id, password_hash, registration_id, fetches_messages, \
-         created_ms, last_seen_day_ms) VALUES ($1, 2, 'x', 77, true, 0, 0)",
-        &[&alice.aci.uuid()],
-    )
-    .await
-    .unwrap();
+    let code = app.client.link_code(&alice).await.unwrap();
+    app.client
+        .link_device(
+            &code.verification_code,
+            &alice_keys,
+            sealpost::client::default_attributes(),
+        )
+        .await
+        .unwrap();
     assert_eq!(
         send(&app, &alice, &bob.aci, "two devices").await.1,
         json!({"needsSync": true})

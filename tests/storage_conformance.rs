@@ -812,7 +812,96 @@ async fn a_shared_payload_completes_every_referencing_message_and_goes_with_the_
     }
 }
 
+async fn removing_many_reports_each_message_and_releases_shared_payloads(backend: Backend) {
+    let (stores, test) = stores(backend).await;
+    let (aci, device) = (Aci::random(), DeviceId::PRIMARY);
+    let shared_id = uuid::Uuid::new_v4();
+    stores
+        .messages
+        .insert_shared(shared_id, bytes::Bytes::from(vec![1u8; 100]), 2)
+        .await
+        .unwrap();
+    let plain: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
+    for guid in &plain {
+        stores
+            .messages
+            .insert(aci, device, *guid, bytes::Bytes::from_static(b"\x08\x01"))
+            .await
+            .unwrap();
+    }
+    let referencing: Vec<uuid::Uuid> = (0..2).map(|_| uuid::Uuid::new_v4()).collect();
+    for guid in &referencing {
+        stores
+            .messages
+            .insert_referencing(
+                aci,
+                device,
+                *guid,
+                bytes::Bytes::from_static(b"\x08\x06"),
+                shared_id,
+            )
+            .await
+            .unwrap();
+    }
+    let unknown = uuid::Uuid::new_v4();
+    let removed = stores
+        .messages
+        .remove_many(
+            aci,
+            device,
+            &[plain[0], unknown, referencing[0], plain[2], plain[0]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed, vec![true, false, true, true, false]);
+    let left: Vec<uuid::Uuid> = stores
+        .messages
+        .read(aci, device, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.guid)
+        .collect();
+    assert_eq!(left, vec![plain[1], referencing[1]]);
+    let shared_keys = |test: &TestStores| {
+        test.redis
+            .as_ref()
+            .map(|r| r.keys().into_iter().filter(|k| k.contains("mrm:")).count())
+    };
+    if backend == Backend::External {
+        assert_eq!(shared_keys(&test), Some(1), "still referenced once");
+    }
+    assert_eq!(
+        stores
+            .messages
+            .remove_many(aci, device, &[referencing[1], plain[1]])
+            .await
+            .unwrap(),
+        vec![true, true]
+    );
+    if backend == Backend::External {
+        assert_eq!(shared_keys(&test), Some(0), "the last reference deletes it");
+    }
+    assert!(
+        stores
+            .messages
+            .read(aci, device, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        stores
+            .messages
+            .remove_many(aci, device, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 on_both_backends!(
+    removing_many_reports_each_message_and_releases_shared_payloads,
     a_shared_payload_completes_every_referencing_message_and_goes_with_the_last,
     queues_are_fifo_deduplicated_and_read_after_a_cursor,
     queues_expire_their_ttl_after_the_last_insert,

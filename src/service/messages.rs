@@ -343,50 +343,61 @@ impl MessageService {
         self.wake(aci, device, guid, ephemeral, kind).await
     }
 
-    /// A device acknowledged a delivered envelope: remove it, record the latency, and send
-    /// a delivery receipt to the sender's devices for an identified message from another
-    /// account.
+    /// A device acknowledged delivered envelopes: remove them (one store step for the
+    /// batch), record their latency, and send a delivery receipt to the sender's devices for
+    /// each identified message from another account that was still queued.
     pub async fn acknowledge(
         &self,
         recipient: AuthenticatedDevice,
-        guid: Uuid,
-        meta: Option<DeliveredMeta>,
+        acks: &[(Uuid, Option<DeliveredMeta>)],
     ) -> Result<(), AppError> {
+        let guids: Vec<Uuid> = acks.iter().map(|(guid, _)| *guid).collect();
         let removed = self
             .messages
-            .remove(recipient.aci, recipient.device, guid)
+            .remove_many(recipient.aci, recipient.device, &guids)
             .await?;
-        if !removed {
-            return Ok(());
-        }
-        self.metrics.queue_acks.inc();
-        let Some(meta) = meta else { return Ok(()) };
         let now = now_ms() as u64;
-        self.metrics
-            .delivery_latency
-            .observe(now.saturating_sub(meta.server_timestamp) as f64 / 1000.0);
-        let Some(sender) = meta.source else {
-            return Ok(());
-        };
-        if meta.is_receipt || sender.aci == recipient.aci {
-            return Ok(());
-        }
         let from = Source {
             aci: recipient.aci,
             device: recipient.device,
         };
-        for device in self.accounts.devices(sender.aci).await? {
-            let (guid, receipt) = delivery_receipt(from, sender.aci, meta.client_timestamp, now);
-            self.enqueue(
-                sender.aci,
-                device.id,
-                guid,
-                Bytes::from(receipt.encode_to_vec()),
-                false,
-                "receipt",
-            )
-            .await?;
-            self.metrics.receipts_sent.inc();
+        let mut receipts = Vec::new();
+        for ((_, meta), removed) in acks.iter().zip(removed) {
+            if !removed {
+                continue;
+            }
+            self.metrics.queue_acks.inc();
+            let Some(meta) = meta else { continue };
+            self.metrics
+                .delivery_latency
+                .observe(now.saturating_sub(meta.server_timestamp) as f64 / 1000.0);
+            match meta.source {
+                Some(sender) if !meta.is_receipt && sender.aci != recipient.aci => {
+                    receipts.push((sender.aci, meta.client_timestamp));
+                }
+                _ => {}
+            }
+        }
+        // Receipts to one sender go out together; its device list comes from the cache.
+        receipts.sort_by_key(|(aci, _)| *aci);
+        for chunk in receipts.chunk_by(|a, b| a.0 == b.0) {
+            let sender = chunk[0].0;
+            let devices = self.accounts.devices(sender).await?;
+            let deliveries = chunk.iter().flat_map(|(_, timestamp)| {
+                devices.iter().map(move |device| {
+                    let (guid, receipt) = delivery_receipt(from, sender, *timestamp, now);
+                    self.enqueue(
+                        sender,
+                        device.id,
+                        guid,
+                        Bytes::from(receipt.encode_to_vec()),
+                        false,
+                        "receipt",
+                    )
+                })
+            });
+            let sent = try_join_all(deliveries).await?.len();
+            self.metrics.receipts_sent.inc_by(sent as u64);
         }
         Ok(())
     }

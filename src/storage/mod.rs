@@ -138,6 +138,21 @@ pub trait MessageStore: Send + Sync {
     /// Removes one message (it was acknowledged); `false` when it was not queued.
     async fn remove(&self, aci: Aci, id: DeviceId, guid: Uuid) -> StorageResult<bool>;
 
+    /// Removes several acknowledged messages of one queue in one step; one `bool` per GUID,
+    /// in order, `false` for one that was not queued.
+    async fn remove_many(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        guids: &[Uuid],
+    ) -> StorageResult<Vec<bool>> {
+        let mut removed = Vec::with_capacity(guids.len());
+        for guid in guids {
+            removed.push(self.remove(aci, id, *guid).await?);
+        }
+        Ok(removed)
+    }
+
     /// Drops the device's whole queue (the device or account is gone).
     async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
 

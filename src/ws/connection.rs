@@ -31,9 +31,9 @@ use crate::state::AppState;
 pub const MAX_OUTSTANDING: usize = 64;
 /// Tunnelled requests served at once per socket; more wait their turn.
 const MAX_CONCURRENT_REQUESTS: usize = 16;
-/// Acknowledgements being applied at once per socket; more wait their turn (back-pressure on
-/// a client that acks faster than the store removes).
-const MAX_CONCURRENT_ACKS: usize = 64;
+/// Acknowledgements waiting for the socket's ack task; when full, the socket stops reading
+/// (back-pressure on a client that acks faster than the store removes).
+const ACK_BACKLOG: usize = 2 * MAX_OUTSTANDING;
 /// The server pings an idle client this many times per idle timeout before closing.
 const PINGS_PER_IDLE_TIMEOUT: u32 = 3;
 
@@ -51,9 +51,27 @@ struct Delivery {
     /// Whether the queue may hold more than what was read.
     more: bool,
     queue_empty_sent: bool,
-    /// Acknowledgements run as their own tasks, so a slow removal (or the receipt it sends)
-    /// never holds up this socket's reads and deliveries.
-    acks: Arc<Semaphore>,
+    /// To the socket's ack task: acknowledgements are applied off this task, so a slow
+    /// removal (or the receipts it sends) never holds up reads and deliveries, and in
+    /// batches, one store step for whatever arrived meanwhile.
+    acks: tokio::sync::mpsc::Sender<(Uuid, Option<DeliveredMeta>)>,
+}
+
+/// Applies a socket's acknowledgements in batches until the socket's task drops its sender
+/// (what was already acknowledged is still applied then).
+async fn apply_acks(
+    state: web::Data<AppState>,
+    device: AuthenticatedDevice,
+    mut acks: tokio::sync::mpsc::Receiver<(Uuid, Option<DeliveredMeta>)>,
+) {
+    let mut batch = Vec::with_capacity(MAX_OUTSTANDING);
+    while acks.recv_many(&mut batch, MAX_OUTSTANDING).await > 0 {
+        if let Err(e) = state.messages.acknowledge(device, &batch).await {
+            // Not removed: delivered again on the next connection.
+            tracing::warn!(error = %e, "acknowledging messages failed");
+        }
+        batch.clear();
+    }
 }
 
 pub struct Connection {
@@ -143,13 +161,15 @@ impl Connection {
         let _registration = match self.identity {
             Some(device) => {
                 let registration = self.register(device, handle.clone()).await;
+                let (acks, pending) = tokio::sync::mpsc::channel(ACK_BACKLOG);
+                actix_web::rt::spawn(apply_acks(self.state.clone(), device, pending));
                 delivery = Some(Delivery {
                     device,
                     cursor: 0,
                     outstanding: HashMap::new(),
                     more: true,
                     queue_empty_sent: false,
-                    acks: Arc::new(Semaphore::new(MAX_CONCURRENT_ACKS)),
+                    acks,
                 });
                 Some(registration)
             }
@@ -373,21 +393,12 @@ impl Connection {
             return;
         };
         let status = response.status.unwrap_or(0);
-        if (200..300).contains(&status)
-            && let Ok(permit) = Arc::clone(&delivery.acks).acquire_owned().await
-        {
-            let messages = self.state.messages.clone();
-            let device = delivery.device;
-            actix_web::rt::spawn(async move {
-                if let Err(e) = messages
-                    .acknowledge(device, outstanding.guid, outstanding.meta)
-                    .await
-                {
-                    // Not removed: it is delivered again on the next connection.
-                    tracing::warn!(error = %e, "acknowledging a message failed");
-                }
-                drop(permit);
-            });
+        if (200..300).contains(&status) {
+            // Fails only if the ack task is gone, which it is not while this socket runs.
+            let _ = delivery
+                .acks
+                .send((outstanding.guid, outstanding.meta))
+                .await;
         }
         if delivery.more || !delivery.queue_empty_sent {
             self.fill(delivery, next_id).await;

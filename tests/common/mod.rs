@@ -267,8 +267,9 @@ pub async fn register_with(
     (credentials, keys)
 }
 
-/// Adds device `id` to an account straight in Postgres (until linking exists) and returns
-/// its credentials.
+/// Adds device `id` to an account straight in Postgres and returns its credentials. The
+/// server's account cache does not hear of it: call this only before the account was read
+/// through the server (right after registration), or link through the API instead.
 pub async fn add_device(
     stores: &TestStores,
     owner: &sealpost::client::DeviceCredentials,

@@ -53,11 +53,33 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return value
 "#;
 
+/// KEYS: index, messages. ARGV: guids. Per GUID: 0 when it was not queued, 1 when removed,
+/// or the 16-byte id of the shared payload the removed message referenced.
+const REMOVE_MANY: &str = r#"
+local out = {}
+for i = 1, #ARGV do
+  local value = redis.call('HGET', KEYS[2], ARGV[i])
+  if value then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    if #value > 17 and string.byte(value, 1) == 0 then
+      out[i] = string.sub(value, 2, 17)
+    else
+      out[i] = 1
+    end
+  else
+    out[i] = 0
+  end
+end
+return out
+"#;
+
 /// The scripts, hashed once per store (EVALSHA, with EVAL after a Redis restart).
 pub(super) struct QueueScripts {
     insert: Script,
     read: Script,
     remove: Script,
+    remove_many: Script,
 }
 
 impl QueueScripts {
@@ -66,6 +88,7 @@ impl QueueScripts {
             insert: Script::new(INSERT),
             read: Script::new(READ),
             remove: Script::new(REMOVE),
+            remove_many: Script::new(REMOVE_MANY),
         }
     }
 }
@@ -117,6 +140,36 @@ impl RedisStore {
     fn queue_keys(&self, aci: Aci, id: DeviceId) -> [String; 2] {
         let base = self.device_base(aci, id);
         [format!("{base}:i"), format!("{base}:m")]
+    }
+
+    /// Drops one reference to each shared payload (one per removed message that named it),
+    /// deleting those left with none. Another slot than the queue's: a separate step after
+    /// the removal, so a failure here only leaves a payload to its TTL.
+    async fn release_shared(&self, shared: &[Uuid]) -> StorageResult<()> {
+        if shared.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for id in shared {
+            pipe.cmd("HINCRBY")
+                .arg(self.shared_key(*id))
+                .arg("n")
+                .arg(-1);
+        }
+        let left: Vec<i64> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let mut done = redis::pipe();
+        let mut any = false;
+        for (id, left) in shared.iter().zip(left) {
+            if left <= 0 {
+                done.cmd("DEL").arg(self.shared_key(*id)).ignore();
+                any = true;
+            }
+        }
+        if any {
+            let _: () = done.query_async(&mut conn).await.map_err(redis_error)?;
+        }
+        Ok(())
     }
 
     fn shared_key(&self, id: Uuid) -> String {
@@ -206,25 +259,58 @@ impl MessageStore for RedisStore {
             return Ok(false);
         };
         if let (Some(shared), _) = stored::split(&Bytes::from(value)) {
-            // Another slot than the queue's: a separate step after the removal. A failure
-            // here only leaves the payload to its TTL.
-            let key = self.shared_key(shared);
-            let left: i64 = redis::cmd("HINCRBY")
-                .arg(&key)
-                .arg("n")
-                .arg(-1)
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            if left <= 0 {
-                let _: i64 = redis::cmd("DEL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(redis_error)?;
-            }
+            self.release_shared(&[shared]).await?;
         }
         Ok(true)
+    }
+
+    async fn remove_many(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        guids: &[Uuid],
+    ) -> StorageResult<Vec<bool>> {
+        if guids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let [index, messages] = self.queue_keys(aci, id);
+        let mut invocation = self.scripts.remove_many.key(index);
+        invocation.key(messages);
+        for guid in guids {
+            invocation.arg(guid.as_bytes().as_slice());
+        }
+        let mut conn = self.conn.clone();
+        let results: Vec<redis::Value> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let mut removed = Vec::with_capacity(results.len());
+        let mut shared = Vec::new();
+        for result in &results {
+            match result {
+                redis::Value::Int(n) => removed.push(*n != 0),
+                redis::Value::BulkString(id) => {
+                    removed.push(true);
+                    shared.push(Uuid::from_slice(id).map_err(|_| {
+                        StorageError::Backend(anyhow::anyhow!("malformed shared reference"))
+                    })?);
+                }
+                _ => {
+                    return Err(StorageError::Backend(anyhow::anyhow!(
+                        "unexpected removal result"
+                    )));
+                }
+            }
+        }
+        if removed.len() != guids.len() {
+            return Err(StorageError::Backend(anyhow::anyhow!(
+                "removal answered for {} of {} messages",
+                removed.len(),
+                guids.len()
+            )));
+        }
+        self.release_shared(&shared).await?;
+        Ok(removed)
     }
 
     async fn insert_shared(&self, id: Uuid, payload: Bytes, references: u32) -> StorageResult<()> {
