@@ -742,48 +742,68 @@ async fn a_shared_payload_completes_every_referencing_message_and_goes_with_the_
 ) {
     use prost::Message as _;
     use sealpost::proto::textsecure::Envelope;
+    use sealpost::storage::SharedMessage;
     let (stores, test) = stores(backend).await;
     let shared_id = uuid::Uuid::new_v4();
     let payload = bytes::Bytes::from(vec![0xabu8; 1000]);
     let (a, b) = (Aci::random(), Aci::random());
-    let envelope = |prefix: &[u8]| {
-        bytes::Bytes::from(
-            Envelope {
-                content: Some(bytes::Bytes::copy_from_slice(prefix)),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        )
+    let template = Envelope {
+        r#type: Some(6),
+        client_timestamp: Some(42),
+        server_timestamp: Some(43),
+        urgent: Some(true),
+        ..Default::default()
+    };
+    let shared = SharedMessage {
+        template: bytes::Bytes::from(template.encode_to_vec()),
+        payload: payload.clone(),
+        prefixes: vec![
+            (a, bytes::Bytes::from_static(b"for a")),
+            (b, bytes::Bytes::from_static(b"for b")),
+        ],
     };
     stores
         .messages
-        .insert_shared(shared_id, payload.clone(), 2)
+        .insert_shared(shared_id, &shared, 3)
         .await
         .unwrap();
-    let (ga, gb) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    stores
-        .messages
-        .insert_referencing(a, DeviceId::PRIMARY, ga, envelope(b"for a"), shared_id)
-        .await
-        .unwrap();
-    stores
-        .messages
-        .insert_referencing(b, DeviceId::PRIMARY, gb, envelope(b"for b"), shared_id)
-        .await
-        .unwrap();
-    for (aci, prefix) in [(a, &b"for a"[..]), (b, &b"for b"[..])] {
-        let read = stores
-            .messages
-            .read(aci, DeviceId::PRIMARY, 0, 10)
-            .await
-            .unwrap();
-        let content = Envelope::decode(read[0].envelope.clone())
-            .unwrap()
-            .content
-            .unwrap();
-        let mut expected = prefix.to_vec();
-        expected.extend_from_slice(&payload);
-        assert_eq!(content.to_vec(), expected);
+    let (ga, gb, gb2) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let b2 = DeviceId::new(2).unwrap();
+    for (aci, device, guid) in [
+        (a, DeviceId::PRIMARY, ga),
+        (b, DeviceId::PRIMARY, gb),
+        (b, b2, gb2),
+    ] {
+        assert!(
+            stores
+                .messages
+                .insert_referencing(aci, device, guid, shared_id)
+                .await
+                .unwrap()
+        );
+    }
+    for (aci, device, guid, prefix) in [
+        (a, DeviceId::PRIMARY, ga, &b"for a"[..]),
+        (b, DeviceId::PRIMARY, gb, &b"for b"[..]),
+        (b, b2, gb2, &b"for b"[..]),
+    ] {
+        let read = stores.messages.read(aci, device, 0, 10).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].guid, guid);
+        let mut expected = template.clone();
+        let mut content = prefix.to_vec();
+        content.extend_from_slice(&payload);
+        expected.content = Some(content.into());
+        expected.destination_service_id = Some(bytes::Bytes::copy_from_slice(aci.as_bytes()));
+        expected.server_guid = Some(bytes::Bytes::copy_from_slice(guid.as_bytes()));
+        assert_eq!(
+            Envelope::decode(read[0].envelope.clone()).unwrap(),
+            expected
+        );
     }
     let shared_keys = |test: &TestStores| {
         test.redis
@@ -797,9 +817,6 @@ async fn a_shared_payload_completes_every_referencing_message_and_goes_with_the_
             .await
             .unwrap()
     );
-    if backend == Backend::External {
-        assert_eq!(shared_keys(&test), Some(1), "still referenced by b");
-    }
     assert!(
         stores
             .messages
@@ -807,6 +824,14 @@ async fn a_shared_payload_completes_every_referencing_message_and_goes_with_the_
             .await
             .unwrap()
     );
+    if backend == Backend::External {
+        assert_eq!(
+            shared_keys(&test),
+            Some(1),
+            "still referenced by b's second device"
+        );
+    }
+    assert!(stores.messages.remove(b, b2, gb2).await.unwrap());
     if backend == Backend::External {
         assert_eq!(shared_keys(&test), Some(0), "the last removal deletes it");
     }
@@ -818,7 +843,15 @@ async fn removing_many_reports_each_message_and_releases_shared_payloads(backend
     let shared_id = uuid::Uuid::new_v4();
     stores
         .messages
-        .insert_shared(shared_id, bytes::Bytes::from(vec![1u8; 100]), 2)
+        .insert_shared(
+            shared_id,
+            &sealpost::storage::SharedMessage {
+                template: bytes::Bytes::new(),
+                payload: bytes::Bytes::from(vec![1u8; 100]),
+                prefixes: vec![(aci, bytes::Bytes::from_static(b"p"))],
+            },
+            2,
+        )
         .await
         .unwrap();
     let plain: Vec<uuid::Uuid> = (0..3).map(|_| uuid::Uuid::new_v4()).collect();
@@ -833,13 +866,7 @@ async fn removing_many_reports_each_message_and_releases_shared_payloads(backend
     for guid in &referencing {
         stores
             .messages
-            .insert_referencing(
-                aci,
-                device,
-                *guid,
-                bytes::Bytes::from_static(b"\x08\x06"),
-                shared_id,
-            )
+            .insert_referencing(aci, device, *guid, shared_id)
             .await
             .unwrap();
     }

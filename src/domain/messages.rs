@@ -208,6 +208,31 @@ pub fn build_envelope(
     (guid, envelope)
 }
 
+/// What every copy of one multi-recipient send shares: the envelope `build_envelope` would
+/// make for an UNIDENTIFIED_SENDER message, without destination, server GUID and content
+/// (the store completes those per device).
+pub fn multi_recipient_template(
+    client_timestamp: u64,
+    server_timestamp: u64,
+    urgent: bool,
+    ephemeral: bool,
+) -> Envelope {
+    let (_, mut envelope) = build_envelope(
+        MessageType::UnidentifiedSender,
+        None,
+        Aci::from_uuid(Uuid::nil()),
+        client_timestamp,
+        server_timestamp,
+        Bytes::new(),
+        urgent,
+        ephemeral,
+    );
+    envelope.destination_service_id = None;
+    envelope.server_guid = None;
+    envelope.content = None;
+    envelope
+}
+
 /// The delivery receipt a sender's devices get when `recipient` acks their message.
 pub fn delivery_receipt(
     recipient: Source,
@@ -268,6 +293,35 @@ impl DeliveredMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completed_multi_recipient_template_is_the_envelope_a_single_send_would_make() {
+        let (guid, single) = build_envelope(
+            MessageType::UnidentifiedSender,
+            None,
+            Aci::random(),
+            5,
+            6,
+            Bytes::from_static(b"prefix+payload"),
+            true,
+            false,
+        );
+        let template = Bytes::from(multi_recipient_template(5, 6, true, false).encode_to_vec());
+        let aci = Aci::from_uuid(
+            Uuid::from_slice(&single.destination_service_id.clone().unwrap()).unwrap(),
+        );
+        let completed = crate::storage::SharedMessage {
+            template,
+            payload: Bytes::from_static(b"+payload"),
+            prefixes: vec![
+                (Aci::random(), Bytes::new()),
+                (aci, Bytes::from_static(b"prefix")),
+            ],
+        }
+        .envelope_for(aci, guid)
+        .unwrap();
+        assert_eq!(completed, Bytes::from(single.encode_to_vec()));
+    }
 
     fn devices(pairs: &[(u32, u16)]) -> BTreeMap<DeviceId, u16> {
         pairs

@@ -18,14 +18,14 @@ use crate::domain::accounts::AccessKey;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::messages::{
     ContentError, DeliveredMeta, DeviceMismatch, OutgoingMessages, Source, build_envelope,
-    check_devices, delivery_receipt,
+    check_devices, delivery_receipt, multi_recipient_template,
 };
-use crate::domain::messages::{MessageType, mismatched_devices, stale_devices};
+use crate::domain::messages::{mismatched_devices, stale_devices};
 use crate::domain::multi_recipient::{MultiRecipientMessage, Recipient};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::storage::{AccountStore, MessageStore, now_ms};
+use crate::storage::{AccountStore, MessageStore, SharedMessage, now_ms};
 
 /// The query options of a multi-recipient send.
 #[derive(Clone, Copy, Debug)]
@@ -234,16 +234,30 @@ impl MessageService {
         if total == 0 {
             return Ok(());
         }
-        let shared_id = Uuid::new_v4();
-        self.messages
-            .insert_shared(shared_id, message.shared.clone(), total as u32)
-            .await?;
         let server_timestamp = now_ms() as u64;
         let client_timestamp = if options.timestamp == 0 {
             server_timestamp
         } else {
             options.timestamp
         };
+        let template = multi_recipient_template(
+            client_timestamp,
+            server_timestamp,
+            options.urgent,
+            options.online,
+        );
+        let shared = SharedMessage {
+            template: Bytes::from(template.encode_to_vec()),
+            payload: message.shared.clone(),
+            prefixes: recipients
+                .iter()
+                .map(|r| (r.aci, r.prefix.clone()))
+                .collect(),
+        };
+        let shared_id = Uuid::new_v4();
+        self.messages
+            .insert_shared(shared_id, &shared, total as u32)
+            .await?;
         let kind = if options.online {
             "ephemeral"
         } else {
@@ -251,21 +265,10 @@ impl MessageService {
         };
         let deliveries = recipients.iter().flat_map(|recipient| {
             recipient.devices.iter().map(move |(device, _)| {
-                let (guid, envelope) = build_envelope(
-                    MessageType::UnidentifiedSender,
-                    None,
-                    recipient.aci,
-                    client_timestamp,
-                    server_timestamp,
-                    recipient.prefix.clone(),
-                    options.urgent,
-                    options.online,
-                );
                 self.enqueue_referencing(
                     recipient.aci,
                     *device,
-                    guid,
-                    Bytes::from(envelope.encode_to_vec()),
+                    Uuid::new_v4(),
                     shared_id,
                     options.online,
                     kind,
@@ -278,19 +281,17 @@ impl MessageService {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn enqueue_referencing(
         &self,
         aci: Aci,
         device: DeviceId,
         guid: Uuid,
-        envelope: Bytes,
         shared: Uuid,
         ephemeral: bool,
         kind: &str,
     ) -> Result<(), AppError> {
         self.messages
-            .insert_referencing(aci, device, guid, envelope, shared)
+            .insert_referencing(aci, device, guid, shared)
             .await?;
         self.wake(aci, device, guid, ephemeral, kind).await
     }

@@ -156,62 +156,94 @@ pub trait MessageStore: Send + Sync {
     /// Drops the device's whole queue (the device or account is gone).
     async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()>;
 
-    /// Stores a payload that `references` queued messages share (the common part of a
-    /// multi-recipient message), once; it goes with the last of them, or the queue TTL.
-    async fn insert_shared(&self, id: Uuid, payload: Bytes, references: u32) -> StorageResult<()>;
+    /// Stores the part of a multi-recipient message that `references` queued messages
+    /// share, once; it goes with the last of them, or the queue TTL.
+    async fn insert_shared(
+        &self,
+        id: Uuid,
+        shared: &SharedMessage,
+        references: u32,
+    ) -> StorageResult<()>;
 
-    /// Like [`MessageStore::insert`], for an envelope whose content the shared payload `shared`
-    /// completes: reads return the envelope with the payload appended to its content.
+    /// Queues, for `aci`'s device `id`, the copy of shared message `shared` that reads
+    /// return as `SharedMessage::envelope_for(aci, guid)`. Otherwise like
+    /// [`MessageStore::insert`]. The queued value is the reference alone (17 bytes).
     async fn insert_referencing(
         &self,
         aci: Aci,
         id: DeviceId,
         guid: Uuid,
-        envelope: Bytes,
         shared: Uuid,
     ) -> StorageResult<bool> {
-        self.insert(aci, id, guid, stored::reference(shared, &envelope))
-            .await
+        self.insert(aci, id, guid, stored::reference(shared)).await
     }
 }
 
-/// How a queued value is stored: a plain envelope, or `0x00 || shared id || envelope` for
-/// one that a shared payload completes. (A serialized envelope never starts with 0x00: that
-/// would be field number 0.)
+/// What the copies of a multi-recipient message share: one envelope template (everything but
+/// destination, GUID and content), the common ciphertext, and each recipient account's own
+/// content prefix. Stored once per send, so a copy for one more device costs a queue entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedMessage {
+    /// A serialized `Envelope` without destination, server GUID and content.
+    pub template: Bytes,
+    /// Appended to each recipient's prefix to make its content.
+    pub payload: Bytes,
+    /// Per recipient account, the start of its content.
+    pub prefixes: Vec<(Aci, Bytes)>,
+}
+
+impl SharedMessage {
+    /// The envelope `aci`'s devices get: `None` when `aci` is not a recipient or the template
+    /// does not parse.
+    pub fn envelope_for(&self, aci: Aci, guid: Uuid) -> Option<Bytes> {
+        let prefix = &self.prefixes.iter().find(|(a, _)| *a == aci)?.1;
+        stored::complete(&self.template, aci, guid, prefix, &self.payload)
+    }
+}
+
+/// How a queued value is stored: a plain envelope, or `0x00 || shared id` for a copy of a
+/// multi-recipient message. (A serialized envelope never starts with 0x00: that would be
+/// field number 0.)
 pub(crate) mod stored {
     use bytes::{BufMut, Bytes, BytesMut};
     use prost::Message as _;
     use uuid::Uuid;
 
+    use crate::domain::ids::Aci;
     use crate::proto::textsecure::Envelope;
 
     const REFERENCE: u8 = 0x00;
 
-    pub fn reference(shared: Uuid, envelope: &[u8]) -> Bytes {
-        let mut value = BytesMut::with_capacity(17 + envelope.len());
+    pub fn reference(shared: Uuid) -> Bytes {
+        let mut value = BytesMut::with_capacity(17);
         value.put_u8(REFERENCE);
         value.put_slice(shared.as_bytes());
-        value.put_slice(envelope);
         value.freeze()
     }
 
-    /// The shared payload a value needs, if any, and its envelope bytes.
-    pub fn split(value: &Bytes) -> (Option<Uuid>, Bytes) {
-        if value.len() > 17 && value[0] == REFERENCE {
-            let id = Uuid::from_slice(&value[1..17]).expect("16 bytes");
-            (Some(id), value.slice(17..))
-        } else {
-            (None, value.clone())
-        }
+    /// The shared message a queued value stands for, if it is a reference.
+    pub fn shared_id(value: &[u8]) -> Option<Uuid> {
+        (value.len() == 17 && value[0] == REFERENCE)
+            .then(|| Uuid::from_slice(&value[1..17]).ok())
+            .flatten()
     }
 
-    /// The envelope with `shared` appended to its content.
-    pub fn complete(envelope: &Bytes, shared: &Bytes) -> Option<Bytes> {
-        let mut decoded = Envelope::decode(envelope.clone()).ok()?;
-        let mut content = BytesMut::from(decoded.content.unwrap_or_default().as_ref());
-        content.put_slice(shared);
-        decoded.content = Some(content.freeze());
-        Some(Bytes::from(decoded.encode_to_vec()))
+    /// The template completed with destination, GUID and content `prefix || payload`.
+    pub fn complete(
+        template: &Bytes,
+        aci: Aci,
+        guid: Uuid,
+        prefix: &[u8],
+        payload: &[u8],
+    ) -> Option<Bytes> {
+        let mut envelope = Envelope::decode(template.clone()).ok()?;
+        let mut content = BytesMut::with_capacity(prefix.len() + payload.len());
+        content.put_slice(prefix);
+        content.put_slice(payload);
+        envelope.content = Some(content.freeze());
+        envelope.destination_service_id = Some(Bytes::copy_from_slice(aci.as_bytes()));
+        envelope.server_guid = Some(Bytes::copy_from_slice(guid.as_bytes()));
+        Some(Bytes::from(envelope.encode_to_vec()))
     }
 }
 

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::domain::ids::{Aci, DeviceId};
-use crate::storage::{MessageStore, QueuedMessage, StorageError, StorageResult, stored};
+use crate::storage::{
+    MessageStore, QueuedMessage, SharedMessage, StorageError, StorageResult, stored,
+};
 
 struct Queue {
     next_seq: u64,
@@ -20,7 +22,7 @@ struct Queue {
 
 /// A shared payload and how many queued messages still reference it.
 struct Shared {
-    payload: Bytes,
+    message: SharedMessage,
     references: u32,
     expires_at: Instant,
 }
@@ -122,11 +124,11 @@ impl MessageStore for MemoryMessageStore {
         let shared = self.shared()?;
         Ok(raw
             .into_iter()
-            .filter_map(|mut message| match stored::split(&message.envelope) {
-                (None, _) => Some(message),
-                (Some(shared_id), envelope) => {
-                    let payload = &shared.get(&shared_id)?.payload;
-                    message.envelope = stored::complete(&envelope, payload)?;
+            .filter_map(|mut message| match stored::shared_id(&message.envelope) {
+                None => Some(message),
+                Some(shared_id) => {
+                    let shared = &shared.get(&shared_id)?.message;
+                    message.envelope = shared.envelope_for(aci, message.guid)?;
                     Some(message)
                 }
             })
@@ -143,7 +145,7 @@ impl MessageStore for MemoryMessageStore {
         };
         let value = queue.entries.remove(&seq).map(|(_, value)| value);
         drop(queues);
-        if let Some((Some(shared_id), _)) = value.as_ref().map(stored::split) {
+        if let Some(shared_id) = value.as_ref().and_then(|v| stored::shared_id(v)) {
             let mut shared = self.shared()?;
             if let Some(entry) = shared.get_mut(&shared_id) {
                 entry.references = entry.references.saturating_sub(1);
@@ -160,11 +162,16 @@ impl MessageStore for MemoryMessageStore {
         Ok(())
     }
 
-    async fn insert_shared(&self, id: Uuid, payload: Bytes, references: u32) -> StorageResult<()> {
+    async fn insert_shared(
+        &self,
+        id: Uuid,
+        message: &SharedMessage,
+        references: u32,
+    ) -> StorageResult<()> {
         self.shared()?.insert(
             id,
             Shared {
-                payload,
+                message: message.clone(),
                 references,
                 expires_at: Instant::now() + self.ttl,
             },

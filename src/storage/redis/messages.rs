@@ -4,7 +4,10 @@
 //! that also holds the position counter (field `__seq`; GUID fields are 16 binary bytes, so
 //! they cannot collide with it). Both expire together, a configured time after the last
 //! insert. A multi-recipient message's shared part is one hash `…mrm:{id}` (payload `d`,
-//! remaining references `n`) that the queued envelopes point to; the last removal deletes it.
+//! envelope template `t`, remaining references `n`, and per recipient account its 16-byte
+//! ACI -> content prefix); each device's queue holds only a 17-byte reference to it, so a
+//! queue of such copies stays in Redis's compact listpack encoding. The last removal
+//! deletes the shared hash.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,7 +16,9 @@ use uuid::Uuid;
 
 use super::{RedisStore, redis_error};
 use crate::domain::ids::{Aci, DeviceId};
-use crate::storage::{MessageStore, QueuedMessage, StorageError, StorageResult, stored};
+use crate::storage::{
+    MessageStore, QueuedMessage, SharedMessage, StorageError, StorageResult, stored,
+};
 
 /// KEYS: index, messages. ARGV: guid, envelope, ttl ms. Returns the position, or 0 when the
 /// GUID is already queued.
@@ -62,7 +67,7 @@ for i = 1, #ARGV do
   if value then
     redis.call('HDEL', KEYS[2], ARGV[i])
     redis.call('ZREM', KEYS[1], ARGV[i])
-    if #value > 17 and string.byte(value, 1) == 0 then
+    if #value == 17 and string.byte(value, 1) == 0 then
       out[i] = string.sub(value, 2, 17)
     else
       out[i] = 1
@@ -94,15 +99,17 @@ impl QueueScripts {
 }
 
 impl RedisStore {
-    /// Replaces references to shared payloads with the completed envelopes (one more round
-    /// trip, only when a read holds references); an entry whose payload expired is dropped.
+    /// Replaces references to shared messages with the completed envelopes (one more round
+    /// trip, only when a read holds references); an entry whose shared part expired is
+    /// dropped.
     async fn complete_shared(
         &self,
+        aci: Aci,
         entries: Vec<QueuedMessage>,
     ) -> StorageResult<Vec<QueuedMessage>> {
         let ids: std::collections::BTreeSet<Uuid> = entries
             .iter()
-            .filter_map(|m| stored::split(&m.envelope).0)
+            .filter_map(|m| stored::shared_id(&m.envelope))
             .collect();
         if ids.is_empty() {
             return Ok(entries);
@@ -110,22 +117,30 @@ impl RedisStore {
         let ids: Vec<Uuid> = ids.into_iter().collect();
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HGET").arg(self.shared_key(*id)).arg("d");
+            pipe.cmd("HMGET")
+                .arg(self.shared_key(*id))
+                .arg("t")
+                .arg("d")
+                .arg(aci.as_bytes().as_slice());
         }
         let mut conn = self.conn.clone();
-        let payloads: Vec<Option<Vec<u8>>> =
+        let parts: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)> =
             pipe.query_async(&mut conn).await.map_err(redis_error)?;
-        let payloads: std::collections::HashMap<Uuid, Bytes> = ids
+        let parts: std::collections::HashMap<Uuid, (Bytes, Vec<u8>, Vec<u8>)> = ids
             .into_iter()
-            .zip(payloads)
-            .filter_map(|(id, payload)| Some((id, Bytes::from(payload?))))
+            .zip(parts)
+            .filter_map(|(id, (template, payload, prefix))| {
+                Some((id, (Bytes::from(template?), payload?, prefix?)))
+            })
             .collect();
         Ok(entries
             .into_iter()
-            .filter_map(|mut message| match stored::split(&message.envelope) {
-                (None, _) => Some(message),
-                (Some(id), envelope) => {
-                    message.envelope = stored::complete(&envelope, payloads.get(&id)?)?;
+            .filter_map(|mut message| match stored::shared_id(&message.envelope) {
+                None => Some(message),
+                Some(id) => {
+                    let (template, payload, prefix) = parts.get(&id)?;
+                    message.envelope =
+                        stored::complete(template, aci, message.guid, prefix, payload)?;
                     Some(message)
                 }
             })
@@ -240,7 +255,7 @@ impl MessageStore for RedisStore {
                 })
             })
             .collect::<StorageResult<Vec<_>>>()?;
-        self.complete_shared(entries).await
+        self.complete_shared(aci, entries).await
     }
 
     async fn remove(&self, aci: Aci, id: DeviceId, guid: Uuid) -> StorageResult<bool> {
@@ -258,7 +273,7 @@ impl MessageStore for RedisStore {
         let Some(value) = removed else {
             return Ok(false);
         };
-        if let (Some(shared), _) = stored::split(&Bytes::from(value)) {
+        if let Some(shared) = stored::shared_id(&value) {
             self.release_shared(&[shared]).await?;
         }
         Ok(true)
@@ -313,17 +328,28 @@ impl MessageStore for RedisStore {
         Ok(removed)
     }
 
-    async fn insert_shared(&self, id: Uuid, payload: Bytes, references: u32) -> StorageResult<()> {
+    async fn insert_shared(
+        &self,
+        id: Uuid,
+        shared: &SharedMessage,
+        references: u32,
+    ) -> StorageResult<()> {
         let key = self.shared_key(id);
         let mut conn = self.conn.clone();
+        let mut set = redis::cmd("HSET");
+        set.arg(&key)
+            .arg("d")
+            .arg(shared.payload.as_ref())
+            .arg("t")
+            .arg(shared.template.as_ref())
+            .arg("n")
+            .arg(references);
+        for (aci, prefix) in &shared.prefixes {
+            set.arg(aci.as_bytes().as_slice()).arg(prefix.as_ref());
+        }
         let _: () = redis::pipe()
             .atomic()
-            .cmd("HSET")
-            .arg(&key)
-            .arg("d")
-            .arg(payload.as_ref())
-            .arg("n")
-            .arg(references)
+            .add_command(set)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
