@@ -98,6 +98,9 @@ impl QueueScripts {
     }
 }
 
+/// A shared message's template, payload and one recipient's prefix, as HMGET answers.
+type SharedParts = (Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 impl RedisStore {
     /// Replaces references to shared messages with the completed envelopes (one more round
     /// trip, only when a read holds references); an entry whose shared part expired is
@@ -124,8 +127,7 @@ impl RedisStore {
                 .arg(aci.as_bytes().as_slice());
         }
         let mut conn = self.conn.clone();
-        let parts: Vec<(Option<Vec<u8>>, Option<Vec<u8>>, Option<Vec<u8>>)> =
-            pipe.query_async(&mut conn).await.map_err(redis_error)?;
+        let parts: Vec<SharedParts> = pipe.query_async(&mut conn).await.map_err(redis_error)?;
         let parts: std::collections::HashMap<Uuid, (Bytes, Vec<u8>, Vec<u8>)> = ids
             .into_iter()
             .zip(parts)
