@@ -169,6 +169,13 @@ impl RedisNotifier {
 #[async_trait]
 impl Notifier for RedisNotifier {
     async fn publish(&self, aci: Aci, id: DeviceId, event: DeviceEvent) -> StorageResult<bool> {
+        // A device has one socket: when it is on this pod, no other pod needs to hear that a
+        // message arrived, and the round trip through Redis is saved. (A socket displaced
+        // elsewhere just now may miss this wake-up; its successor re-reads its queue within
+        // the idle re-read interval, and the message waits queued until then.)
+        if event == DeviceEvent::MessageAvailable && self.registry.wake_local(aci, id) {
+            return Ok(true);
+        }
         let mut conn = self.store.connection();
         let receivers: i64 = redis::cmd("PUBLISH")
             .arg(self.channel(aci, id))

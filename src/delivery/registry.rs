@@ -67,6 +67,11 @@ impl ConnectionHandle {
         self.close.notify_one();
     }
 
+    /// Whether a close was requested (the socket is on its way out).
+    pub fn is_closing(&self) -> bool {
+        self.close_code.load(Ordering::SeqCst) != 0
+    }
+
     /// Resolves with the close code once a close was requested.
     pub async fn wait_for_close(&self) -> u16 {
         loop {
@@ -118,6 +123,18 @@ impl Registry {
 
     pub fn get(&self, aci: Aci, id: DeviceId) -> Option<Arc<ConnectionHandle>> {
         self.lock().get(&(aci, id)).cloned()
+    }
+
+    /// Wakes this pod's socket for the device if it has one that is not closing; whether it
+    /// did.
+    pub fn wake_local(&self, aci: Aci, id: DeviceId) -> bool {
+        match self.get(aci, id) {
+            Some(handle) if !handle.is_closing() => {
+                handle.message_available();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Applies an event to this pod's socket for the device, if it has one.
