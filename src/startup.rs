@@ -150,6 +150,7 @@ impl Application {
                     redis.clone(),
                     registry.clone(),
                     provisioning.clone(),
+                    metrics.clone(),
                 )?;
                 tokio::spawn(notifier.clone().listen(shutdown.clone()));
                 notifier

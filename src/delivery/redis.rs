@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::{DeviceEvent, Notifier, ProvisioningSockets, Registry};
 use crate::domain::ids::{Aci, DeviceId};
+use crate::metrics::Metrics;
 use crate::storage::StorageResult;
 use crate::storage::redis::{RedisStore, redis_error};
 
@@ -27,6 +28,7 @@ pub struct RedisNotifier {
     client: redis::Client,
     registry: Arc<Registry>,
     provisioning: Arc<ProvisioningSockets>,
+    metrics: Metrics,
     // std Mutex: held only to clone the sink out or swap it after a reconnect.
     sink: Mutex<Option<PubSubSink>>,
     /// Sockets per channel on this pod. A tokio Mutex, held across the SUBSCRIBE or
@@ -42,12 +44,14 @@ impl RedisNotifier {
         store: RedisStore,
         registry: Arc<Registry>,
         provisioning: Arc<ProvisioningSockets>,
+        metrics: Metrics,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             store,
             client: redis::Client::open(url)?,
             registry,
             provisioning,
+            metrics,
             sink: Mutex::new(None),
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
         }))
@@ -86,6 +90,7 @@ impl RedisNotifier {
             let pubsub = match connected {
                 Ok(pubsub) => pubsub,
                 Err(e) => {
+                    self.metrics.pubsub_connection_failures.inc();
                     tracing::warn!(error = %e, "pub/sub connection failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -108,6 +113,7 @@ impl RedisNotifier {
                     continue;
                 }
                 *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+                self.metrics.pubsub_up.set(1);
                 tracing::info!(devices = channels.len(), "pub/sub connected");
             }
             // Events published while we were away are lost: every socket re-reads its queue.
@@ -123,6 +129,10 @@ impl RedisNotifier {
                     .get_channel_name()
                     .strip_prefix(&provisioning_prefix)
                 {
+                    self.metrics
+                        .pubsub_events
+                        .with_label_values(&["provisioning"])
+                        .inc();
                     let body = Bytes::copy_from_slice(message.get_payload_bytes());
                     self.provisioning.deliver(address, body);
                     continue;
@@ -130,12 +140,24 @@ impl RedisNotifier {
                 let event = DeviceEvent::decode(message.get_payload_bytes());
                 match (Self::device_of(message.get_channel_name()), event) {
                     (Some((aci, id)), Some(event)) => {
+                        self.metrics
+                            .pubsub_events
+                            .with_label_values(&[event.label()])
+                            .inc();
                         self.registry.dispatch(aci, id, event);
                     }
-                    _ => tracing::warn!("ignoring a malformed pub/sub message"),
+                    _ => {
+                        self.metrics
+                            .pubsub_events
+                            .with_label_values(&["malformed"])
+                            .inc();
+                        tracing::warn!("ignoring a malformed pub/sub message")
+                    }
                 }
             }
             *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.metrics.pubsub_up.set(0);
+            self.metrics.pubsub_connection_failures.inc();
             tracing::warn!("pub/sub connection lost; reconnecting");
         }
     }
