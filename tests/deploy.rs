@@ -391,3 +391,42 @@ fn the_kubernetes_manifests_probe_the_admin_port_and_leave_time_to_drain() {
     }
     assert!(!resources.iter().any(|r| r.contains("secret")));
 }
+
+#[test]
+fn every_dashboard_panel_queries_the_provisioned_datasource_and_has_its_own_place() {
+    let provisioned = yaml(&repo(
+        "deploy/grafana/provisioning/datasources/prometheus.yaml",
+    ));
+    let uid = provisioned["datasources"][0]["uid"].as_str().unwrap();
+    for entry in std::fs::read_dir(repo("deploy/grafana/dashboards")).unwrap() {
+        let path = entry.unwrap().path();
+        let dashboard: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert!(dashboard["uid"].is_string() && dashboard["title"].is_string());
+        let mut ids = std::collections::BTreeSet::new();
+        let mut places = std::collections::BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            let title = &panel["title"];
+            assert!(
+                ids.insert(panel["id"].as_u64().unwrap()),
+                "{title}: duplicate id"
+            );
+            let grid = &panel["gridPos"];
+            let place = (grid["x"].as_u64().unwrap(), grid["y"].as_u64().unwrap());
+            assert!(
+                places.insert(place),
+                "{title} overlaps another panel at {place:?}"
+            );
+            assert!(grid["x"].as_u64().unwrap() + grid["w"].as_u64().unwrap() <= 24);
+            if panel["type"] == "row" {
+                continue;
+            }
+            assert_eq!(panel["datasource"]["uid"].as_str(), Some(uid), "{title}");
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{title} has no query");
+            for target in targets {
+                assert_eq!(target["datasource"]["uid"].as_str(), Some(uid), "{title}");
+            }
+        }
+    }
+}
