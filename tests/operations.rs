@@ -257,6 +257,46 @@ async fn every_documented_metric_is_exported_after_real_traffic_and_nothing_else
     );
 }
 
+#[tokio::test]
+async fn requests_a_store_fails_are_counted_and_the_store_and_readiness_gauges_drop() {
+    let stores = TestStores::new(Backend::External).await;
+    let mut config = stores.config();
+    // Postgres answers; "Redis" is a port nothing listens on.
+    if let sealpost::config::StoreConfig::External { redis_url, .. } = &mut config.stores {
+        *redis_url = sealpost::config::SecretUrl::new(format!(
+            "redis://127.0.0.1:{}",
+            common::process::free_port()
+        ));
+    }
+    let app = TestApp::start(config).await;
+    let refused = app
+        .client
+        .register_new()
+        .await
+        .err()
+        .expect("Redis is down");
+    assert_eq!(
+        refused.status(),
+        Some(reqwest::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    let scrape = app.metrics().await;
+    assert!(
+        sample(
+            &scrape,
+            r#"sealpost_store_errors_total{kind="unavailable"}"#
+        ) >= 1.0
+    );
+    assert_eq!(sample(&scrape, r#"sealpost_store_up{store="redis"}"#), 0.0);
+    assert_eq!(
+        sample(&scrape, r#"sealpost_store_up{store="postgres"}"#),
+        1.0
+    );
+    assert_eq!(sample(&scrape, "sealpost_health_ready"), 0.0);
+    assert_eq!(sample(&scrape, "sealpost_pubsub_connection_up"), 0.0);
+    assert!(sample(&scrape, "sealpost_pubsub_connection_failures_total") >= 1.0);
+    app.stop().await;
+}
+
 /// Every `sealpost_*` name in a PromQL expression, with the histogram and summary series
 /// suffixes mapped back to their family (`_bucket`, `_sum`, `_count` of a histogram).
 fn metric_names(expr: &str, histograms: &BTreeSet<String>) -> BTreeSet<String> {
