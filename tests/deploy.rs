@@ -228,7 +228,10 @@ fn the_dockerfile_builds_in_two_stages_and_runs_unprivileged_with_its_own_health
         .expect("a HEALTHCHECK");
     assert!(healthcheck.contains(r#""healthcheck", "--url", "http://127.0.0.1:9090/health/live""#));
     let ignored = std::fs::read_to_string(repo(".dockerignore")).expect("a .dockerignore");
-    assert!(ignored.lines().any(|l| l.trim() == "target"), "target/ stays out of the context");
+    assert!(
+        ignored.lines().any(|l| l.trim() == "target"),
+        "target/ stays out of the context"
+    );
     let installed = dockerfile
         .lines()
         .find(|l| l.contains("apt-get install"))
