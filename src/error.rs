@@ -53,6 +53,9 @@ pub enum AppError {
     /// A store does not answer; the detail goes to the log only.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A store answered with an error we did not expect; the detail goes to the log only.
+    #[error("internal server error")]
+    Store(#[source] anyhow::Error),
     /// Anything else that is our fault; the detail goes to the log only.
     #[error("internal server error")]
     Internal(#[source] anyhow::Error),
@@ -121,6 +124,15 @@ impl AppError {
         .unwrap_or_default()
     }
 
+    /// `unavailable` or `backend` when a store caused this error (the metric label).
+    pub fn store_failure(&self) -> Option<&'static str> {
+        match self {
+            AppError::Unavailable(_) => Some("unavailable"),
+            AppError::Store(_) => Some("backend"),
+            _ => None,
+        }
+    }
+
     /// Extra headers that belong with this error (`Retry-After` on 429 and 503).
     pub fn headers(&self) -> Vec<(header::HeaderName, String)> {
         match self {
@@ -137,6 +149,9 @@ impl AppError {
         match self {
             AppError::Internal(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "internal error")
+            }
+            AppError::Store(cause) => {
+                tracing::error!(error = %format!("{cause:#}"), "store error")
             }
             AppError::Unavailable(cause) => {
                 tracing::warn!(error = %format!("{cause:#}"), "store unavailable")
@@ -165,7 +180,7 @@ impl ResponseError for AppError {
             AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -193,7 +208,7 @@ impl From<StorageError> for AppError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Unavailable(cause) => AppError::Unavailable(cause),
-            StorageError::Backend(cause) => AppError::Internal(cause),
+            StorageError::Backend(cause) => AppError::Store(cause),
         }
     }
 }

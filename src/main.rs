@@ -30,6 +30,18 @@ enum Command {
         #[command(subcommand)]
         command: CertificatesCommand,
     },
+    /// Exit 0 when the admin listener answers 2xx at URL within 3 seconds, 1 otherwise: the
+    /// container image's HEALTHCHECK (the slim image has no curl).
+    Healthcheck {
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "http://127.0.0.1:9090/health/live"
+        )]
+        url: String,
+    },
+    /// Print the OpenAPI document of the public API (JSON) generated from the code.
+    Openapi,
     /// Print a `POST /v1/registration` body with fresh keys and valid signatures, for
     /// trying the API with curl (the private keys are thrown away).
     ExampleRegistration,
@@ -53,6 +65,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::ExampleRegistration => return example_registration(),
+        Command::Healthcheck { url } => return healthcheck(url).await,
+        Command::Openapi => {
+            println!("{}", sealpost::api::openapi::document_json());
+            return ExitCode::SUCCESS;
+        }
         Command::Certificates {
             command: CertificatesCommand::Generate { out, key_id },
         } => return generate_certificates(out, *key_id),
@@ -69,7 +86,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
-        Command::ExampleRegistration | Command::Certificates { .. } => {
+        Command::ExampleRegistration
+        | Command::Certificates { .. }
+        | Command::Healthcheck { .. }
+        | Command::Openapi => {
             unreachable!("handled before loading the configuration")
         }
     };
@@ -101,6 +121,30 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let applied = store.migrate().await?;
     tracing::info!(applied, "migrations applied");
     Ok(())
+}
+
+async fn healthcheck(url: &str) -> ExitCode {
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("sealpost: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("sealpost: {url} answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sealpost: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn generate_certificates(out: &std::path::Path, key_id: u32) -> ExitCode {

@@ -1,12 +1,13 @@
 //! The one metrics registry and every metric sealpost exports, declared here and nowhere else.
 //! Names follow `sealpost_<subsystem>_<what>_<unit>`; label values are bounded (route
-//! templates, outcomes, limit names) and never identities.
+//! templates, outcomes, limit names) and never identities. `docs/metrics.md` lists them all
+//! (`tests/operations.rs` checks that list against a real scrape).
 
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Handles to every metric; cheap to clone (an `Arc` inside).
@@ -25,8 +26,17 @@ pub struct Inner {
     pub accounts_deleted: IntCounter,
     /// `limit` is a declared limit name.
     pub rate_limit_hits: IntCounterVec,
-    /// `store`: postgres or redis; 1 when the last readiness probe found it answering.
+    /// 1 when the last readiness evaluation (probe or scrape) found the pod ready.
+    pub ready: IntGauge,
+    /// `store`: postgres or redis; 1 when the last probe (readiness or scrape) got an answer.
     pub store_up: IntGaugeVec,
+    /// `kind`: unavailable (the store did not answer) or backend (it answered with an error).
+    pub store_errors: IntCounterVec,
+    /// `state`: idle or in_use; sampled when `/metrics` is scraped.
+    pub postgres_pool_connections: IntGaugeVec,
+    pub postgres_pool_max: IntGauge,
+    /// Requests waiting for a pooled connection, sampled when `/metrics` is scraped.
+    pub postgres_pool_waiting: IntGauge,
     /// `kind`: ec, kem, ec_signed, kem_last_resort.
     pub prekeys_stored: IntCounterVec,
     /// `access`: authenticated or access_key.
@@ -38,18 +48,30 @@ pub struct Inner {
     /// offline (whether a socket for the device got the wake-up).
     pub messages_sent: IntCounterVec,
     /// Server timestamp to acknowledgement.
-    pub delivery_latency: prometheus::Histogram,
+    pub delivery_latency: Histogram,
     pub queue_reads: IntCounter,
     pub queue_acks: IntCounter,
+    /// Messages a socket found waiting when it connected (delivered before `queue/empty`).
+    pub queue_backlog: Histogram,
+    /// From a socket's connection to its `queue/empty`.
+    pub queue_drain: Histogram,
     pub receipts_sent: IntCounter,
-    /// `kind`: authenticated or unauthenticated.
+    /// `kind`: authenticated, unauthenticated or provisioning.
     pub websockets_open: IntGaugeVec,
+    /// `kind` as `websockets_open`.
+    pub websocket_connects: IntCounterVec,
     /// `code`: the close code the server sent or received (bounded set).
     pub websocket_closes: IntCounterVec,
     pub websocket_displacements: IntCounter,
+    /// `event`: message_available, connected, removed, provisioning, account_changed or
+    /// malformed.
+    pub pubsub_events: IntCounterVec,
+    /// 1 while this pod's pub/sub connection to Redis is up.
+    pub pubsub_up: IntGauge,
+    pub pubsub_connection_failures: IntCounter,
     pub multi_recipient_sends: IntCounter,
     /// Recipient devices per multi-recipient send.
-    pub multi_recipient_devices: prometheus::Histogram,
+    pub multi_recipient_devices: Histogram,
     /// Requests refused because an `Unidentified-Access-Key` did not open the target.
     pub access_key_failures: IntCounter,
     /// Account and device-list reads: `result` hit, miss (read and cached) or bypass (read
@@ -64,249 +86,262 @@ impl std::ops::Deref for Metrics {
     }
 }
 
+/// Label values known in advance, exported as 0 from the start so that dashboards and
+/// alerts see every series (a `rate()` over a series that appears late misses its start).
+const AUTH_OUTCOMES: [&str; 6] = [
+    "ok_cached",
+    "ok_verified",
+    "bad_password",
+    "unknown_device",
+    "malformed",
+    "missing",
+];
+const SOCKET_KINDS: [&str; 3] = ["authenticated", "unauthenticated", "provisioning"];
+const MESSAGE_KINDS: [&str; 4] = ["identified", "sealed", "ephemeral", "receipt"];
+const PUBSUB_EVENTS: [&str; 6] = [
+    "message_available",
+    "connected",
+    "removed",
+    "provisioning",
+    "account_changed",
+    "malformed",
+];
+const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
+pub const CLOSE_CODES: [&str; 10] = [
+    "1000", "1001", "1002", "1005", "1007", "1009", "1011", "4401", "4409", "other",
+];
+
+/// Registers metrics as it builds them, so a metric cannot be declared and left out.
+struct Builder(Registry);
+
+impl Builder {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("metric names are unique");
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.add(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.add(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+        self.add(Histogram::with_opts(opts).expect("valid metric"))
+    }
+}
+
+/// Seconds, from half a millisecond to a day: latencies that may include time offline.
+const LONG_SECONDS: [f64; 15] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0, 3600.0, 86400.0,
+];
+const COUNTS: [f64; 10] = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "sealpost_http_requests_total",
-                "HTTP requests by route template, method and status",
-            ),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
-        let http_request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "sealpost_http_request_duration_seconds",
-                "HTTP request latency by route template and method",
+        let b = Builder(Registry::new());
+        let http_request_duration = b.add(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sealpost_http_request_duration_seconds",
+                    "HTTP request latency by route template and method",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                &["route", "method"],
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ]),
-            &["route", "method"],
-        )
-        .expect("valid metric");
-        let auth_attempts = IntCounterVec::new(
-            Opts::new(
+            .expect("valid metric"),
+        );
+        let inner = Inner {
+            http_requests: b.counters(
+                "sealpost_http_requests_total",
+                "HTTP requests (plain and tunnelled) by route template, method and status",
+                &["route", "method", "status"],
+            ),
+            http_request_duration,
+            auth_attempts: b.counters(
                 "sealpost_auth_attempts_total",
                 "Basic authentication attempts by outcome",
+                &["outcome"],
             ),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let password_verifications = IntCounter::new(
-            "sealpost_auth_password_verifications_total",
-            "argon2 verifications run (cache misses, failures and unknown devices)",
-        )
-        .expect("valid metric");
-        let registrations = IntCounter::new(
-            "sealpost_accounts_registrations_total",
-            "Accounts registered",
-        )
-        .expect("valid metric");
-        let accounts_deleted =
-            IntCounter::new("sealpost_accounts_deleted_total", "Accounts deleted")
-                .expect("valid metric");
-        let rate_limit_hits = IntCounterVec::new(
-            Opts::new(
+            password_verifications: b.counter(
+                "sealpost_auth_password_verifications_total",
+                "argon2 verifications run (cache misses, failures and unknown devices)",
+            ),
+            registrations: b.counter(
+                "sealpost_accounts_registrations_total",
+                "Accounts registered",
+            ),
+            accounts_deleted: b.counter("sealpost_accounts_deleted_total", "Accounts deleted"),
+            rate_limit_hits: b.counters(
                 "sealpost_ratelimit_hits_total",
                 "Requests refused by a rate limit, by limit name",
+                &["limit"],
             ),
-            &["limit"],
-        )
-        .expect("valid metric");
-        let store_up = IntGaugeVec::new(
-            Opts::new(
+            ready: b.gauge(
+                "sealpost_health_ready",
+                "1 when the pod was ready at the last readiness probe or scrape",
+            ),
+            store_up: b.gauges(
                 "sealpost_store_up",
-                "1 when the store answered the last readiness probe",
+                "1 when the store answered the last probe (readiness or scrape)",
+                &["store"],
             ),
-            &["store"],
-        )
-        .expect("valid metric");
-        let prekeys_stored = IntCounterVec::new(
-            Opts::new("sealpost_prekeys_stored_total", "Prekeys stored, by kind"),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let prekey_fetches = IntCounterVec::new(
-            Opts::new(
+            store_errors: b.counters(
+                "sealpost_store_errors_total",
+                "Requests failed by a store: unavailable (no answer) or backend (an error)",
+                &["kind"],
+            ),
+            postgres_pool_connections: b.gauges(
+                "sealpost_postgres_pool_connections",
+                "Pooled Postgres connections by state (idle, in_use), sampled at scrape",
+                &["state"],
+            ),
+            postgres_pool_max: b.gauge(
+                "sealpost_postgres_pool_max_connections",
+                "The Postgres pool's size limit",
+            ),
+            postgres_pool_waiting: b.gauge(
+                "sealpost_postgres_pool_waiting_requests",
+                "Requests waiting for a pooled Postgres connection, sampled at scrape",
+            ),
+            prekeys_stored: b.counters(
+                "sealpost_prekeys_stored_total",
+                "Prekeys stored, by kind",
+                &["kind"],
+            ),
+            prekey_fetches: b.counters(
                 "sealpost_prekeys_fetches_total",
                 "Prekey fetches of another account, by how the caller got access",
+                &["access"],
             ),
-            &["access"],
-        )
-        .expect("valid metric");
-        let prekeys_exhausted = IntCounterVec::new(
-            Opts::new(
+            prekeys_exhausted: b.counters(
                 "sealpost_prekeys_exhausted_total",
                 "Device fetches that found no one-time key of a kind (EC: null handed out; \
                  Kyber: the last-resort key handed out)",
+                &["kind"],
             ),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let prekey_signature_rejections = IntCounter::new(
-            "sealpost_prekeys_signature_rejections_total",
-            "Key uploads refused because a signature did not verify",
-        )
-        .expect("valid metric");
-        let messages_sent = IntCounterVec::new(
-            Opts::new(
+            prekey_signature_rejections: b.counter(
+                "sealpost_prekeys_signature_rejections_total",
+                "Key uploads refused because a signature did not verify",
+            ),
+            messages_sent: b.counters(
                 "sealpost_messages_sent_total",
                 "Messages accepted per recipient device, by kind and recipient presence",
+                &["kind", "recipient"],
             ),
-            &["kind", "recipient"],
-        )
-        .expect("valid metric");
-        let delivery_latency = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
+            delivery_latency: b.histogram(
                 "sealpost_messages_delivery_latency_seconds",
                 "From a message's server timestamp to its acknowledgement by the device",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
-                3600.0, 86400.0,
-            ]),
-        )
-        .expect("valid metric");
-        let queue_reads = IntCounter::new(
-            "sealpost_queue_reads_total",
-            "Reads of a device queue by its socket",
-        )
-        .expect("valid metric");
-        let queue_acks = IntCounter::new(
-            "sealpost_queue_acks_total",
-            "Messages acknowledged and removed from a queue",
-        )
-        .expect("valid metric");
-        let receipts_sent = IntCounter::new(
-            "sealpost_messages_receipts_total",
-            "Server delivery receipts queued for senders",
-        )
-        .expect("valid metric");
-        let websockets_open = IntGaugeVec::new(
-            Opts::new("sealpost_websocket_open", "Open WebSockets by kind"),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let websocket_closes = IntCounterVec::new(
-            Opts::new(
+                &LONG_SECONDS,
+            ),
+            queue_reads: b.counter(
+                "sealpost_queue_reads_total",
+                "Reads of a device queue by its socket",
+            ),
+            queue_acks: b.counter(
+                "sealpost_queue_acks_total",
+                "Messages acknowledged and removed from a queue",
+            ),
+            queue_backlog: b.histogram(
+                "sealpost_queue_backlog_messages",
+                "Messages waiting for a device when its socket connected",
+                &[0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0],
+            ),
+            queue_drain: b.histogram(
+                "sealpost_queue_drain_duration_seconds",
+                "From a socket's connection to its queue/empty (the backlog delivered)",
+                &LONG_SECONDS,
+            ),
+            receipts_sent: b.counter(
+                "sealpost_messages_receipts_total",
+                "Server delivery receipts queued for senders",
+            ),
+            websockets_open: b.gauges(
+                "sealpost_websocket_open_connections",
+                "Open WebSockets by kind",
+                &["kind"],
+            ),
+            websocket_connects: b.counters(
+                "sealpost_websocket_connects_total",
+                "WebSockets opened, by kind",
+                &["kind"],
+            ),
+            websocket_closes: b.counters(
                 "sealpost_websocket_closes_total",
                 "WebSockets closed, by close code",
+                &["code"],
             ),
-            &["code"],
-        )
-        .expect("valid metric");
-        let websocket_displacements = IntCounter::new(
-            "sealpost_websocket_displacements_total",
-            "Sockets closed because the same device connected again",
-        )
-        .expect("valid metric");
-        let multi_recipient_sends = IntCounter::new(
-            "sealpost_messages_multi_recipient_sends_total",
-            "Multi-recipient sealed sends accepted",
-        )
-        .expect("valid metric");
-        let multi_recipient_devices = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
+            websocket_displacements: b.counter(
+                "sealpost_websocket_displacements_total",
+                "Sockets closed because the same device connected again",
+            ),
+            pubsub_events: b.counters(
+                "sealpost_pubsub_events_total",
+                "Events received from Redis pub/sub, by event",
+                &["event"],
+            ),
+            pubsub_up: b.gauge(
+                "sealpost_pubsub_connection_up",
+                "1 while this pod's Redis pub/sub connection is up",
+            ),
+            pubsub_connection_failures: b.counter(
+                "sealpost_pubsub_connection_failures_total",
+                "Redis pub/sub connections that failed to open or were lost",
+            ),
+            multi_recipient_sends: b.counter(
+                "sealpost_messages_multi_recipient_sends_total",
+                "Multi-recipient sealed sends accepted",
+            ),
+            multi_recipient_devices: b.histogram(
                 "sealpost_messages_multi_recipient_devices",
                 "Recipient devices per accepted multi-recipient send",
-            )
-            .buckets(vec![
-                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
-            ]),
-        )
-        .expect("valid metric");
-        let access_key_failures = IntCounter::new(
-            "sealpost_sealed_sender_access_failures_total",
-            "Requests refused because the access key did not open the target",
-        )
-        .expect("valid metric");
-        let account_cache_lookups = IntCounterVec::new(
-            Opts::new(
-                "sealpost_accounts_cache_lookups_total",
-                "Account and device-list reads by cache result",
+                &COUNTS,
             ),
-            &["result"],
-        )
-        .expect("valid metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new("sealpost_build_info", "Build information"),
+            access_key_failures: b.counter(
+                "sealpost_sealed_sender_access_failures_total",
+                "Requests refused because the access key did not open the target",
+            ),
+            account_cache_lookups: b.counters(
+                "sealpost_accounts_cache_lookups_total",
+                "Account and device-list reads by account-cache result",
+                &["result"],
+            ),
+            registry: b.0.clone(),
+        };
+        let build_info = b.gauges(
+            "sealpost_build_info",
+            "Build information (always 1)",
             &["version"],
-        )
-        .expect("valid metric");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-
-        for collector in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(http_request_duration.clone()),
-            Box::new(auth_attempts.clone()),
-            Box::new(password_verifications.clone()),
-            Box::new(registrations.clone()),
-            Box::new(accounts_deleted.clone()),
-            Box::new(rate_limit_hits.clone()),
-            Box::new(store_up.clone()),
-            Box::new(prekeys_stored.clone()),
-            Box::new(prekey_fetches.clone()),
-            Box::new(prekeys_exhausted.clone()),
-            Box::new(prekey_signature_rejections.clone()),
-            Box::new(messages_sent.clone()),
-            Box::new(delivery_latency.clone()),
-            Box::new(queue_reads.clone()),
-            Box::new(queue_acks.clone()),
-            Box::new(receipts_sent.clone()),
-            Box::new(websockets_open.clone()),
-            Box::new(websocket_closes.clone()),
-            Box::new(websocket_displacements.clone()),
-            Box::new(multi_recipient_sends.clone()),
-            Box::new(multi_recipient_devices.clone()),
-            Box::new(access_key_failures.clone()),
-            Box::new(account_cache_lookups.clone()),
-            Box::new(build_info),
-        ] {
-            registry
-                .register(collector)
-                .expect("metric names are unique");
-        }
+        // Process metrics (CPU seconds, resident memory, open fds) as `sealpost_process_*`.
         #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::new(
-                    std::process::id() as i32,
-                    "sealpost",
-                ),
-            ))
-            .expect("process collector registers once");
-
-        Self(Arc::new(Inner {
-            registry,
-            http_requests,
-            http_request_duration,
-            auth_attempts,
-            password_verifications,
-            registrations,
-            accounts_deleted,
-            rate_limit_hits,
-            store_up,
-            prekeys_stored,
-            prekey_fetches,
-            prekeys_exhausted,
-            prekey_signature_rejections,
-            messages_sent,
-            delivery_latency,
-            queue_reads,
-            queue_acks,
-            receipts_sent,
-            websockets_open,
-            websocket_closes,
-            websocket_displacements,
-            multi_recipient_sends,
-            multi_recipient_devices,
-            access_key_failures,
-            account_cache_lookups,
-        }))
+        b.0.register(Box::new(
+            prometheus::process_collector::ProcessCollector::new(
+                std::process::id() as i32,
+                "sealpost",
+            ),
+        ))
+        .expect("process collector registers once");
+        inner.initialize_known_series();
+        Self(Arc::new(inner))
     }
 
     /// The Prometheus text exposition of every metric.
@@ -319,8 +354,75 @@ impl Metrics {
     }
 }
 
+impl Inner {
+    fn initialize_known_series(&self) {
+        for outcome in AUTH_OUTCOMES {
+            self.auth_attempts.with_label_values(&[outcome]);
+        }
+        for limit in crate::limits::Limit::ALL {
+            self.rate_limit_hits.with_label_values(&[limit.name()]);
+        }
+        for kind in ["unavailable", "backend"] {
+            self.store_errors.with_label_values(&[kind]);
+        }
+        for kind in ["ec", "kem", "ec_signed", "kem_last_resort"] {
+            self.prekeys_stored.with_label_values(&[kind]);
+        }
+        for access in ["authenticated", "access_key"] {
+            self.prekey_fetches.with_label_values(&[access]);
+        }
+        for kind in ["ec", "kem"] {
+            self.prekeys_exhausted.with_label_values(&[kind]);
+        }
+        for kind in MESSAGE_KINDS {
+            for recipient in ["online", "offline"] {
+                self.messages_sent.with_label_values(&[kind, recipient]);
+            }
+        }
+        for kind in SOCKET_KINDS {
+            self.websockets_open.with_label_values(&[kind]);
+            self.websocket_connects.with_label_values(&[kind]);
+        }
+        for code in CLOSE_CODES {
+            self.websocket_closes.with_label_values(&[code]);
+        }
+        for state in ["idle", "in_use"] {
+            self.postgres_pool_connections.with_label_values(&[state]);
+        }
+        for event in PUBSUB_EVENTS {
+            self.pubsub_events.with_label_values(&[event]);
+        }
+        for result in CACHE_RESULTS {
+            self.account_cache_lookups.with_label_values(&[result]);
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_name_follows_the_convention() {
+        let metrics = Metrics::new();
+        for family in metrics.registry.gather() {
+            let name = family.name();
+            assert!(name.starts_with("sealpost_"), "{name}");
+            assert!(
+                name.split('_').count() >= 3,
+                "{name} should be sealpost_<subsystem>_<what>[_<unit>]"
+            );
+            assert!(
+                name.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'),
+                "{name}"
+            );
+        }
     }
 }

@@ -165,6 +165,7 @@ impl Application {
                     registry.clone(),
                     provisioning.clone(),
                     stores.account_cache.clone(),
+                    metrics.clone(),
                 )?;
                 tokio::spawn(notifier.clone().listen(shutdown.clone()));
                 notifier

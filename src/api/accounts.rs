@@ -9,6 +9,16 @@ use crate::auth::{AuthenticatedDevice, ClientAddr, NewPassword};
 use crate::error::AppError;
 use crate::state::AppState;
 
+#[utoipa::path(post, path = "/v1/registration", tag = "accounts",
+    summary = "Register an account; the Basic password becomes the primary device's password",
+    security(("basic" = [])),
+    request_body = crate::api::entities::RegistrationRequestJson,
+    responses(
+        (status = 200, description = "Registered", body = crate::api::entities::RegistrationResponseJson),
+        (status = 400, description = "Malformed body or password", body = crate::api::entities::ErrorJson),
+        (status = 422, description = "A signature does not verify", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "Rate limited (registration)", body = crate::api::entities::ErrorJson),
+    ))]
 /// `POST /v1/registration`: the Basic password becomes the primary device's password (the
 /// username part is ignored, as in Signal).
 pub async fn register(
@@ -32,6 +42,12 @@ pub async fn register(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/accounts/whoami", tag = "accounts",
+    summary = "The caller's account", security(("basic" = [])),
+    responses(
+        (status = 200, description = "The account", body = crate::api::entities::WhoAmIJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+    ))]
 /// `GET /v1/accounts/whoami`.
 pub async fn whoami(caller: AuthenticatedDevice) -> HttpResponse {
     HttpResponse::Ok().json(WhoAmIJson {
@@ -40,6 +56,14 @@ pub async fn whoami(caller: AuthenticatedDevice) -> HttpResponse {
     })
 }
 
+#[utoipa::path(put, path = "/v1/accounts/attributes/", tag = "accounts",
+    summary = "Replace the calling device's attributes", security(("basic" = [])),
+    request_body = crate::api::entities::AccountAttributesJson,
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "Malformed attributes", body = crate::api::entities::ErrorJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+    ))]
 /// `PUT /v1/accounts/attributes/`.
 pub async fn set_attributes(
     state: web::Data<AppState>,
@@ -53,6 +77,12 @@ pub async fn set_attributes(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(delete, path = "/v1/accounts/me", tag = "accounts",
+    summary = "Delete the account with its devices, keys and queues", security(("basic" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+    ))]
 /// `DELETE /v1/accounts/me`.
 pub async fn delete(
     state: web::Data<AppState>,

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::entities::{LinkCodeJson, LinkDeviceRequestJson, LinkDeviceResponseJson};
 use crate::auth::{AuthenticatedDevice, NewPassword};
@@ -10,7 +11,7 @@ use crate::domain::ids::DeviceId;
 use crate::error::AppError;
 use crate::state::AppState;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceJson {
     pub id: u8,
@@ -22,11 +23,17 @@ pub struct DeviceJson {
     pub created: i64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DeviceListJson {
     pub devices: Vec<DeviceJson>,
 }
 
+#[utoipa::path(get, path = "/v1/devices", tag = "devices",
+    summary = "The account's devices", security(("basic" = [])),
+    responses(
+        (status = 200, description = "The devices", body = DeviceListJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+    ))]
 pub async fn list(
     state: web::Data<AppState>,
     caller: AuthenticatedDevice,
@@ -46,6 +53,16 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/devices/provisioning/code", tag = "devices",
+    summary = "A single-use code (10 minutes) for linking a new device; primary only",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "The code", body = crate::api::entities::LinkCodeJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+        (status = 403, description = "Not the primary device", body = crate::api::entities::ErrorJson),
+        (status = 411, description = "The account has as many devices as it may", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "Rate limited (allocateDevice)", body = crate::api::entities::ErrorJson),
+    ))]
 /// `GET /v1/devices/provisioning/code`.
 pub async fn link_code(
     state: web::Data<AppState>,
@@ -58,6 +75,17 @@ pub async fn link_code(
     }))
 }
 
+#[utoipa::path(put, path = "/v1/devices/link", tag = "devices",
+    summary = "Link a new device with a code; the Basic password becomes its password",
+    security(("basic" = [])),
+    request_body = crate::api::entities::LinkDeviceRequestJson,
+    responses(
+        (status = 200, description = "Linked", body = crate::api::entities::LinkDeviceResponseJson),
+        (status = 403, description = "Unknown or used code", body = crate::api::entities::ErrorJson),
+        (status = 411, description = "The account has as many devices as it may", body = crate::api::entities::ErrorJson),
+        (status = 422, description = "A signature does not verify", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "Rate limited (verifyDevice)", body = crate::api::entities::ErrorJson),
+    ))]
 /// `PUT /v1/devices/link`: the Basic password becomes the new device's (the username part
 /// is ignored).
 pub async fn link(
@@ -76,6 +104,16 @@ pub async fn link(
     }))
 }
 
+#[utoipa::path(delete, path = "/v1/devices/{device_id}", tag = "devices",
+    summary = "Remove a linked device (the primary any, a linked device itself)",
+    security(("basic" = [])),
+    params(("device_id" = u8, Path, description = "The device to remove")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+        (status = 403, description = "Not allowed to remove that device", body = crate::api::entities::ErrorJson),
+        (status = 404, description = "No such device", body = crate::api::entities::ErrorJson),
+    ))]
 pub async fn remove(
     state: web::Data<AppState>,
     caller: AuthenticatedDevice,
@@ -86,12 +124,23 @@ pub async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ProvisioningMessageJson {
     /// base64 of the (client-encrypted) provisioning message.
     pub body: String,
 }
 
+#[utoipa::path(put, path = "/v1/provisioning/{address}", tag = "devices",
+    summary = "Hand a provisioning message to the device waiting at an address, on any pod",
+    security(("basic" = [])),
+    params(("address" = String, Path, description = "The address the provisioning socket announced")),
+    request_body = ProvisioningMessageJson,
+    responses(
+        (status = 204, description = "Delivered"),
+        (status = 400, description = "Malformed address or body", body = crate::api::entities::ErrorJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+        (status = 404, description = "No device waits at that address", body = crate::api::entities::ErrorJson),
+    ))]
 /// `PUT /v1/provisioning/{address}`: hands the body to the provisioning socket holding the
 /// address, on any pod; 404 when none does.
 pub async fn provision(

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::domain::DomainError;
 use crate::domain::accounts::{AccessKey, AccessSettings, AccountAttributes, DeviceAttributes};
@@ -19,7 +20,7 @@ use crate::domain::messages::{MessageType, OutgoingMessage, OutgoingMessages};
 use crate::service::accounts::Registration;
 use bytes::Bytes;
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountAttributesJson {
     #[serde(default)]
@@ -70,7 +71,7 @@ impl TryFrom<AccountAttributesJson> for AccountAttributes {
 }
 
 /// `{keyId, publicKey, signature}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignedPreKeyJson {
     pub key_id: i64,
@@ -116,7 +117,7 @@ impl SignedPreKeyJson {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationRequestJson {
     pub account_attributes: AccountAttributesJson,
@@ -146,9 +147,10 @@ impl TryFrom<RegistrationRequestJson> for Registration {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationResponseJson {
+    #[schema(value_type = String, format = Uuid)]
     pub uuid: Aci,
     pub number: Option<String>,
     pub pni: Option<String>,
@@ -156,14 +158,15 @@ pub struct RegistrationResponseJson {
     pub reregistration: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct WhoAmIJson {
+    #[schema(value_type = String, format = Uuid)]
     pub uuid: Aci,
     pub number: Option<String>,
 }
 
 /// `{keyId, publicKey}`: an EC one-time prekey.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreKeyJson {
     pub key_id: i64,
@@ -190,7 +193,7 @@ impl PreKeyJson {
 }
 
 /// `PUT /v2/keys`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SetKeysRequestJson {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,7 +251,7 @@ impl TryFrom<SetKeysRequestJson> for KeyUpload {
 }
 
 /// `GET /v2/keys`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreKeyCountJson {
     pub count: u32,
@@ -256,14 +259,14 @@ pub struct PreKeyCountJson {
 }
 
 /// `GET /v2/keys/{aci}/{deviceId|*}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreKeyResponseJson {
     pub identity_key: String,
     pub devices: Vec<PreKeyResponseItemJson>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PreKeyResponseItemJson {
     pub device_id: u8,
@@ -274,7 +277,7 @@ pub struct PreKeyResponseItemJson {
 }
 
 /// `POST /v2/keys/check`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckKeysRequestJson {
     pub identity_type: String,
@@ -282,7 +285,7 @@ pub struct CheckKeysRequestJson {
 }
 
 /// One device's message in `PUT /v1/messages/{aci}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncomingMessageJson {
     pub r#type: i64,
@@ -293,7 +296,7 @@ pub struct IncomingMessageJson {
 }
 
 /// `PUT /v1/messages/{aci}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncomingMessageListJson {
     pub messages: Vec<IncomingMessageJson>,
@@ -351,14 +354,14 @@ impl TryFrom<IncomingMessageListJson> for OutgoingMessages {
 }
 
 /// The 200 answer of `PUT /v1/messages/{aci}`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageResponseJson {
     pub needs_sync: bool,
 }
 
 /// `PUT /v1/devices/link`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkDeviceRequestJson {
     pub verification_code: String,
@@ -383,7 +386,7 @@ impl TryFrom<LinkDeviceRequestJson> for crate::service::accounts::LinkRequest {
 }
 
 /// `GET /v1/devices/provisioning/code`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkCodeJson {
     pub verification_code: String,
@@ -391,16 +394,25 @@ pub struct LinkCodeJson {
 }
 
 /// The answer of `PUT /v1/devices/link`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkDeviceResponseJson {
+    #[schema(value_type = String, format = Uuid)]
     pub uuid: Aci,
     pub device_id: u8,
 }
 
 /// The error body every endpoint uses.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ErrorJson {
     pub code: u16,
     pub message: String,
+}
+
+/// The answer of `PUT /v1/messages/multi_recipient`: recipients that do not exist (always
+/// empty: an unknown recipient fails the whole send with 404, as the access key cannot open it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct MultiRecipientResponseJson {
+    #[schema(value_type = Vec<String>)]
+    pub uuids404: Vec<Aci>,
 }

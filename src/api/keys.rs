@@ -31,6 +31,13 @@ fn require_aci(identity: Option<&str>) -> Result<(), AppError> {
     }
 }
 
+#[utoipa::path(get, path = "/v2/keys", tag = "keys",
+    summary = "How many one-time prekeys the calling device has left", security(("basic" = [])),
+    params(("identity" = Option<String>, Query, description = "aci (default); pni is refused")),
+    responses(
+        (status = 200, description = "The counts", body = PreKeyCountJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+    ))]
 /// `GET /v2/keys`.
 pub async fn counts(
     state: web::Data<AppState>,
@@ -45,6 +52,17 @@ pub async fn counts(
     }))
 }
 
+#[utoipa::path(put, path = "/v2/keys", tag = "keys",
+    summary = "Upload prekeys: a given list replaces the stored one of its kind",
+    security(("basic" = [])),
+    params(("identity" = Option<String>, Query, description = "aci (default); pni is refused")),
+    request_body = SetKeysRequestJson,
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "Malformed keys", body = crate::api::entities::ErrorJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+        (status = 422, description = "A signature does not verify", body = crate::api::entities::ErrorJson),
+    ))]
 /// `PUT /v2/keys`.
 pub async fn upload(
     state: web::Data<AppState>,
@@ -60,6 +78,19 @@ pub async fn upload(
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(get, path = "/v2/keys/{identifier}/{device_id}", tag = "keys",
+    summary = "Claim one device's (or every device's) prekeys of an account",
+    security(("basic" = []), ("accessKey" = [])),
+    params(
+        ("identifier" = String, Path, description = "The target's ACI"),
+        ("device_id" = String, Path, description = "A device id, or * for every device"),
+    ),
+    responses(
+        (status = 200, description = "The keys", body = PreKeyResponseJson),
+        (status = 401, description = "Missing credentials or wrong access key", body = crate::api::entities::ErrorJson),
+        (status = 404, description = "No such account or device", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "Rate limited (prekeys)", body = crate::api::entities::ErrorJson),
+    ))]
 /// `GET /v2/keys/{aci}/{deviceId|*}`.
 pub async fn fetch(
     state: web::Data<AppState>,
@@ -86,6 +117,14 @@ pub async fn fetch(
     }))
 }
 
+#[utoipa::path(post, path = "/v2/keys/check", tag = "keys",
+    summary = "Whether the stored keys match a digest", security(("basic" = [])),
+    request_body = CheckKeysRequestJson,
+    responses(
+        (status = 200, description = "They match"),
+        (status = 409, description = "They do not match", body = crate::api::entities::ErrorJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+    ))]
 /// `POST /v2/keys/check`: 200 when the digest matches, 409 when it does not.
 pub async fn check(
     state: web::Data<AppState>,

@@ -5,7 +5,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use super::entities::{IncomingMessageListJson, SendMessageResponseJson};
+use super::entities::{
+    IncomingMessageListJson, MultiRecipientResponseJson, SendMessageResponseJson,
+};
 use crate::auth::extract::{UNIDENTIFIED_ACCESS_KEY, access_key_header};
 use crate::domain::ids::Aci;
 use crate::domain::multi_recipient::MultiRecipientMessage;
@@ -17,6 +19,20 @@ use crate::state::AppState;
 /// Largest `PUT /v1/messages` body: six devices of 96 KiB content, base64, with room.
 pub const MESSAGES_JSON_LIMIT: usize = 1024 * 1024;
 
+#[utoipa::path(put, path = "/v1/messages/{destination}", tag = "messages",
+    summary = "Queue one envelope per device of the destination (identified or sealed)",
+    security(("basic" = []), ("accessKey" = [])),
+    params(("destination" = String, Path, description = "The recipient's ACI")),
+    request_body = IncomingMessageListJson,
+    responses(
+        (status = 200, description = "Queued", body = SendMessageResponseJson),
+        (status = 401, description = "Missing credentials or wrong access key", body = crate::api::entities::ErrorJson),
+        (status = 404, description = "No such recipient", body = crate::api::entities::ErrorJson),
+        (status = 409, description = "Missing or extra devices"),
+        (status = 410, description = "Stale devices"),
+        (status = 413, description = "Body too large", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "Rate limited (messages)", body = crate::api::entities::ErrorJson),
+    ))]
 pub async fn send(
     state: web::Data<AppState>,
     sender: Requester,
@@ -51,6 +67,26 @@ fn default_true() -> bool {
     true
 }
 
+#[utoipa::path(put, path = "/v1/messages/multi_recipient", tag = "messages",
+    summary = "Sealed send to many recipients, authorized by their combined access key",
+    security(("accessKey" = [])),
+    params(
+        ("ts" = Option<u64>, Query, description = "The message timestamp"),
+        ("online" = Option<bool>, Query, description = "Deliver only to connected devices"),
+        ("urgent" = Option<bool>, Query, description = "Default true"),
+        ("story" = Option<bool>, Query, description = "Accepted and ignored"),
+    ),
+    request_body(content = String, content_type = "application/vnd.signal-messenger.mrm",
+        description = "libsignal's multi-recipient message"),
+    responses(
+        (status = 200, description = "Queued", body = MultiRecipientResponseJson),
+        (status = 401, description = "Wrong combined access key", body = crate::api::entities::ErrorJson),
+        (status = 404, description = "An unknown recipient", body = crate::api::entities::ErrorJson),
+        (status = 409, description = "Missing or extra devices"),
+        (status = 410, description = "Stale devices"),
+        (status = 413, description = "Body too large", body = crate::api::entities::ErrorJson),
+        (status = 415, description = "Wrong Content-Type", body = crate::api::entities::ErrorJson),
+    ))]
 /// `PUT /v1/messages/multi_recipient`: sealed only, authorized by the combined access key.
 pub async fn send_multi(
     state: web::Data<AppState>,
@@ -96,9 +132,14 @@ pub async fn send_multi(
             },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"uuids404": []})))
+    Ok(HttpResponse::Ok().json(MultiRecipientResponseJson {
+        uuids404: Vec::new(),
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/keepalive", tag = "messages",
+    summary = "Answers 200 (clients ping through the tunnel with it)",
+    responses((status = 200, description = "Alive")))]
 pub async fn keepalive() -> HttpResponse {
     HttpResponse::Ok().finish()
 }

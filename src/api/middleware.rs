@@ -1,5 +1,6 @@
-//! The one middleware of the public API: `X-Signal-Timestamp` on every response, and the
-//! request counter and latency histogram by route template (never the raw path).
+//! The one middleware of the public API (plain and tunnelled requests alike): a request id
+//! in the request's log span and the response, `X-Signal-Timestamp` on every response, and
+//! the request, latency and store-error metrics by route template (never the raw path).
 
 use std::time::Instant;
 
@@ -8,23 +9,46 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, web};
+use tracing::Instrument;
 
+use crate::error::AppError;
 use crate::state::AppState;
 use crate::storage::now_ms;
 
 pub const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-signal-timestamp");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The caller's `X-Request-Id` when it is sane (1 to 64 characters of `[A-Za-z0-9._:-]`, so
+/// it cannot forge log lines or grow them), otherwise a fresh one.
+pub fn request_id(given: Option<&HeaderValue>) -> String {
+    given
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"._:-".contains(&c))
+        })
+        .map(str::to_owned)
+        // 128 random bits from the thread-local generator: no system call per request.
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
+}
 
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let started = Instant::now();
+    let id = request_id(req.headers().get(REQUEST_ID_HEADER));
+    let span = tracing::info_span!("request", request_id = %id);
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let mut res = next.call(req).await?;
-    res.headers_mut()
-        .insert(TIMESTAMP_HEADER, HeaderValue::from(now_ms()));
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let headers = res.headers_mut();
+    headers.insert(TIMESTAMP_HEADER, HeaderValue::from(now_ms()));
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(REQUEST_ID_HEADER, value);
+    }
     if let Some(metrics) = metrics {
         let route = res
             .request()
@@ -44,7 +68,35 @@ pub async fn observe(
             .http_request_duration
             .with_label_values(&[&route, &method])
             .observe(started.elapsed().as_secs_f64());
-        tracing::debug!(%route, %method, %status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        if let Some(kind) = res
+            .response()
+            .error()
+            .and_then(|e| e.as_error::<AppError>())
+            .and_then(AppError::store_failure)
+        {
+            metrics.store_errors.with_label_values(&[kind]).inc();
+        }
+        span.in_scope(|| {
+            tracing::debug!(%route, %method, %status, elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        });
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sane_request_id_is_kept_and_anything_else_replaced() {
+        let kept = HeaderValue::from_static("abc-123_x.y:z");
+        assert_eq!(request_id(Some(&kept)), "abc-123_x.y:z");
+        for bad in ["", "has space", "new\tline", &"x".repeat(65)] {
+            let value = HeaderValue::from_str(bad).unwrap();
+            let id = request_id(Some(&value));
+            assert_ne!(id, bad);
+            assert_eq!(id.len(), 32);
+        }
+        assert_eq!(request_id(None).len(), 32);
+    }
 }

@@ -9,10 +9,12 @@ pub mod entities;
 pub mod keys;
 pub mod messages;
 pub mod middleware;
+pub mod openapi;
 pub mod profiles;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, Route, web};
 
 use crate::error::AppError;
 
@@ -20,56 +22,126 @@ use crate::error::AppError;
 /// base64) is about 230 KiB.
 pub const JSON_LIMIT: usize = 512 * 1024;
 
-/// The one route table of the public API.
+/// The one route table of the public API. `configure` serves it; `routes` lists it (the
+/// OpenAPI document must describe exactly these, `tests/openapi.rs` checks).
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        Endpoint::new("/v1/registration").post(accounts::register),
+        Endpoint::new("/v1/accounts/whoami").get(accounts::whoami),
+        Endpoint::new("/v1/accounts/attributes/").put(accounts::set_attributes),
+        Endpoint::new("/v1/accounts/attributes").put(accounts::set_attributes),
+        Endpoint::new("/v1/accounts/me").delete(accounts::delete),
+        Endpoint::new("/v1/devices").get(devices::list),
+        // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
+        Endpoint::new("/v1/devices/provisioning/code").get(devices::link_code),
+        Endpoint::new("/v1/devices/link").put(devices::link),
+        Endpoint::new("/v1/devices/{device_id}").delete(devices::remove),
+        Endpoint::new("/v2/keys")
+            .get(keys::counts)
+            .put(keys::upload),
+        Endpoint::new("/v2/keys/check").post(keys::check),
+        Endpoint::new("/v2/keys/{identifier}/{device_id}").get(keys::fetch),
+        Endpoint::new("/v1/messages/multi_recipient").put(messages::send_multi),
+        Endpoint::new("/v1/messages/{destination}")
+            .json_limit(messages::MESSAGES_JSON_LIMIT)
+            .put(messages::send),
+        Endpoint::new("/v1/keepalive").get(messages::keepalive),
+        Endpoint::new("/v1/profile/{identifier}").get(profiles::profile),
+        Endpoint::new("/v1/certificate/delivery").get(profiles::delivery_certificate),
+        Endpoint::new("/v1/provisioning/{address}").put(devices::provision),
+        Endpoint::new("/v1/websocket/provisioning/").get(crate::ws::provisioning::upgrade),
+        Endpoint::new("/v1/websocket/provisioning").get(crate::ws::provisioning::upgrade),
+        Endpoint::new("/v1/websocket/").get(crate::ws::upgrade),
+        Endpoint::new("/v1/websocket").get(crate::ws::upgrade),
+    ]
+}
+
+/// Serves the route table, with the extractor configuration that turns bad input into 400s.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(web::PathConfig::default().error_handler(path_error))
-        .app_data(web::QueryConfig::default().error_handler(query_error))
-        .service(resource("/v1/registration").route(web::post().to(accounts::register)))
-        .service(resource("/v1/accounts/whoami").route(web::get().to(accounts::whoami)))
-        .service(
-            resource("/v1/accounts/attributes/").route(web::put().to(accounts::set_attributes)),
-        )
-        .service(resource("/v1/accounts/attributes").route(web::put().to(accounts::set_attributes)))
-        .service(resource("/v1/accounts/me").route(web::delete().to(accounts::delete)))
-        .service(resource("/v1/devices").route(web::get().to(devices::list)))
-        // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
-        .service(resource("/v1/devices/provisioning/code").route(web::get().to(devices::link_code)))
-        .service(resource("/v1/devices/link").route(web::put().to(devices::link)))
-        .service(resource("/v1/devices/{device_id}").route(web::delete().to(devices::remove)))
-        .service(
-            resource("/v2/keys")
-                .route(web::get().to(keys::counts))
-                .route(web::put().to(keys::upload)),
-        )
-        .service(resource("/v2/keys/check").route(web::post().to(keys::check)))
-        .service(resource("/v2/keys/{identifier}/{device_id}").route(web::get().to(keys::fetch)))
-        .service(
-            resource("/v1/messages/multi_recipient").route(web::put().to(messages::send_multi)),
-        )
-        .service(
-            resource("/v1/messages/{destination}")
-                .app_data(json_config().limit(messages::MESSAGES_JSON_LIMIT))
-                .route(web::put().to(messages::send)),
-        )
-        .service(resource("/v1/keepalive").route(web::get().to(messages::keepalive)))
-        .service(resource("/v1/profile/{identifier}").route(web::get().to(profiles::profile)))
-        .service(
-            resource("/v1/certificate/delivery")
-                .route(web::get().to(profiles::delivery_certificate)),
-        )
-        .service(resource("/v1/provisioning/{address}").route(web::put().to(devices::provision)))
-        .service(
-            resource("/v1/websocket/provisioning/")
-                .route(web::get().to(crate::ws::provisioning::upgrade)),
-        )
-        .service(
-            resource("/v1/websocket/provisioning")
-                .route(web::get().to(crate::ws::provisioning::upgrade)),
-        )
-        .service(resource("/v1/websocket/").route(web::get().to(crate::ws::upgrade)))
-        .service(resource("/v1/websocket").route(web::get().to(crate::ws::upgrade)))
-        .default_service(web::to(not_found));
+        .app_data(web::QueryConfig::default().error_handler(query_error));
+    for endpoint in endpoints() {
+        let mut resource = resource(endpoint.path);
+        if let Some(limit) = endpoint.json_limit {
+            resource = resource.app_data(json_config().limit(limit));
+        }
+        for (_, route) in endpoint.routes {
+            resource = resource.route(route);
+        }
+        cfg.service(resource);
+    }
+    cfg.default_service(web::to(not_found));
+}
+
+/// Every (method, path template) the route table serves, in table order.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    endpoints()
+        .into_iter()
+        .flat_map(|e| e.routes.into_iter().map(move |(m, _)| (m, e.path)))
+        .collect()
+}
+
+/// One path of the route table and the handler of each of its methods.
+pub struct Endpoint {
+    path: &'static str,
+    routes: Vec<(Method, Route)>,
+    json_limit: Option<usize>,
+}
+
+impl Endpoint {
+    fn new(path: &'static str) -> Self {
+        Self {
+            path,
+            routes: Vec::new(),
+            json_limit: None,
+        }
+    }
+
+    fn on<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.routes
+            .push((method.clone(), web::method(method).to(handler)));
+        self
+    }
+
+    fn get<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self
+    where
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::GET, handler)
+    }
+
+    fn put<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self
+    where
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::PUT, handler)
+    }
+
+    fn post<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self
+    where
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::POST, handler)
+    }
+
+    fn delete<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self
+    where
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::DELETE, handler)
+    }
+
+    /// A larger JSON body limit than [`JSON_LIMIT`] for this path.
+    fn json_limit(mut self, limit: usize) -> Self {
+        self.json_limit = Some(limit);
+        self
+    }
 }
 
 /// A resource whose unsupported methods answer 405 with the usual JSON body.

@@ -3,6 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 use crate::auth::AuthenticatedDevice;
 use crate::domain::encoding::encode_base64;
@@ -11,7 +12,7 @@ use crate::error::AppError;
 use crate::service::access::Requester;
 use crate::state::AppState;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProfileJson {
     pub identity_key: String,
@@ -20,11 +21,20 @@ pub struct ProfileJson {
     pub capabilities: BTreeMap<String, bool>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct CertificateJson {
     pub certificate: String,
 }
 
+#[utoipa::path(get, path = "/v1/profile/{identifier}", tag = "profiles",
+    summary = "An account's identity key and sealed-sender settings",
+    security(("basic" = []), ("accessKey" = [])),
+    params(("identifier" = String, Path, description = "The target's ACI")),
+    responses(
+        (status = 200, description = "The profile", body = ProfileJson),
+        (status = 401, description = "Missing credentials or wrong access key", body = crate::api::entities::ErrorJson),
+        (status = 404, description = "No such account", body = crate::api::entities::ErrorJson),
+    ))]
 pub async fn profile(
     state: web::Data<AppState>,
     requester: Requester,
@@ -40,6 +50,13 @@ pub async fn profile(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/certificate/delivery", tag = "profiles",
+    summary = "A sender certificate for sealed sender, signed by the server key",
+    security(("basic" = [])),
+    responses(
+        (status = 200, description = "The certificate", body = CertificateJson),
+        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
+    ))]
 pub async fn delivery_certificate(
     state: web::Data<AppState>,
     caller: AuthenticatedDevice,

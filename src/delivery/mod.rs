@@ -36,6 +36,15 @@ impl DeviceEvent {
         }
     }
 
+    /// The event's metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DeviceEvent::MessageAvailable => "message_available",
+            DeviceEvent::Connected(_) => "connected",
+            DeviceEvent::Removed => "removed",
+        }
+    }
+
     pub fn decode(payload: &[u8]) -> Option<Self> {
         match payload.first()? {
             b'm' => Some(DeviceEvent::MessageAvailable),

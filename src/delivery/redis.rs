@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::{DeviceEvent, Notifier, ProvisioningSockets, Registry};
 use crate::domain::ids::{Aci, DeviceId};
+use crate::metrics::Metrics;
 use crate::storage::StorageResult;
 use crate::storage::cache::AccountCache;
 use crate::storage::redis::{ACCOUNTS_CHANNEL, RedisStore, redis_error};
@@ -30,6 +31,7 @@ pub struct RedisNotifier {
     provisioning: Arc<ProvisioningSockets>,
     /// Dropped entries on every "account changed" event; live only while subscribed.
     accounts: Option<Arc<AccountCache>>,
+    metrics: Metrics,
     // std Mutex: held only to clone the sink out or swap it after a reconnect.
     sink: Mutex<Option<PubSubSink>>,
     /// Sockets per channel on this pod. A tokio Mutex, held across the SUBSCRIBE or
@@ -46,6 +48,7 @@ impl RedisNotifier {
         registry: Arc<Registry>,
         provisioning: Arc<ProvisioningSockets>,
         accounts: Option<Arc<AccountCache>>,
+        metrics: Metrics,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             store,
@@ -53,6 +56,7 @@ impl RedisNotifier {
             registry,
             provisioning,
             accounts,
+            metrics,
             sink: Mutex::new(None),
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
         }))
@@ -91,6 +95,7 @@ impl RedisNotifier {
             let pubsub = match connected {
                 Ok(pubsub) => pubsub,
                 Err(e) => {
+                    self.metrics.pubsub_connection_failures.inc();
                     tracing::warn!(error = %e, "pub/sub connection failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -114,6 +119,7 @@ impl RedisNotifier {
                     continue;
                 }
                 *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+                self.metrics.pubsub_up.set(1);
                 tracing::info!(devices = channels.len() - 1, "pub/sub connected");
             }
             // Account changes are heard from now on; whatever was missed is forgotten.
@@ -134,8 +140,20 @@ impl RedisNotifier {
                         .ok()
                         .and_then(|s| s.parse::<Aci>().ok());
                     match (aci, &self.accounts) {
-                        (Some(aci), Some(accounts)) => accounts.invalidate(aci),
-                        (None, _) => tracing::warn!("ignoring a malformed account event"),
+                        (Some(aci), Some(accounts)) => {
+                            self.metrics
+                                .pubsub_events
+                                .with_label_values(&["account_changed"])
+                                .inc();
+                            accounts.invalidate(aci)
+                        }
+                        (None, _) => {
+                            self.metrics
+                                .pubsub_events
+                                .with_label_values(&["malformed"])
+                                .inc();
+                            tracing::warn!("ignoring a malformed account event")
+                        }
                         _ => {}
                     }
                     continue;
@@ -145,6 +163,10 @@ impl RedisNotifier {
                     .get_channel_name()
                     .strip_prefix(&provisioning_prefix)
                 {
+                    self.metrics
+                        .pubsub_events
+                        .with_label_values(&["provisioning"])
+                        .inc();
                     let body = Bytes::copy_from_slice(message.get_payload_bytes());
                     self.provisioning.deliver(address, body);
                     continue;
@@ -152,15 +174,27 @@ impl RedisNotifier {
                 let event = DeviceEvent::decode(message.get_payload_bytes());
                 match (Self::device_of(message.get_channel_name()), event) {
                     (Some((aci, id)), Some(event)) => {
+                        self.metrics
+                            .pubsub_events
+                            .with_label_values(&[event.label()])
+                            .inc();
                         self.registry.dispatch(aci, id, event);
                     }
-                    _ => tracing::warn!("ignoring a malformed pub/sub message"),
+                    _ => {
+                        self.metrics
+                            .pubsub_events
+                            .with_label_values(&["malformed"])
+                            .inc();
+                        tracing::warn!("ignoring a malformed pub/sub message")
+                    }
                 }
             }
             *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = None;
             if let Some(accounts) = &self.accounts {
                 accounts.suspend();
             }
+            self.metrics.pubsub_up.set(0);
+            self.metrics.pubsub_connection_failures.inc();
             tracing::warn!("pub/sub connection lost; reconnecting");
         }
     }

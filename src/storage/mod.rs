@@ -286,6 +286,22 @@ pub trait Probe: Send + Sync {
     /// The metric label and log name of this store.
     fn name(&self) -> &'static str;
     async fn ping(&self) -> StorageResult<()>;
+
+    /// The connection pool's state, for stores that keep one (sampled for metrics).
+    fn pool(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// A connection pool's state at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max: usize,
+    /// Connections open, idle or in use.
+    pub size: usize,
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
 }
 
 /// Every store the application uses, as trait objects; built by the composition root.

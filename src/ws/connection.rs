@@ -51,6 +51,9 @@ struct Delivery {
     /// Whether the queue may hold more than what was read.
     more: bool,
     queue_empty_sent: bool,
+    /// When the socket connected and how many messages it found queued (metrics).
+    connected: Instant,
+    backlog: u64,
     /// To the socket's ack task: acknowledgements are applied off this task, so a slow
     /// removal (or the receipts it sends) never holds up reads and deliveries, and in
     /// batches, one store step for whatever arrived meanwhile.
@@ -105,7 +108,7 @@ impl Drop for Registration {
 }
 
 /// Keeps the open-socket gauge right however the task ends.
-struct OpenGauge(prometheus::IntGauge);
+pub(super) struct OpenGauge(pub(super) prometheus::IntGauge);
 
 impl Drop for OpenGauge {
     fn drop(&mut self) {
@@ -155,6 +158,7 @@ impl Connection {
         let gauge = metrics.websockets_open.with_label_values(&[kind]);
         gauge.inc();
         let _gauge = OpenGauge(gauge);
+        metrics.websocket_connects.with_label_values(&[kind]).inc();
 
         let handle = ConnectionHandle::new(rand::random());
         let mut delivery = None;
@@ -169,6 +173,8 @@ impl Connection {
                     outstanding: HashMap::new(),
                     more: true,
                     queue_empty_sent: false,
+                    connected: Instant::now(),
+                    backlog: 0,
                     acks,
                 });
                 Some(registration)
@@ -313,6 +319,9 @@ impl Connection {
                 }
             };
             let drained = batch.len() < want;
+            if !delivery.queue_empty_sent {
+                delivery.backlog += batch.len() as u64;
+            }
             for message in batch {
                 let id = *next_id;
                 *next_id += 1;
@@ -333,6 +342,11 @@ impl Connection {
                 delivery.more = false;
                 if !delivery.queue_empty_sent {
                     delivery.queue_empty_sent = true;
+                    let metrics = &self.state.metrics;
+                    metrics.queue_backlog.observe(delivery.backlog as f64);
+                    metrics
+                        .queue_drain
+                        .observe(delivery.connected.elapsed().as_secs_f64());
                     let id = *next_id;
                     *next_id += 1;
                     let _ = self
@@ -407,7 +421,7 @@ impl Connection {
 }
 
 /// Close codes as bounded metric labels.
-fn close_label(code: u16) -> &'static str {
+pub(super) fn close_label(code: u16) -> &'static str {
     match code {
         1000 => "1000",
         1001 => "1001",

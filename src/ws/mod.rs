@@ -22,6 +22,15 @@ use tunnel::Tunnel;
 /// Frames (and reassembled messages) above this close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
 
+#[utoipa::path(get, path = "/v1/websocket/", tag = "websocket", operation_id = "websocket",
+    summary = "The device's WebSocket: tunnelled requests and delivered envelopes (protobuf frames)",
+    description = "Without credentials the socket is anonymous (sealed sends only).",
+    security((), ("basic" = [])),
+    responses(
+        (status = 101, description = "Upgraded"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::api::entities::ErrorJson),
+        (status = 403, description = "Wrong credentials", body = crate::api::entities::ErrorJson),
+    ))]
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -61,6 +70,10 @@ pub async fn upgrade(
         identity,
         peer: Some(std::net::SocketAddr::new(client.0, 0)),
     };
-    actix_web::rt::spawn(connection.run(stream));
+    // The socket's log lines carry the upgrade request's id (its tunnelled requests get their own).
+    actix_web::rt::spawn(tracing::Instrument::instrument(
+        connection.run(stream),
+        tracing::Span::current(),
+    ));
     Ok(response)
 }

@@ -52,6 +52,13 @@ impl Drop for Address {
     }
 }
 
+#[utoipa::path(get, path = "/v1/websocket/provisioning/", tag = "websocket",
+    operation_id = "provisioning_websocket",
+    summary = "A device waiting to be linked: announces an address, receives the provisioning message",
+    responses(
+        (status = 101, description = "Upgraded"),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::api::entities::ErrorJson),
+    ))]
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -77,8 +84,20 @@ pub async fn upgrade(
     let notifier = state.notifier.clone();
     let shutdown = state.shutdown.clone();
     let idle_timeout = state.config.websocket_idle_timeout;
+    let gauge = state
+        .metrics
+        .websockets_open
+        .with_label_values(&["provisioning"]);
+    gauge.inc();
+    let open = super::connection::OpenGauge(gauge);
+    let closes = state.metrics.websocket_closes.clone();
+    state
+        .metrics
+        .websocket_connects
+        .with_label_values(&["provisioning"])
+        .inc();
     actix_web::rt::spawn(async move {
-        let _guard = guard;
+        let (_guard, _open) = (guard, open);
         if let Err(e) = notifier.subscribe_provisioning(&address).await {
             tracing::warn!(error = %e, "could not subscribe a provisioning address");
         }
@@ -152,6 +171,9 @@ pub async fn upgrade(
             }
         };
         if let Some(code) = code {
+            closes
+                .with_label_values(&[super::connection::close_label(code)])
+                .inc();
             let _ = session
                 .close(Some(CloseReason {
                     code: CloseCode::from(code),

@@ -71,7 +71,13 @@ impl Server {
                     let _ = child.kill();
                     panic!("the server did not come up:\n{}", log.lock().unwrap())
                 });
+        // Text lines say `api=ADDR admin=ADDR`; JSON lines carry them as fields.
+        let json: Option<serde_json::Value> = serde_json::from_str(&line).ok();
         let address = |key: &str| {
+            if let Some(json) = &json {
+                let field = &json["fields"][key.trim_end_matches('=')];
+                return field.as_str().expect("the address field").to_owned();
+            }
             line.split_whitespace()
                 .find_map(|word| word.strip_prefix(key))
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))

@@ -104,4 +104,14 @@ impl Probe for PgStore {
         client.simple_query("SELECT 1").await.map_err(pg_error)?;
         Ok(())
     }
+
+    fn pool(&self) -> Option<crate::storage::PoolStatus> {
+        let status = self.pool.status();
+        Some(crate::storage::PoolStatus {
+            max: status.max_size,
+            size: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        })
+    }
 }

@@ -1,0 +1,497 @@
+//! What operators rely on, checked against real traffic: every metric in `docs/metrics.md`
+//! is exported (and nothing undocumented is), every metric the shipped dashboards and alert
+//! rules query exists, the alert rules pass `promtool`, requests carry ids, and the JSON
+//! logs of a real server process hold no secrets.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use common::process::Server;
+use common::{Backend, TestApp, TestStores};
+use sealpost::client::ws::WsClient;
+use sealpost::client::{Client, DeviceCredentials, KeyAccess, basic_auth};
+use sealpost::domain::encoding::encode_base64;
+use sealpost::limits::{BucketSpec, Limit};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// What the traffic used that must never show up in a log line.
+struct Secrets(Vec<String>);
+
+/// Registers two accounts, delivers a message over a real WebSocket (acknowledged), tunnels
+/// a request, fetches prekeys, fails a password, displaces a socket and opens anonymous and
+/// provisioning sockets: enough for every metric family to have seen its event.
+async fn traffic(base: &str, client: &Client) -> Secrets {
+    let (alice, alice_keys) = client.register_new().await.unwrap();
+    let (bob, _) = client.register_new().await.unwrap();
+    let content = "the body of a message nobody may log";
+
+    let mut bob_ws = WsClient::connect(base, Some(&bob)).await.unwrap();
+    let empty = bob_ws.next_request(WAIT).await.expect("queue/empty");
+    assert!(empty.is_queue_empty());
+    bob_ws.respond(empty.id, 200).await.unwrap();
+
+    let sent = client
+        .http()
+        .put(client.url(&format!("/v1/messages/{}", bob.aci)))
+        .header("Authorization", alice.authorization())
+        .header("X-Request-Id", "ops-test-send")
+        .json(&json!({
+            "messages": [{"type": 1, "destinationDeviceId": 1, "destinationRegistrationId": 0,
+                          "content": encode_base64(content.as_bytes())}],
+            "timestamp": 1_700_000_000_000u64,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    assert_eq!(sent.headers()["x-request-id"], "ops-test-send");
+    let delivery = bob_ws.next_request(WAIT).await.expect("a live delivery");
+    assert!(delivery.envelope().is_some());
+    bob_ws.respond(delivery.id, 200).await.unwrap();
+
+    let tunnelled = bob_ws
+        .request("GET", "/v1/accounts/whoami", None, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(tunnelled.status, 200);
+    assert_eq!(
+        tunnelled.header("x-request-id").map(str::len),
+        Some(32),
+        "a tunnelled request gets a generated id"
+    );
+
+    client
+        .fetch_keys(KeyAccess::Device(&alice), &bob.aci, "1")
+        .await
+        .unwrap();
+    let wrong = DeviceCredentials {
+        password: "a-wrong-password-of-some-length".into(),
+        ..alice.clone()
+    };
+    assert_eq!(
+        client.whoami(&wrong).await.unwrap_err().status(),
+        Some(reqwest::StatusCode::UNAUTHORIZED)
+    );
+
+    // Bob connects again: the first socket is displaced (4409).
+    let mut again = WsClient::connect(base, Some(&bob)).await.unwrap();
+    assert_eq!(bob_ws.closed(WAIT).await, Some(4409));
+    let _ = again.next_request(WAIT).await;
+    again.close().await;
+    let anonymous = WsClient::connect(base, None).await.unwrap();
+    anonymous.close().await;
+    let mut provisioning = WsClient::connect_provisioning(base).await.unwrap();
+    let _ = provisioning.next_request(WAIT).await;
+    provisioning.close().await;
+    // Acknowledgements are applied by their own tasks; give them a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    Secrets(vec![
+        alice.password.clone(),
+        bob.password.clone(),
+        wrong.password,
+        basic_auth("", &alice.password),
+        content.to_owned(),
+        encode_base64(content.as_bytes()),
+        encode_base64(&alice_keys.identity_public()),
+    ])
+}
+
+/// `docs/metrics.md`'s table: metric name to its type.
+fn documented_metrics() -> BTreeMap<String, String> {
+    let doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
+    let table: BTreeMap<String, String> = doc
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            name.starts_with("sealpost_")
+                .then(|| (name.to_owned(), cells.get(2).unwrap_or(&"").to_string()))
+        })
+        .collect();
+    assert!(table.len() > 30, "the metrics table parses");
+    table
+}
+
+/// Metric families in a scrape: name to type, from the `# TYPE` lines.
+fn families(scrape: &str) -> BTreeMap<String, String> {
+    scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
+}
+
+fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in the scrape"))
+}
+
+/// A server on Postgres and Redis with the registration limit at two, after `traffic` and
+/// one refused registration; returns its scrape.
+async fn scrape_after_traffic() -> String {
+    let stores = TestStores::new(Backend::External).await;
+    let mut config = stores.config();
+    config.rate_limits.specs.insert(
+        Limit::Registration,
+        BucketSpec {
+            bucket_size: 2,
+            permit_period_ms: 60_000.0,
+        },
+    );
+    let app = TestApp::start(config).await;
+    traffic(&app.address, &app.client).await;
+    let refused = app
+        .client
+        .register_new()
+        .await
+        .err()
+        .expect("the third is refused");
+    assert_eq!(
+        refused.status(),
+        Some(reqwest::StatusCode::TOO_MANY_REQUESTS)
+    );
+    let scrape = app.metrics().await;
+    app.stop().await;
+    scrape
+}
+
+#[tokio::test]
+async fn every_documented_metric_is_exported_after_real_traffic_and_nothing_else_is() {
+    let scrape = scrape_after_traffic().await;
+    let exported = families(&scrape);
+    let documented = documented_metrics();
+    for (name, kind) in &documented {
+        assert_eq!(
+            exported.get(name),
+            Some(kind),
+            "{name} ({kind}) is documented but not exported as such"
+        );
+    }
+    let undocumented: Vec<_> = exported
+        .keys()
+        .filter(|name| !documented.contains_key(*name))
+        .collect();
+    assert!(undocumented.is_empty(), "undocumented: {undocumented:?}");
+
+    // The traffic's events were counted where an operator would look for them.
+    for (series, at_least) in [
+        (
+            r#"sealpost_http_requests_total{method="PUT",route="/v1/messages/{destination}",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"sealpost_http_requests_total{method="GET",route="/v1/accounts/whoami",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"sealpost_messages_sent_total{kind="identified",recipient="online"}"#,
+            1.0,
+        ),
+        ("sealpost_messages_delivery_latency_seconds_count", 1.0),
+        ("sealpost_queue_acks_total", 1.0),
+        ("sealpost_queue_backlog_messages_count", 1.0),
+        ("sealpost_queue_drain_duration_seconds_count", 1.0),
+        // (message_available crosses pub/sub only between pods: one pod wakes its own
+        // sockets directly.)
+        (
+            r#"sealpost_accounts_cache_lookups_total{result="hit"}"#,
+            1.0,
+        ),
+        (r#"sealpost_pubsub_events_total{event="connected"}"#, 1.0),
+        ("sealpost_pubsub_connection_up", 1.0),
+        (
+            r#"sealpost_websocket_connects_total{kind="authenticated"}"#,
+            2.0,
+        ),
+        (
+            r#"sealpost_websocket_connects_total{kind="unauthenticated"}"#,
+            1.0,
+        ),
+        (
+            r#"sealpost_websocket_connects_total{kind="provisioning"}"#,
+            1.0,
+        ),
+        (r#"sealpost_websocket_closes_total{code="4409"}"#, 1.0),
+        ("sealpost_websocket_displacements_total", 1.0),
+        (
+            r#"sealpost_auth_attempts_total{outcome="bad_password"}"#,
+            1.0,
+        ),
+        (
+            r#"sealpost_ratelimit_hits_total{limit="registration"}"#,
+            1.0,
+        ),
+        (
+            r#"sealpost_prekeys_fetches_total{access="authenticated"}"#,
+            1.0,
+        ),
+        (r#"sealpost_store_up{store="postgres"}"#, 1.0),
+        (r#"sealpost_store_up{store="redis"}"#, 1.0),
+        ("sealpost_postgres_pool_max_connections", 4.0),
+        ("sealpost_process_open_fds", 1.0),
+        ("sealpost_process_resident_memory_bytes", 1.0),
+    ] {
+        let value = sample(&scrape, series);
+        assert!(
+            value >= at_least,
+            "{series} = {value}, expected >= {at_least}"
+        );
+    }
+    assert_eq!(
+        sample(&scrape, r#"sealpost_store_errors_total{kind="backend"}"#),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn requests_a_store_fails_are_counted_and_the_store_and_readiness_gauges_drop() {
+    let stores = TestStores::new(Backend::External).await;
+    let mut config = stores.config();
+    // Postgres answers; "Redis" is a port nothing listens on.
+    if let sealpost::config::StoreConfig::External { redis_url, .. } = &mut config.stores {
+        *redis_url = sealpost::config::SecretUrl::new(format!(
+            "redis://127.0.0.1:{}",
+            common::process::free_port()
+        ));
+    }
+    let app = TestApp::start(config).await;
+    let refused = app
+        .client
+        .register_new()
+        .await
+        .err()
+        .expect("Redis is down");
+    assert_eq!(
+        refused.status(),
+        Some(reqwest::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    let scrape = app.metrics().await;
+    assert!(
+        sample(
+            &scrape,
+            r#"sealpost_store_errors_total{kind="unavailable"}"#
+        ) >= 1.0
+    );
+    assert_eq!(sample(&scrape, r#"sealpost_store_up{store="redis"}"#), 0.0);
+    assert_eq!(
+        sample(&scrape, r#"sealpost_store_up{store="postgres"}"#),
+        1.0
+    );
+    assert_eq!(sample(&scrape, "sealpost_health_ready"), 0.0);
+    assert_eq!(sample(&scrape, "sealpost_pubsub_connection_up"), 0.0);
+    assert!(sample(&scrape, "sealpost_pubsub_connection_failures_total") >= 1.0);
+    app.stop().await;
+}
+
+/// Every `sealpost_*` name in a PromQL expression, with the histogram and summary series
+/// suffixes mapped back to their family (`_bucket`, `_sum`, `_count` of a histogram).
+fn metric_names(expr: &str, histograms: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("sealpost_") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| histograms.contains(*base))
+            })
+            .unwrap_or(name);
+        names.insert(family.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Every PromQL expression in the shipped dashboards and alert rules, with where it is.
+fn shipped_expressions() -> Vec<(String, String)> {
+    let mut exprs = Vec::new();
+    let dashboards = repo("deploy/grafana/dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dashboards)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "json"))
+    {
+        let dashboard: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let panels = dashboard["panels"].as_array().expect("panels");
+        for panel in panels {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("a target has an expr");
+                exprs.push((
+                    format!("{}: {}", file.display(), panel["title"]),
+                    expr.to_owned(),
+                ));
+            }
+        }
+    }
+    let rules: Value =
+        serde_norway::from_slice(&std::fs::read(repo("deploy/prometheus/alerts.yml")).unwrap())
+            .unwrap();
+    for group in rules["groups"].as_array().expect("rule groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let expr = rule["expr"].as_str().expect("a rule has an expr");
+            exprs.push((format!("alert {}", rule["alert"]), expr.to_owned()));
+        }
+    }
+    exprs
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboards_and_alert_rules_use_exists_in_a_real_scrape() {
+    let scrape = scrape_after_traffic().await;
+    let exported = families(&scrape);
+    let histograms: BTreeSet<String> = exported
+        .iter()
+        .filter(|(_, kind)| *kind == "histogram")
+        .map(|(name, _)| name.clone())
+        .collect();
+    let exprs = shipped_expressions();
+    assert!(exprs.len() >= 20, "dashboards and rules have expressions");
+    let mut used = BTreeSet::new();
+    for (place, expr) in &exprs {
+        let names = metric_names(expr, &histograms);
+        assert!(
+            !names.is_empty(),
+            "{place} queries no sealpost metric: {expr}"
+        );
+        for name in names {
+            assert!(
+                exported.contains_key(&name),
+                "{place} uses {name}, which is not exported"
+            );
+            used.insert(name);
+        }
+    }
+    // The dashboards cover the subsystems the issue names.
+    for needed in [
+        "sealpost_http_requests_total",
+        "sealpost_messages_delivery_latency_seconds",
+        "sealpost_websocket_open_connections",
+        "sealpost_queue_backlog_messages",
+        "sealpost_ratelimit_hits_total",
+        "sealpost_store_up",
+        "sealpost_postgres_pool_connections",
+    ] {
+        assert!(used.contains(needed), "no panel or rule uses {needed}");
+    }
+}
+
+#[test]
+fn histogram_suffixes_map_back_to_their_family_and_nothing_else_does() {
+    let histograms = BTreeSet::from(["sealpost_a_seconds".to_owned()]);
+    let names = metric_names(
+        "histogram_quantile(0.99, sum by (le) (rate(sealpost_a_seconds_bucket[5m]))) \
+         / sealpost_b_total + sealpost_c_count",
+        &histograms,
+    );
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "sealpost_a_seconds".to_owned(),
+            "sealpost_b_total".to_owned(),
+            "sealpost_c_count".to_owned()
+        ])
+    );
+}
+
+fn promtool() -> std::process::Command {
+    let found = std::process::Command::new("promtool")
+        .arg("--version")
+        .output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "promtool is missing: run scripts/services (it installs Debian's prometheus package)"
+    );
+    std::process::Command::new("promtool")
+}
+
+#[test]
+fn the_alert_rules_and_the_prometheus_configuration_pass_promtool() {
+    for args in [
+        vec!["check", "rules", "deploy/prometheus/alerts.yml"],
+        vec!["test", "rules", "deploy/prometheus/alerts.test.yml"],
+        vec!["check", "config", "deploy/prometheus/prometheus.yml"],
+    ] {
+        let output = promtool()
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "promtool {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn json_logs_of_a_real_process_parse_carry_request_ids_and_hold_no_secrets() {
+    let stores = TestStores::new(Backend::External).await;
+    let mut env = stores.process_env();
+    env.push(("SEALPOST_LOG_FORMAT", "json".into()));
+    // Everyone's info, and sealpost's own debug lines (one per request).
+    env.push(("SEALPOST_LOG", "info,sealpost=debug".into()));
+    let server = Server::start(&env).await;
+    let base = server.client.url("");
+    let secrets = traffic(base.trim_end_matches('/'), &server.client).await;
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0));
+
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let request_ids: BTreeSet<&str> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "request")
+        .map(|l| {
+            l["span"]["request_id"]
+                .as_str()
+                .expect("a request line has its id")
+        })
+        .collect();
+    assert!(request_ids.contains("ops-test-send"), "{request_ids:?}");
+    assert!(request_ids.len() >= 6, "{request_ids:?}");
+    for (line, raw) in lines.iter().zip(log.lines()) {
+        for secret in &secrets.0 {
+            assert!(
+                !raw.contains(secret.as_str()),
+                "a log line holds a secret: {raw}"
+            );
+        }
+        // The client's address (loopback here) never shows in what a request logs; start-up
+        // lines may name the configured listeners and stores.
+        if line["span"]["request_id"].is_string() {
+            assert!(
+                !raw.contains("127.0.0.1"),
+                "a request's line holds an address: {raw}"
+            );
+        }
+    }
+}
