@@ -47,6 +47,10 @@ pub struct Inner {
     /// `code`: the close code the server sent or received (bounded set).
     pub websocket_closes: IntCounterVec,
     pub websocket_displacements: IntCounter,
+    /// Upgrades refused because the process holds `max_websockets` sockets.
+    pub websocket_refusals: IntCounter,
+    /// Sockets closed because their client read nothing for the write timeout.
+    pub websocket_write_timeouts: IntCounter,
     pub multi_recipient_sends: IntCounter,
     /// Recipient devices per multi-recipient send.
     pub multi_recipient_devices: prometheus::Histogram,
@@ -199,6 +203,16 @@ impl Metrics {
             "Sockets closed because the same device connected again",
         )
         .expect("valid metric");
+        let websocket_refusals = IntCounter::new(
+            "sealpost_websocket_refusals_total",
+            "WebSocket upgrades refused (503) because the process holds its maximum of sockets",
+        )
+        .expect("valid metric");
+        let websocket_write_timeouts = IntCounter::new(
+            "sealpost_websocket_write_timeouts_total",
+            "WebSockets closed because the client read nothing for the write timeout",
+        )
+        .expect("valid metric");
         let multi_recipient_sends = IntCounter::new(
             "sealpost_messages_multi_recipient_sends_total",
             "Multi-recipient sealed sends accepted",
@@ -249,6 +263,8 @@ impl Metrics {
             Box::new(websockets_open.clone()),
             Box::new(websocket_closes.clone()),
             Box::new(websocket_displacements.clone()),
+            Box::new(websocket_refusals.clone()),
+            Box::new(websocket_write_timeouts.clone()),
             Box::new(multi_recipient_sends.clone()),
             Box::new(multi_recipient_devices.clone()),
             Box::new(access_key_failures.clone()),
@@ -290,6 +306,8 @@ impl Metrics {
             websockets_open,
             websocket_closes,
             websocket_displacements,
+            websocket_refusals,
+            websocket_write_timeouts,
             multi_recipient_sends,
             multi_recipient_devices,
             access_key_failures,

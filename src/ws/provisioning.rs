@@ -63,6 +63,7 @@ pub async fn upgrade(
     {
         return Err(AppError::bad_request("not available through the tunnel"));
     }
+    let slot = super::take_slot(&state)?;
     let (response, mut session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     let mut random = [0u8; 16];
@@ -79,6 +80,7 @@ pub async fn upgrade(
     let idle_timeout = state.config.websocket_idle_timeout;
     actix_web::rt::spawn(async move {
         let _guard = guard;
+        let _slot = slot;
         if let Err(e) = notifier.subscribe_provisioning(&address).await {
             tracing::warn!(error = %e, "could not subscribe a provisioning address");
         }
