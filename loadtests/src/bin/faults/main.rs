@@ -72,6 +72,8 @@ struct FaultReport {
     acknowledged_during: u64,
     /// By kind (`503`, `other status NNN`, `transport`).
     failed_attempts_during: BTreeMap<String, u64>,
+    /// Receiver sockets that had to reconnect.
+    reconnects_during: u64,
     note: String,
 }
 
@@ -171,7 +173,7 @@ async fn run(args: &Args, plan: &Plan) -> anyhow::Result<bool> {
     let ledger = traffic.ledger.clone();
     let snapshot = || {
         let c = ledger.counts();
-        (c.acknowledged, c.failed_attempts)
+        (c.acknowledged, c.failed_attempts, c.receiver_reconnects)
     };
     tokio::time::sleep(plan.steady).await;
 
@@ -195,6 +197,7 @@ async fn run(args: &Args, plan: &Plan) -> anyhow::Result<bool> {
             readiness: vec![("a".into(), describe(&ha)), ("b".into(), describe(&hb))],
             acknowledged_during: after.0 - before.0,
             failed_attempts_during: diff(&before.1, &after.1),
+            reconnects_during: after.2 - before.2,
             note: format!("a ready again: {back}; b stayed ready throughout: {other_stayed}"),
         });
 
@@ -225,18 +228,19 @@ async fn run(args: &Args, plan: &Plan) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "| fault | passed | readiness (a / b) | acknowledged during | failed attempts during |"
+        "| fault | passed | readiness (a / b) | acknowledged during | failed attempts during | receiver reconnects |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for f in &faults {
         println!(
-            "| {} | {} | {} / {} | {} | {} |",
+            "| {} | {} | {} / {} | {} | {} | {} |",
             f.fault,
             if f.passed { "yes" } else { "NO" },
             f.readiness[0].1,
             f.readiness[1].1,
             f.acknowledged_during,
-            describe_failures(&f.failed_attempts_during)
+            describe_failures(&f.failed_attempts_during),
+            f.reconnects_during
         );
     }
     println!(
@@ -262,11 +266,12 @@ async fn run(args: &Args, plan: &Plan) -> anyhow::Result<bool> {
     Ok(passed)
 }
 
-type Snapshot = (u64, HashMap<String, u64>);
+type Snapshot = (u64, HashMap<String, u64>, u64);
 
 fn set_counts(report: &mut FaultReport, before: Snapshot, after: Snapshot) {
     report.acknowledged_during = after.0 - before.0;
     report.failed_attempts_during = diff(&before.1, &after.1);
+    report.reconnects_during = after.2 - before.2;
 }
 
 fn diff(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> BTreeMap<String, u64> {
@@ -334,6 +339,7 @@ async fn store_fault(
         readiness,
         acknowledged_during: 0,
         failed_attempts_during: BTreeMap::new(),
+        reconnects_during: 0,
         note: format!("readiness went 503: {went_down}; back to 200 by itself: {came_back}"),
     })
 }
