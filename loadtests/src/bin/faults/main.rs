@@ -153,7 +153,7 @@ async fn run(args: &Args, plan: &Plan) -> anyhow::Result<bool> {
     let mut pg = PrivatePostgres::start(&args.work).await?;
     let env = server_env(&pg, &redis);
     let mut a = Sealpost::start("sealpost-a", &args.binary, &args.work, env.clone()).await?;
-    let b = Sealpost::start("sealpost-b", &args.binary, &args.work, env).await?;
+    let mut b = Sealpost::start("sealpost-b", &args.binary, &args.work, env).await?;
     wait_ready(&[&a, &b], Duration::from_secs(60)).await?;
     eprintln!(
         "faults: servers a={} b={}; registering {} pairs",
@@ -179,26 +179,41 @@ async fn run(args: &Args, plan: &Plan) -> anyhow::Result<bool> {
 
     let mut faults = Vec::new();
     for round in 1..=plan.rounds {
-        // A server killed with -9 and started again; the other keeps serving.
+        // A server killed with -9 and started again; the other keeps serving. Rounds
+        // alternate between the two, so each kill catches the receivers that moved over
+        // after the one before.
         let before = snapshot();
         let (wa, wb) = (Watcher::start(a.admin()), Watcher::start(b.admin()));
-        eprintln!("faults: round {round}: kill -9 {}", a.name);
-        a.kill();
+        let (victim, survivor) = if round % 2 == 1 {
+            (&mut a, &b)
+        } else {
+            (&mut b, &a)
+        };
+        let (victim_name, survivor_name) = (victim.name.clone(), survivor.name.clone());
+        eprintln!("faults: round {round}: kill -9 {victim_name}");
+        victim.kill();
         tokio::time::sleep(plan.outage).await;
-        a.restart().await?;
-        let back = wa.wait_for(Ready::Ok, Duration::from_secs(60)).await;
+        victim.restart().await?;
+        let (w_victim, w_survivor) = if round % 2 == 1 {
+            (&wa, &wb)
+        } else {
+            (&wb, &wa)
+        };
+        let back = w_victim.wait_for(Ready::Ok, Duration::from_secs(60)).await;
         tokio::time::sleep(plan.steady).await;
+        let stayed = w_survivor.history().iter().all(|(_, r)| *r == Ready::Ok);
         let (ha, hb) = (wa.stop().await, wb.stop().await);
-        let other_stayed = hb.iter().all(|(_, r)| *r == Ready::Ok);
         let after = snapshot();
         faults.push(FaultReport {
-            fault: format!("round {round}: kill -9 sealpost-a, start it again"),
-            passed: back && other_stayed,
+            fault: format!("round {round}: kill -9 {victim_name}, start it again"),
+            passed: back && stayed,
             readiness: vec![("a".into(), describe(&ha)), ("b".into(), describe(&hb))],
             acknowledged_during: after.0 - before.0,
             failed_attempts_during: diff(&before.1, &after.1),
             reconnects_during: after.2 - before.2,
-            note: format!("a ready again: {back}; b stayed ready throughout: {other_stayed}"),
+            note: format!(
+                "{victim_name} ready again: {back}; {survivor_name} stayed ready throughout: {stayed}"
+            ),
         });
 
         // Redis killed with -9 and started again on its AOF.
