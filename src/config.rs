@@ -16,6 +16,9 @@ pub const DEFAULT_QUEUE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// WebSockets silent for 90 s are closed unless configured otherwise.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Sockets one process holds at most (BENCHMARKS.md aims at 100,000 at about 10 KiB each).
+pub const DEFAULT_MAX_WEBSOCKETS: usize = 100_000;
+pub const DEFAULT_WEBSOCKET_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sender certificates are valid for 7 days unless configured otherwise.
 pub const DEFAULT_SENDER_CERTIFICATE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -40,6 +43,10 @@ pub struct Config {
     pub queue_ttl: Duration,
     /// A WebSocket with no frame from its client for this long is closed.
     pub websocket_idle_timeout: Duration,
+    /// Open sockets (all kinds) one process accepts; further upgrades get 503.
+    pub max_websockets: usize,
+    /// A socket whose client reads nothing for this long while the server writes is closed.
+    pub websocket_write_timeout: Duration,
     /// How long a sender certificate is valid.
     pub sender_certificate_ttl: Duration,
 }
@@ -130,6 +137,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     queue_ttl_secs: Option<u64>,
     websocket_idle_timeout_secs: Option<u64>,
+    max_websockets: Option<usize>,
+    websocket_write_timeout_secs: Option<u64>,
     sender_certificate_ttl_secs: Option<u64>,
     #[serde(default)]
     rate_limits: FileRateLimits,
@@ -193,6 +202,8 @@ impl Config {
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,
             websocket_idle_timeout: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            max_websockets: DEFAULT_MAX_WEBSOCKETS,
+            websocket_write_timeout: DEFAULT_WEBSOCKET_WRITE_TIMEOUT,
             sender_certificate_ttl: DEFAULT_SENDER_CERTIFICATE_TTL,
         }
     }
@@ -269,6 +280,16 @@ fn overlay_env(
         "a whole number",
     )? {
         raw.websocket_idle_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_MAX_WEBSOCKETS", "a whole number")? {
+        raw.max_websockets = Some(v);
+    }
+    if let Some(v) = parse_var(
+        env,
+        "SEALPOST_WEBSOCKET_WRITE_TIMEOUT_SECS",
+        "a whole number",
+    )? {
+        raw.websocket_write_timeout_secs = Some(v);
     }
     if let Some(v) = parse_var(
         env,
@@ -393,6 +414,14 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             "websocket_idle_timeout_secs must be at least 1",
         ));
     }
+    if raw.max_websockets == Some(0) {
+        return Err(ConfigError::new("max_websockets must be at least 1"));
+    }
+    if raw.websocket_write_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "websocket_write_timeout_secs must be at least 1",
+        ));
+    }
     if raw.queue_ttl_secs == Some(0) {
         return Err(ConfigError::new("queue_ttl_secs must be at least 1"));
     }
@@ -421,6 +450,11 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             .websocket_idle_timeout_secs
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
+        max_websockets: raw.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS),
+        websocket_write_timeout: raw
+            .websocket_write_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_WEBSOCKET_WRITE_TIMEOUT),
         sender_certificate_ttl: raw
             .sender_certificate_ttl_secs
             .map(Duration::from_secs)

@@ -50,6 +50,9 @@ pub enum AppError {
     InvalidSignature(String),
     #[error("rate limit exceeded")]
     RateLimited { retry_after: Duration },
+    /// This process holds as many sockets as it may; another pod (or a retry) can serve.
+    #[error("too many connections, try again later")]
+    Overloaded,
     /// A store does not answer; the detail goes to the log only.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -140,7 +143,9 @@ impl AppError {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 vec![(header::RETRY_AFTER, secs.max(1).to_string())]
             }
-            AppError::Unavailable(_) => vec![(header::RETRY_AFTER, "5".to_owned())],
+            AppError::Unavailable(_) | AppError::Overloaded => {
+                vec![(header::RETRY_AFTER, "5".to_owned())]
+            }
             _ => Vec::new(),
         }
     }
@@ -179,7 +184,7 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

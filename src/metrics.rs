@@ -69,6 +69,10 @@ pub struct Inner {
     /// 1 while this pod's pub/sub connection to Redis is up.
     pub pubsub_up: IntGauge,
     pub pubsub_connection_failures: IntCounter,
+    /// Upgrades refused because the process holds `max_websockets` sockets.
+    pub websocket_refusals: IntCounter,
+    /// Sockets closed because their client read nothing for the write timeout.
+    pub websocket_write_timeouts: IntCounter,
     pub multi_recipient_sends: IntCounter,
     /// Recipient devices per multi-recipient send.
     pub multi_recipient_devices: Histogram,
@@ -107,8 +111,8 @@ const PUBSUB_EVENTS: [&str; 6] = [
     "malformed",
 ];
 const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
-pub const CLOSE_CODES: [&str; 10] = [
-    "1000", "1001", "1002", "1005", "1007", "1009", "1011", "4401", "4409", "other",
+pub const CLOSE_CODES: [&str; 11] = [
+    "1000", "1001", "1002", "1005", "1007", "1008", "1009", "1011", "4401", "4409", "other",
 ];
 
 /// Registers metrics as it builds them, so a metric cannot be declared and left out.
@@ -289,6 +293,14 @@ impl Metrics {
             websocket_displacements: b.counter(
                 "sealpost_websocket_displacements_total",
                 "Sockets closed because the same device connected again",
+            ),
+            websocket_refusals: b.counter(
+                "sealpost_websocket_refusals_total",
+                "WebSocket upgrades refused (503) because the process holds its maximum of sockets",
+            ),
+            websocket_write_timeouts: b.counter(
+                "sealpost_websocket_write_timeouts_total",
+                "WebSockets closed because the client read nothing for the write timeout",
             ),
             pubsub_events: b.counters(
                 "sealpost_pubsub_events_total",

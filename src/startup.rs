@@ -218,6 +218,7 @@ impl Application {
             registry,
             provisioning,
             notifier,
+            sockets: crate::ws::SocketSlots::new(config.max_websockets),
             shutdown,
         });
 

@@ -31,6 +31,8 @@ pub struct AppState {
     /// This pod's provisioning sockets (devices waiting to be linked).
     pub provisioning: Arc<ProvisioningSockets>,
     pub notifier: Arc<dyn Notifier>,
+    /// This process's open sockets, against `max_websockets`.
+    pub sockets: Arc<crate::ws::SocketSlots>,
     /// Cancelled when shutdown begins: sockets close with 1001, workers stop.
     pub shutdown: CancellationToken,
 }

@@ -2,7 +2,9 @@
 //! requests, delivers the device's queue as server requests, and closes the socket when the
 //! device connects elsewhere (4409), is removed (4401), goes idle (90 s, configurable) or the server shuts
 //! down (1001). Delivery keeps at most `MAX_OUTSTANDING` unacknowledged messages in flight:
-//! the queue stays in the store, not in this task's memory.
+//! the queue stays in the store, not in this task's memory. A client that reads nothing for
+//! the write timeout (30 s by default) while the server writes is closed with 1008: its
+//! unsent messages stay queued for its next connection, and its buffers are freed.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -84,7 +86,30 @@ pub struct Connection {
     pub identity: Option<AuthenticatedDevice>,
     pub peer: Option<SocketAddr>,
     pub shutdown: CancellationToken,
+    /// Cancelled when a write waited longer than the write timeout: the client is not
+    /// reading, and the socket closes.
+    pub stalled: CancellationToken,
 }
+
+/// Writes `frame` unless the client has not made room for it within `timeout`; then marks
+/// the socket stalled. `false` when the frame was not written.
+async fn write(
+    session: &mut Session,
+    frame: Bytes,
+    timeout: std::time::Duration,
+    stalled: &CancellationToken,
+) -> bool {
+    match tokio::time::timeout(timeout, session.binary(frame)).await {
+        Ok(result) => result.is_ok(),
+        Err(_) => {
+            stalled.cancel();
+            false
+        }
+    }
+}
+
+/// The close code of a socket whose client stopped reading (policy violation).
+const CLOSE_STALLED: u16 = 1008;
 
 /// Unregisters the socket however the task ends.
 struct Registration {
@@ -203,6 +228,10 @@ impl Connection {
             let step = tokio::select! {
                 code = handle.wait_for_close() => Step::Close(code),
                 _ = self.shutdown.cancelled() => Step::Close(CloseCode::GoingAway.code()),
+                _ = self.stalled.cancelled() => {
+                    metrics.websocket_write_timeouts.inc();
+                    Step::Close(CLOSE_STALLED)
+                }
                 _ = handle.wait_for_messages(), if delivery.is_some() => {
                     if let Some(delivery) = delivery.as_mut() {
                         delivery.more = true;
@@ -214,7 +243,10 @@ impl Connection {
                     if last_seen.elapsed() >= idle_timeout {
                         Step::Close(1000)
                     } else {
-                        let _ = self.session.ping(b"").await;
+                        let write_timeout = self.state.config.websocket_write_timeout;
+                        if tokio::time::timeout(write_timeout, self.session.ping(b"")).await.is_err() {
+                            self.stalled.cancel();
+                        }
                         // A safety net under pub/sub: an idle socket re-reads its queue now
                         // and then, so even a lost wake-up delays a message, never strands it.
                         if let Some(delivery) = delivery.as_mut()
@@ -262,14 +294,12 @@ impl Connection {
                 .websocket_closes
                 .with_label_values(&[close_label(code)])
                 .inc();
-            let _ = self
-                .session
-                .clone()
-                .close(Some(CloseReason {
-                    code: WsCloseCode::from(code),
-                    description: None,
-                }))
-                .await;
+            // Bounded too: a client that reads nothing would hold this close forever.
+            let close = self.session.clone().close(Some(CloseReason {
+                code: WsCloseCode::from(code),
+                description: None,
+            }));
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
         }
     }
 
@@ -334,7 +364,8 @@ impl Connection {
                     },
                 );
                 let frame = request_frame(id, "/api/v1/message", Some(message.envelope));
-                if self.session.binary(frame).await.is_err() {
+                let timeout = self.state.config.websocket_write_timeout;
+                if !write(&mut self.session, frame, timeout, &self.stalled).await {
                     return;
                 }
             }
@@ -349,10 +380,9 @@ impl Connection {
                         .observe(delivery.connected.elapsed().as_secs_f64());
                     let id = *next_id;
                     *next_id += 1;
-                    let _ = self
-                        .session
-                        .binary(request_frame(id, "/api/v1/queue/empty", None))
-                        .await;
+                    let frame = request_frame(id, "/api/v1/queue/empty", None);
+                    let timeout = self.state.config.websocket_write_timeout;
+                    write(&mut self.session, frame, timeout, &self.stalled).await;
                 }
             }
         }
@@ -380,9 +410,13 @@ impl Connection {
                     None => TunnelIdentity::Anonymous,
                 };
                 let peer = self.peer;
+                let (stalled, timeout) = (
+                    self.stalled.clone(),
+                    self.state.config.websocket_write_timeout,
+                );
                 actix_web::rt::spawn(async move {
                     let response = tunnel.handle(request, identity, peer).await;
-                    let _ = session.binary(response_frame(response)).await;
+                    write(&mut session, response_frame(response), timeout, &stalled).await;
                     drop(permit);
                 });
                 Step::Continue
@@ -428,6 +462,7 @@ pub(super) fn close_label(code: u16) -> &'static str {
         1002 => "1002",
         1005 => "1005",
         1007 => "1007",
+        1008 => "1008",
         1009 => "1009",
         1011 => "1011",
         4401 => "4401",

@@ -8,6 +8,8 @@ pub mod provisioning;
 pub mod tunnel;
 
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -21,6 +23,53 @@ use tunnel::Tunnel;
 
 /// Frames (and reassembled messages) above this close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
+
+/// This process's sockets of every kind, counted against `max_websockets`: past it an upgrade
+/// gets a JSON 503 with `Retry-After` (another pod, or a retry, can serve it) instead of the
+/// process running out of memory or file descriptors.
+pub struct SocketSlots {
+    max: usize,
+    open: AtomicUsize,
+}
+
+impl SocketSlots {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// A slot, released when the returned guard drops (however the socket's task ends).
+    pub fn try_acquire(self: &Arc<Self>) -> Option<SocketSlot> {
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(SocketSlot(self.clone()))
+    }
+}
+
+pub struct SocketSlot(Arc<SocketSlots>);
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Takes a slot for a new socket, or refuses the upgrade (and counts the refusal).
+pub(crate) fn take_slot(state: &AppState) -> Result<SocketSlot, AppError> {
+    state.sockets.try_acquire().ok_or_else(|| {
+        state.metrics.websocket_refusals.inc();
+        AppError::Overloaded
+    })
+}
 
 #[utoipa::path(get, path = "/v1/websocket/", tag = "websocket", operation_id = "websocket",
     summary = "The device's WebSocket: tunnelled requests and delivered envelopes (protobuf frames)",
@@ -41,6 +90,8 @@ pub async fn upgrade(
     let Some(tunnel) = req.app_data::<Rc<Tunnel>>().cloned() else {
         return Err(AppError::bad_request("not available through the tunnel"));
     };
+    // Before authentication: a full process refuses without spending a password check.
+    let slot = take_slot(&state)?;
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
@@ -69,10 +120,14 @@ pub async fn upgrade(
         session,
         identity,
         peer: Some(std::net::SocketAddr::new(client.0, 0)),
+        stalled: tokio_util::sync::CancellationToken::new(),
     };
     // The socket's log lines carry the upgrade request's id (its tunnelled requests get their own).
     actix_web::rt::spawn(tracing::Instrument::instrument(
-        connection.run(stream),
+        async move {
+            let _slot = slot;
+            connection.run(stream).await
+        },
         tracing::Span::current(),
     ));
     Ok(response)

@@ -70,6 +70,7 @@ pub async fn upgrade(
     {
         return Err(AppError::bad_request("not available through the tunnel"));
     }
+    let slot = super::take_slot(&state)?;
     let (response, mut session, stream) = actix_ws::handle(&req, body)
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     let mut random = [0u8; 16];
@@ -97,7 +98,7 @@ pub async fn upgrade(
         .with_label_values(&["provisioning"])
         .inc();
     actix_web::rt::spawn(async move {
-        let (_guard, _open) = (guard, open);
+        let (_guard, _open, _slot) = (guard, open, slot);
         if let Err(e) = notifier.subscribe_provisioning(&address).await {
             tracing::warn!(error = %e, "could not subscribe a provisioning address");
         }

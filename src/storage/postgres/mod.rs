@@ -79,13 +79,25 @@ fn pool_error(e: PoolError) -> StorageError {
     }
 }
 
-/// Connection-level failures mean "unavailable"; a server-side error is a backend error.
+/// Connection-level failures mean "unavailable"; so do the errors of a server that is
+/// starting, shutting down, recovering from a crash or out of connections (the fault suite
+/// met "the database system is starting up" as a 500 before). Any other server-side error
+/// is a backend error.
 fn pg_error(e: tokio_postgres::Error) -> StorageError {
-    if e.as_db_error().is_some() && !e.is_closed() {
-        StorageError::Backend(e.into())
-    } else {
-        StorageError::Unavailable(e.into())
+    match e.as_db_error() {
+        Some(db) if !e.is_closed() && !transient(db.code().code()) => {
+            StorageError::Backend(e.into())
+        }
+        _ => StorageError::Unavailable(e.into()),
     }
+}
+
+/// SQLSTATE classes 08 (connection exception), 53 (insufficient resources, e.g. too many
+/// connections) and 57 (operator intervention: admin or crash shutdown, cannot connect now).
+fn transient(sqlstate: &str) -> bool {
+    ["08", "53", "57"]
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
 }
 
 /// Stored data that does not parse back: a bug or a corrupted row, never "not found".
@@ -113,5 +125,20 @@ impl Probe for PgStore {
             idle: status.available,
             waiting: status.waiting,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient;
+
+    #[test]
+    fn a_starting_or_stopping_server_is_unavailable_not_broken() {
+        for code in ["57P01", "57P02", "57P03", "53300", "08006"] {
+            assert!(transient(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "22P02"] {
+            assert!(!transient(code), "{code}");
+        }
     }
 }

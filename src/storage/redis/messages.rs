@@ -21,11 +21,20 @@ use crate::storage::{
 };
 
 /// KEYS: index, messages. ARGV: guid, envelope, ttl ms. Returns the position, or 0 when the
-/// GUID is already queued.
+/// GUID is already queued. Positions grow by one and never fall behind Redis's clock in
+/// microseconds: if Redis loses the queue's tail with its counter (a machine crash under
+/// `appendfsync everysec`, a restart without persistence), new positions still come after
+/// every position a live socket has already read, so its cursor does not skip them.
 const INSERT: &str = r#"
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 local seq = redis.call('HINCRBY', KEYS[2], '__seq', 1)
-redis.call('ZADD', KEYS[1], seq, ARGV[1])
+local now = redis.call('TIME')
+local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+if seq < floor then
+  seq = floor
+  redis.call('HSET', KEYS[2], '__seq', string.format('%d', seq))
+end
+redis.call('ZADD', KEYS[1], string.format('%d', seq), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])

@@ -53,8 +53,26 @@ impl RedisStore {
     }
 }
 
+/// Connection failures, and the answers of a Redis that is loading its data after a restart
+/// (`LOADING`) or cannot serve writes for now, mean "unavailable" (503), not a broken store.
 pub(crate) fn redis_error(e: redis::RedisError) -> StorageError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    use redis::{ErrorKind, ServerErrorKind};
+    let transient = matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::ReadOnly
+        )
+    );
+    if transient
+        || e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+    {
         StorageError::Unavailable(e.into())
     } else {
         StorageError::Backend(e.into())
@@ -91,5 +109,25 @@ impl crate::storage::cache::InvalidationBus for RedisStore {
             .await
             .map_err(redis_error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    #[test]
+    fn a_redis_loading_its_data_is_unavailable_not_broken() {
+        let loading = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::BusyLoading),
+            "Redis is loading the dataset in memory",
+        ));
+        assert!(matches!(redis_error(loading), StorageError::Unavailable(_)));
+        let script = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR Error running script",
+        ));
+        assert!(matches!(redis_error(script), StorageError::Backend(_)));
     }
 }
