@@ -31,6 +31,8 @@ use crate::state::AppState;
 
 /// Unacknowledged deliveries in flight per socket.
 pub const MAX_OUTSTANDING: usize = 64;
+/// A socket reads more of its queue once this few deliveries are still unacknowledged.
+const REFILL_AT: usize = MAX_OUTSTANDING / 2;
 /// Tunnelled requests served at once per socket; more wait their turn.
 const MAX_CONCURRENT_REQUESTS: usize = 16;
 /// Acknowledgements waiting for the socket's ack task; when full, the socket stops reading
@@ -448,7 +450,9 @@ impl Connection {
                 .send((outstanding.guid, outstanding.meta))
                 .await;
         }
-        if delivery.more || !delivery.queue_empty_sent {
+        // Refill in batches: waiting until half the window is free turns a backlog's drain
+        // into one queue read per 32 messages instead of one per acknowledgement.
+        if delivery.more && delivery.outstanding.len() <= REFILL_AT {
             self.fill(delivery, next_id).await;
         }
     }
