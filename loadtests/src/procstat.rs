@@ -105,6 +105,20 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
     None
 }
 
+/// The soft open-file limit of process `pid` (`Max open files` in `/proc/<pid>/limits`).
+pub fn open_files_limit(pid: u32) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let value = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    if value == "unlimited" {
+        return Some(u64::MAX);
+    }
+    value.parse().ok()
+}
+
 /// Raises this process's open-file limit to `wanted` (or as far as allowed); returns it.
 pub fn raise_nofile(wanted: u64) -> u64 {
     let mut limit = libc::rlimit {
@@ -143,6 +157,11 @@ mod tests {
     fn this_process_can_be_sampled() {
         let s = sample(std::process::id()).expect("a Linux /proc");
         assert!(s.rss_bytes > 0);
+    }
+
+    #[test]
+    fn the_open_file_limit_of_a_process_is_read() {
+        assert!(open_files_limit(std::process::id()).is_some_and(|n| n > 0));
     }
 
     #[test]

@@ -16,17 +16,32 @@ use crate::options::Scenario;
 use crate::procstat;
 use crate::report::Outcome;
 
+/// Descriptors left for everything else (stores, listeners, files) under the limit.
+const FD_MARGIN: u64 = 512;
 /// Connection attempts in flight at once (under the server's accept backlog).
 const CONNECT_CONCURRENCY: usize = 128;
 
 pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
     let o = &env.options;
-    let count = o.connections;
-    let limit = procstat::raise_nofile(count as u64 + 4096);
+    // One descriptor per socket at both ends: hold what both processes' limits allow.
+    let limit = procstat::raise_nofile(o.connections as u64 + 4096).min(
+        target
+            .pid
+            .and_then(procstat::open_files_limit)
+            .unwrap_or(u64::MAX),
+    );
+    let count = o.connections.min(limit.saturating_sub(FD_MARGIN) as usize);
+    if count < o.connections {
+        eprintln!(
+            "connections: only {count} of {} sockets fit under the open-file limit ({limit}) \
+             of this process or the server; raise `ulimit -n` (hard limit: root with \
+             CAP_SYS_RESOURCE) to hold more",
+            o.connections
+        );
+    }
     anyhow::ensure!(
-        limit >= count as u64 + 256,
-        "{count} sockets need more open files than this process may have ({limit}); \
-         run as root or raise `ulimit -n`"
+        count > 0,
+        "no sockets fit under the open-file limit ({limit})"
     );
     let mut seeded = None;
     let peers: Vec<Peer> = if target.is_relay() {
@@ -119,6 +134,7 @@ pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
         .set("connect_seconds", connect_seconds)
         .set("errors", (errors + open.len() - held) as f64)
         .set("rss_kib_per_socket", grown / 1024.0 / held.max(1) as f64)
+        .set("requested", o.connections as f64)
         .set("open_files_limit", limit as f64);
     drop(open);
     if let Some(seeded) = seeded {
