@@ -142,7 +142,7 @@ fn num(v: f64) -> String {
     if !v.is_finite() {
         return "-".into();
     }
-    if v.abs() >= 100.0 {
+    if v.abs() >= 100.0 || (v.fract() == 0.0 && v.abs() < 1e15) {
         let s = format!("{:.0}", v.round());
         // Thousands separators make 5-6 digit rates readable in a table.
         let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
@@ -370,7 +370,7 @@ mod tests {
         assert!(
             summary
                 .markdown()
-                .contains("| pairs | 30.0 msgs/s | 100 msgs/s | 0.20 |")
+                .contains("| pairs | 30 msgs/s | 100 msgs/s | 0.20 |")
         );
     }
 
@@ -379,5 +379,7 @@ mod tests {
         assert_eq!(num(123_456.4), "123,456");
         assert_eq!(num(1_000.0), "1,000");
         assert_eq!(num(1.23456), "1.23");
+        assert_eq!(num(0.0), "0", "counts stay integers");
+        assert_eq!(num(40.0), "40");
     }
 }
