@@ -90,12 +90,18 @@ pub async fn connect(
             .headers_mut()
             .insert("Authorization", credentials.authorization().parse()?);
     }
-    let address: SocketAddr = base
+    let host_port = base
         .split("://")
         .nth(1)
         .and_then(|rest| rest.split('/').next())
-        .ok_or_else(|| anyhow::anyhow!("no host in {base}"))?
-        .parse()?;
+        .ok_or_else(|| anyhow::anyhow!("no host in {base}"))?;
+    let address: SocketAddr = match host_port.parse() {
+        Ok(address) => address,
+        Err(_) => tokio::net::lookup_host(host_port)
+            .await?
+            .find(SocketAddr::is_ipv4)
+            .ok_or_else(|| anyhow::anyhow!("no IPv4 address for {host_port}"))?,
+    };
     let socket = TcpSocket::new_v4()?;
     if let Some(source) = source {
         bind_source(&socket, source)?;

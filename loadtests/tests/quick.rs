@@ -59,12 +59,17 @@ async fn every_scenario_runs_in_quick_mode_against_sealpost_and_the_relay_withou
         let outcome = run
             .find(scenario, SEALPOST)
             .unwrap_or_else(|| panic!("{} ran against sealpost", scenario.name()));
-        let figure = outcome.get(headline(scenario));
+        // Memory per socket may well be 0 here: 40 sockets in a process that already freed
+        // more than they need. That the sockets were held is checked below.
+        let key = match scenario {
+            Scenario::Connections => "held",
+            _ => headline(scenario),
+        };
+        let figure = outcome.get(key);
         assert!(
             figure.is_finite() && figure > 0.0,
-            "{}: {} = {figure}",
+            "{}: {key} = {figure}",
             scenario.name(),
-            headline(scenario)
         );
         assert_eq!(
             run.find(scenario, RELAY).is_some(),

@@ -81,17 +81,23 @@ pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
     }
 
     eprintln!("fanout: connecting {} recipients", o.group);
-    let delivered = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(o.seconds) + Duration::from_secs(1);
-    let mut receivers = Vec::new();
+    let mut inboxes = Vec::new();
     for member in &members {
-        let (_, mut inbox) = conn::connect(
+        let (_, inbox) = conn::connect(
             &target.url,
             &Peer::Sealpost(Some(member.clone())),
             None,
             false,
         )
         .await?;
+        inboxes.push(inbox);
+    }
+    // The phase starts once everyone is connected (that can take long on a busy machine);
+    // the extra second lets the measured send's deliveries arrive first.
+    let delivered = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(o.seconds) + Duration::from_secs(1);
+    let mut receivers = Vec::new();
+    for mut inbox in inboxes {
         let delivered = delivered.clone();
         receivers.push(tokio::spawn(async move {
             let hard_stop = deadline + Duration::from_secs(30);
