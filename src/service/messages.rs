@@ -182,6 +182,7 @@ impl MessageService {
         // As in Signal: without any key the request is refused before a recipient is looked
         // up, so a caller with no credentials cannot probe which accounts exist.
         let Some(access_key) = access_key else {
+            self.metrics.access_key_failures.inc();
             return Err(AppError::Unauthorized);
         };
         let recipients: Vec<&Recipient> = message
