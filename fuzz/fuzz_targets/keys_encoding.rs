@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
             let text = String::from_utf8_lossy(rest);
             if let Ok(bytes) = decode_base64("field", &text) {
                 // Emitted with padding, which decodes back to the same bytes.
-                assert_eq!(decode_base64("field", &encode_base64(&bytes)).unwrap(), bytes);
+                assert_eq!(
+                    decode_base64("field", &encode_base64(&bytes)).unwrap(),
+                    bytes
+                );
                 let _ = EcPublicKey::parse("field", &bytes);
                 let _ = Signature::parse("field", &bytes);
                 let _ = KemPublicKey::parse("field", bytes);

@@ -32,7 +32,8 @@ pub enum Endpoint {
     Keepalive,
     Register,
     WhoAmI,
-    SetAttributes,
+    /// `/v1/accounts/attributes/` and its alias without the slash.
+    SetAttributes(&'static str),
     ListDevices,
     LinkCode,
     LinkWithBadCode,
@@ -45,8 +46,10 @@ pub enum Endpoint {
     Profile(Target),
     SendMessage(Target),
     SendMulti(Target),
-    WebSocket,
-    ProvisioningSocket,
+    /// `/v1/websocket/` or `/v1/websocket`.
+    WebSocket(&'static str),
+    /// `/v1/websocket/provisioning/` or without the slash.
+    ProvisioningSocket(&'static str),
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -100,12 +103,12 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
             &AccountKeys::generate().registration_request(default_attributes()),
         ),
         Endpoint::WhoAmI => bare("GET", "/v1/accounts/whoami"),
-        Endpoint::SetAttributes => {
+        Endpoint::SetAttributes(path) => {
             // The caller's own attributes again (same registration id and access key), so
             // the rows after this one still see the same world.
             let mut attributes = own.attributes.clone();
             attributes.registration_id = i64::from(own.registration_ids[&own_device]);
-            json("PUT", "/v1/accounts/attributes/", &attributes)
+            json("PUT", path, &attributes)
         }
         Endpoint::ListDevices => bare("GET", "/v1/devices"),
         Endpoint::LinkCode => bare("GET", "/v1/devices/provisioning/code"),
@@ -216,8 +219,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
                 body: Some(body),
             }
         }
-        Endpoint::WebSocket => bare("GET", "/v1/websocket/"),
-        Endpoint::ProvisioningSocket => bare("GET", "/v1/websocket/provisioning/"),
+        Endpoint::WebSocket(path) | Endpoint::ProvisioningSocket(path) => bare("GET", path),
         Endpoint::RemoveDevice(id) => bare("DELETE", format!("/v1/devices/{id}")),
         Endpoint::RemoveOwnDevice => bare("DELETE", format!("/v1/devices/{own_device}")),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
