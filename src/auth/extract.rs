@@ -25,14 +25,11 @@ pub struct ClientAddr(pub IpAddr);
 impl ClientAddr {
     pub fn of(req: &HttpRequest, trust_forwarded_for: bool) -> Self {
         if trust_forwarded_for {
-            let forwarded = req
+            let values = req
                 .headers()
                 .get_all("x-forwarded-for")
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                .last();
-            if let Some(ip) = forwarded {
+                .filter_map(|v| v.to_str().ok());
+            if let Some(ip) = last_forwarded_hop(values) {
                 return Self(ip);
             }
         }
@@ -42,6 +39,14 @@ impl ClientAddr {
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
         )
     }
+}
+
+/// The last parsable hop of `X-Forwarded-For` header values (the one our proxy appended).
+pub fn last_forwarded_hop<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
+    values
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+        .last()
 }
 
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {

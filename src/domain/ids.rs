@@ -42,13 +42,15 @@ impl FromStr for Aci {
     /// Accepts a plain UUID or the `ACI:` service-id form; PNIs do not exist in sealpost.
     fn from_str(s: &str) -> Result<Self, DomainError> {
         let s = s.trim();
-        if s.len() >= 4 && s[..4].eq_ignore_ascii_case("PNI:") {
+        // `get`, not indexing: the input is any client text, and byte 4 may fall inside a
+        // multi-byte character (found by the `headers` fuzz target; it panicked a worker).
+        let prefix = s.get(..4);
+        if prefix.is_some_and(|p| p.eq_ignore_ascii_case("PNI:")) {
             return Err(DomainError::invalid("PNI identifiers are not supported"));
         }
-        let s = if s.len() >= 4 && s[..4].eq_ignore_ascii_case("ACI:") {
-            &s[4..]
-        } else {
-            s
+        let s = match prefix {
+            Some(p) if p.eq_ignore_ascii_case("ACI:") => &s[4..],
+            _ => s,
         };
         Uuid::try_parse(s)
             .map(Aci)

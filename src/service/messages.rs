@@ -171,14 +171,20 @@ impl MessageService {
     /// A multi-recipient sealed send: every listed device of every recipient gets an
     /// UNIDENTIFIED_SENDER envelope whose content is its recipient's `0x22 || c || at`
     /// completed by the shared `e_pub || ciphertext`, which is stored once. Excluded
-    /// recipients (no devices) are left out entirely. Order of refusals: unknown recipient
-    /// 404, wrong combined access key 401, then 409 before 410.
+    /// recipients (no devices) are left out entirely. Order of refusals: no access key 401,
+    /// unknown recipient 404, wrong combined access key 401, then 409 before 410.
     pub async fn send_multi(
         &self,
         access_key: Option<AccessKey>,
         message: MultiRecipientMessage,
         options: MultiRecipientOptions,
     ) -> Result<(), AppError> {
+        // As in Signal: without any key the request is refused before a recipient is looked
+        // up, so a caller with no credentials cannot probe which accounts exist.
+        let Some(access_key) = access_key else {
+            self.metrics.access_key_failures.inc();
+            return Err(AppError::Unauthorized);
+        };
         let recipients: Vec<&Recipient> = message
             .recipients
             .iter()
@@ -200,14 +206,10 @@ impl MessageService {
             accounts.push((account, devices));
         }
         let required = combined_access_key(accounts.iter().map(|(account, _)| account))?;
-        if let Some(required) = required {
-            let opens = access_key
-                .is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(&required)));
-            if !opens {
-                self.metrics.access_key_failures.inc();
-                return Err(AppError::Unauthorized);
-            }
-        } else if access_key.is_none() {
+        if let Some(required) = required
+            && !bool::from(access_key.as_bytes().ct_eq(&required))
+        {
+            self.metrics.access_key_failures.inc();
             return Err(AppError::Unauthorized);
         }
 

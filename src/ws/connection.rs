@@ -397,11 +397,8 @@ impl Connection {
         requests: &Arc<Semaphore>,
         next_id: &mut u64,
     ) -> Step {
-        let Ok(message) = WebSocketMessage::decode(bytes) else {
-            return Step::Close(1007);
-        };
-        match (message.r#type, message.request, message.response) {
-            (Some(t), Some(request), _) if t == web_socket_message::Type::Request as i32 => {
+        match ClientFrame::decode(bytes) {
+            ClientFrame::Request(request) => {
                 let Ok(permit) = Arc::clone(requests).acquire_owned().await else {
                     return Step::Close(1011);
                 };
@@ -423,13 +420,13 @@ impl Connection {
                 });
                 Step::Continue
             }
-            (Some(t), _, Some(response)) if t == web_socket_message::Type::Response as i32 => {
+            ClientFrame::Response(response) => {
                 if let Some(delivery) = delivery.as_mut() {
                     self.on_response(delivery, response, next_id).await;
                 }
                 Step::Continue
             }
-            _ => Step::Close(1007),
+            ClientFrame::Malformed => Step::Close(1007),
         }
     }
 
@@ -454,6 +451,33 @@ impl Connection {
         // into one queue read per 32 messages instead of one per acknowledgement.
         if delivery.more && delivery.outstanding.len() <= REFILL_AT {
             self.fill(delivery, next_id).await;
+        }
+    }
+}
+
+/// What a binary frame from the client is. Pure, so the fuzz target `websocket_frame` drives
+/// exactly the decoding the socket task does.
+#[derive(Debug)]
+pub enum ClientFrame {
+    Request(WebSocketRequestMessage),
+    Response(WebSocketResponseMessage),
+    /// Not a `WebSocketMessage`, or a type without its part: the socket closes with 1007.
+    Malformed,
+}
+
+impl ClientFrame {
+    pub fn decode(bytes: Bytes) -> Self {
+        let Ok(message) = WebSocketMessage::decode(bytes) else {
+            return Self::Malformed;
+        };
+        match (message.r#type, message.request, message.response) {
+            (Some(t), Some(request), _) if t == web_socket_message::Type::Request as i32 => {
+                Self::Request(request)
+            }
+            (Some(t), _, Some(response)) if t == web_socket_message::Type::Response as i32 => {
+                Self::Response(response)
+            }
+            _ => Self::Malformed,
         }
     }
 }

@@ -92,37 +92,7 @@ impl Tunnel {
         identity: TunnelIdentity,
         peer: Option<SocketAddr>,
     ) -> Result<WebSocketResponseMessage, AppError> {
-        let verb = request.verb.unwrap_or_default();
-        let method = actix_http::Method::from_bytes(verb.as_bytes())
-            .map_err(|_| AppError::bad_request("invalid verb"))?;
-        let path = request.path.unwrap_or_default();
-        let uri: actix_http::Uri = path
-            .parse()
-            .map_err(|_| AppError::bad_request("invalid path"))?;
-        if uri.scheme().is_some() || !path.starts_with('/') {
-            return Err(AppError::bad_request("the path must be absolute"));
-        }
-        let body = request.body.unwrap_or_default();
-        let mut http = Request::with_payload(actix_http::Payload::from(body));
-        let head = http.head_mut();
-        head.method = method;
-        head.uri = uri;
-        head.peer_addr = peer;
-        for header in &request.headers {
-            let Some((name, value)) = header.split_once(':') else {
-                return Err(AppError::bad_request("headers must be name:value"));
-            };
-            let name = HeaderName::try_from(name.trim())
-                .map_err(|_| AppError::bad_request("invalid header name"))?;
-            if DROPPED_HEADERS.contains(&name.as_str()) {
-                continue;
-            }
-            let value = HeaderValue::try_from(value.trim())
-                .map_err(|_| AppError::bad_request("invalid header value"))?;
-            head.headers.append(name, value);
-        }
-        http.extensions_mut().insert(identity);
-
+        let http = to_http_request(request, identity, peer)?;
         let service = self.service().await?;
         let response = match service.call(http).await {
             Ok(response) => response.into_parts().1,
@@ -151,6 +121,47 @@ impl Tunnel {
             body: Some(body),
         })
     }
+}
+
+/// Turns a tunnelled request into the HTTP request the application serves: verb, absolute
+/// path, `name:value` headers (minus the ones only the socket may set) and body. Pure, so the
+/// fuzz target `websocket_frame` drives exactly this code with client bytes.
+pub fn to_http_request(
+    request: WebSocketRequestMessage,
+    identity: TunnelIdentity,
+    peer: Option<SocketAddr>,
+) -> Result<Request, AppError> {
+    let verb = request.verb.unwrap_or_default();
+    let method = actix_http::Method::from_bytes(verb.as_bytes())
+        .map_err(|_| AppError::bad_request("invalid verb"))?;
+    let path = request.path.unwrap_or_default();
+    let uri: actix_http::Uri = path
+        .parse()
+        .map_err(|_| AppError::bad_request("invalid path"))?;
+    if uri.scheme().is_some() || !path.starts_with('/') {
+        return Err(AppError::bad_request("the path must be absolute"));
+    }
+    let body = request.body.unwrap_or_default();
+    let mut http = Request::with_payload(actix_http::Payload::from(body));
+    let head = http.head_mut();
+    head.method = method;
+    head.uri = uri;
+    head.peer_addr = peer;
+    for header in &request.headers {
+        let Some((name, value)) = header.split_once(':') else {
+            return Err(AppError::bad_request("headers must be name:value"));
+        };
+        let name = HeaderName::try_from(name.trim())
+            .map_err(|_| AppError::bad_request("invalid header name"))?;
+        if DROPPED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = HeaderValue::try_from(value.trim())
+            .map_err(|_| AppError::bad_request("invalid header value"))?;
+        head.headers.append(name, value);
+    }
+    http.extensions_mut().insert(identity);
+    Ok(http)
 }
 
 fn error_message(id: Option<u64>, error: &AppError) -> WebSocketResponseMessage {

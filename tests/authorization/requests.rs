@@ -1,0 +1,391 @@
+//! The endpoints of the matrix: the request each caller sends (a valid one, so that only
+//! who calls decides the status), how it travels (HTTP, tunnel, socket upgrade), and what a
+//! successful answer may contain.
+
+use prost::Message as _;
+use sealpost::api::entities::{
+    CheckKeysRequestJson, IncomingMessageJson, IncomingMessageListJson, LinkDeviceRequestJson,
+    SetKeysRequestJson,
+};
+use sealpost::client::ws::WsClient;
+use sealpost::client::{AccountKeys, default_attributes};
+use sealpost::domain::encoding::{decode_base64, encode_base64};
+use sealpost::domain::ids::Aci;
+use sealpost::domain::keys::{EcPublicKey, key_digest};
+use sealpost::domain::multi_recipient::{VERSION_SERVICE_ID, encode};
+use sealpost::proto::sealed_sender::{SenderCertificate, sender_certificate};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::common::TestApp;
+use crate::world::{Account, Caller, World};
+
+/// Whose resource a request is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Alice,
+    Unknown,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Keepalive,
+    Register,
+    WhoAmI,
+    /// `/v1/accounts/attributes/` and its alias without the slash.
+    SetAttributes(&'static str),
+    ListDevices,
+    LinkCode,
+    LinkWithBadCode,
+    Provision,
+    KeyCounts,
+    UploadKeys,
+    CheckKeys,
+    Certificate,
+    FetchKeys(Target, &'static str),
+    Profile(Target),
+    SendMessage(Target),
+    SendMulti(Target),
+    /// `/v1/websocket/` or `/v1/websocket`.
+    WebSocket(&'static str),
+    /// `/v1/websocket/provisioning/` or without the slash.
+    ProvisioningSocket(&'static str),
+    RemoveDevice(u8),
+    RemoveOwnDevice,
+    DeleteAccount,
+}
+
+pub struct Request {
+    pub method: &'static str,
+    pub path: String,
+    pub content_type: &'static str,
+    pub body: Option<Vec<u8>>,
+}
+
+fn json(method: &'static str, path: impl Into<String>, body: &impl serde::Serialize) -> Request {
+    Request {
+        method,
+        path: path.into(),
+        content_type: "application/json",
+        body: Some(serde_json::to_vec(body).expect("serializable")),
+    }
+}
+
+fn bare(method: &'static str, path: impl Into<String>) -> Request {
+    Request {
+        method,
+        path: path.into(),
+        content_type: "application/json",
+        body: None,
+    }
+}
+
+fn target_aci(world: &World, target: Target) -> Aci {
+    match target {
+        Target::Alice => world.alice.aci(),
+        Target::Unknown => world.unknown,
+    }
+}
+
+/// The request `caller` sends to `endpoint`: valid in every respect but, possibly, the
+/// credentials.
+pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
+    let alice = &world.alice;
+    // Whose account the caller's device belongs to (Alice's for the callers that have none,
+    // so the body is the one the right caller would send).
+    let own = world.account(caller).unwrap_or(alice);
+    let own_device = world.device(caller).map_or(1, |d| d.device.get());
+    match endpoint {
+        Endpoint::Keepalive => bare("GET", "/v1/keepalive"),
+        Endpoint::Register => json(
+            "POST",
+            "/v1/registration",
+            &AccountKeys::generate().registration_request(default_attributes()),
+        ),
+        Endpoint::WhoAmI => bare("GET", "/v1/accounts/whoami"),
+        Endpoint::SetAttributes(path) => {
+            // The caller's own attributes again (same registration id and access key), so
+            // the rows after this one still see the same world.
+            let mut attributes = own.attributes.clone();
+            attributes.registration_id = i64::from(own.registration_ids[&own_device]);
+            json("PUT", path, &attributes)
+        }
+        Endpoint::ListDevices => bare("GET", "/v1/devices"),
+        Endpoint::LinkCode => bare("GET", "/v1/devices/provisioning/code"),
+        Endpoint::LinkWithBadCode => json(
+            "PUT",
+            "/v1/devices/link",
+            &LinkDeviceRequestJson {
+                verification_code: "not-a-code".into(),
+                account_attributes: default_attributes(),
+                aci_signed_pre_key: alice.keys.signed_pre_key_json(7),
+                aci_pq_last_resort_pre_key: alice.keys.kem_pre_key_json(8),
+            },
+        ),
+        Endpoint::Provision => json(
+            "PUT",
+            "/v1/provisioning/no-socket-here",
+            &serde_json::json!({"body": encode_base64(b"provisioning")}),
+        ),
+        Endpoint::KeyCounts => bare("GET", "/v2/keys"),
+        Endpoint::UploadKeys => json(
+            "PUT",
+            "/v2/keys",
+            &SetKeysRequestJson {
+                pre_keys: Some(alice.keys.one_time_pre_keys(1..=20)),
+                signed_pre_key: Some(alice.keys.signed_pre_key_json(1)),
+                ..Default::default()
+            },
+        ),
+        Endpoint::CheckKeys => {
+            let identity =
+                EcPublicKey::parse("identity", &alice.keys.identity_public()).expect("a valid key");
+            let signed = alice.keys.signed_pre_key_json(1).to_ec("s").expect("valid");
+            let last_resort = alice.keys.kem_pre_key_json(1).to_kem("k").expect("valid");
+            json(
+                "POST",
+                "/v2/keys/check",
+                &CheckKeysRequestJson {
+                    identity_type: "aci".into(),
+                    digest: encode_base64(&key_digest(&identity, &signed, &last_resort)),
+                },
+            )
+        }
+        Endpoint::Certificate => bare("GET", "/v1/certificate/delivery"),
+        Endpoint::FetchKeys(target, device) => bare(
+            "GET",
+            format!("/v2/keys/{}/{device}", target_aci(world, target)),
+        ),
+        Endpoint::Profile(target) => {
+            bare("GET", format!("/v1/profile/{}", target_aci(world, target)))
+        }
+        Endpoint::SendMessage(target) => {
+            let sealed =
+                world.authorization(caller).is_none() && world.access_key(caller).is_some();
+            let devices: Vec<(u8, u16)> = match target {
+                // A sync message leaves out the sending device.
+                Target::Alice => alice
+                    .registration_ids
+                    .iter()
+                    .filter(|(id, _)| {
+                        let sender_is_alice = world
+                            .account(caller)
+                            .is_some_and(|a| std::ptr::eq(a, alice));
+                        !(sender_is_alice && **id == own_device)
+                    })
+                    .map(|(id, reg)| (*id, *reg))
+                    .collect(),
+                Target::Unknown => vec![(1, 1)],
+            };
+            let messages = devices
+                .iter()
+                .map(|(id, reg)| IncomingMessageJson {
+                    r#type: if sealed { 6 } else { 1 },
+                    destination_device_id: i64::from(*id),
+                    destination_registration_id: i64::from(*reg),
+                    content: encode_base64(b"opaque ciphertext"),
+                })
+                .collect();
+            json(
+                "PUT",
+                format!("/v1/messages/{}", target_aci(world, target)),
+                &IncomingMessageListJson {
+                    messages,
+                    online: false,
+                    urgent: true,
+                    timestamp: 1_700_000_000_000,
+                },
+            )
+        }
+        Endpoint::SendMulti(target) => {
+            let devices: Vec<(u8, u16)> = match target {
+                Target::Alice => alice
+                    .registration_ids
+                    .iter()
+                    .map(|(i, r)| (*i, *r))
+                    .collect(),
+                Target::Unknown => vec![(1, 1)],
+            };
+            let body = encode(
+                VERSION_SERVICE_ID,
+                &[(target_aci(world, target), devices, [3u8; 48])],
+                &[7u8; 32],
+                b"shared ciphertext",
+            );
+            Request {
+                method: "PUT",
+                path: "/v1/messages/multi_recipient?ts=1700000000000&online=false".into(),
+                content_type: "application/vnd.signal-messenger.mrm",
+                body: Some(body),
+            }
+        }
+        Endpoint::WebSocket(path) | Endpoint::ProvisioningSocket(path) => bare("GET", path),
+        Endpoint::RemoveDevice(id) => bare("DELETE", format!("/v1/devices/{id}")),
+        Endpoint::RemoveOwnDevice => bare("DELETE", format!("/v1/devices/{own_device}")),
+        Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
+    }
+}
+
+/// Sends over HTTP with the caller's headers; returns status and body.
+pub async fn send_http(
+    app: &TestApp,
+    request: &Request,
+    world: &World,
+    caller: Caller,
+) -> (u16, Vec<u8>) {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).expect("a method");
+    let mut builder = app
+        .client
+        .http()
+        .request(method, app.client.url(&request.path))
+        .header("Content-Type", request.content_type);
+    for (name, value) in world.headers(caller) {
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = &request.body {
+        builder = builder.body(body.clone());
+    }
+    let response = builder.send().await.expect("the server answers");
+    let status = response.status().as_u16();
+    (status, response.bytes().await.expect("a body").to_vec())
+}
+
+/// Sends through `socket` with the caller's headers inside the tunnel.
+pub async fn send_tunnel(
+    socket: &WsClient,
+    request: &Request,
+    world: &World,
+    caller: Caller,
+) -> (u16, Vec<u8>) {
+    let mut headers = vec![format!("content-type:{}", request.content_type)];
+    headers.extend(
+        world
+            .headers(caller)
+            .into_iter()
+            .map(|(name, value)| format!("{name}:{value}")),
+    );
+    let response = socket
+        .request(request.method, &request.path, request.body.clone(), headers)
+        .await
+        .expect("the tunnel answers");
+    (response.status, response.body.to_vec())
+}
+
+/// Opens the socket of `endpoint` with the caller's headers; 101 when it opened, else the
+/// refusal's status. The socket is closed again at once.
+pub async fn upgrade(app: &TestApp, endpoint: Endpoint, world: &World, caller: Caller) -> u16 {
+    let path = request(world, endpoint, caller).path;
+    let url = format!("{}{path}", app.address.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    for (name, value) in world.headers(caller) {
+        let value = value.parse().expect("a header value");
+        request.headers_mut().insert(name, value);
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut socket, response)) => {
+            let _ = socket.close(None).await;
+            response.status().as_u16()
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("the upgrade failed without an HTTP answer: {e}"),
+    }
+}
+
+/// Secrets and identifiers of an account that must not appear in an answer about others.
+fn fingerprints(account: &Account) -> Vec<String> {
+    vec![
+        account.aci().to_string(),
+        encode_base64(&account.keys.identity_public()),
+        encode_base64(&account.access_key),
+    ]
+}
+
+/// What a 2xx answer may contain: data of the caller's own account and of the request's
+/// target, never of anyone else; and the specific fields name the right account.
+pub fn check_body(world: &World, endpoint: Endpoint, caller: Caller, status: u16, body: &[u8]) {
+    let text = String::from_utf8_lossy(body);
+    let own = world.account(caller);
+    let target = match endpoint {
+        Endpoint::FetchKeys(Target::Alice, _)
+        | Endpoint::Profile(Target::Alice)
+        | Endpoint::SendMessage(Target::Alice)
+        | Endpoint::SendMulti(Target::Alice) => Some(&world.alice),
+        _ => None,
+    };
+    for account in world.accounts() {
+        let allowed = own.is_some_and(|o| std::ptr::eq(o, account))
+            || target.is_some_and(|t| std::ptr::eq(t, account));
+        if allowed {
+            continue;
+        }
+        for print in fingerprints(account) {
+            assert!(
+                !text.contains(&print),
+                "{endpoint:?} as {caller:?} ({status}) carried another account's data: {text}"
+            );
+        }
+    }
+    if !(200..300).contains(&status) || body.is_empty() {
+        return;
+    }
+    let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let own_aci = own.map(|a| a.aci().to_string());
+    match endpoint {
+        Endpoint::WhoAmI => assert_eq!(value["uuid"].as_str(), own_aci.as_deref()),
+        Endpoint::Register => {
+            let uuid = value["uuid"].as_str().expect("a uuid");
+            for known in [world.alice.aci(), world.bob.aci(), world.unknown] {
+                assert_ne!(uuid, known.to_string(), "registration reused an account");
+            }
+        }
+        Endpoint::ListDevices => {
+            let ids: Vec<u64> = value["devices"]
+                .as_array()
+                .expect("devices")
+                .iter()
+                .filter_map(|d| d["id"].as_u64())
+                .collect();
+            let want: Vec<u64> = own
+                .expect("authenticated")
+                .registration_ids
+                .keys()
+                .map(|id| u64::from(*id))
+                .collect();
+            assert_eq!(
+                ids, want,
+                "{caller:?} listed devices that are not its account's"
+            );
+        }
+        Endpoint::FetchKeys(..) | Endpoint::Profile(_) => {
+            assert_eq!(
+                value["identityKey"].as_str(),
+                Some(encode_base64(&world.alice.keys.identity_public()).as_str())
+            );
+        }
+        Endpoint::Certificate => {
+            let bytes = decode_base64("certificate", value["certificate"].as_str().expect("b64"))
+                .expect("base64");
+            let outer = SenderCertificate::decode(bytes.as_slice()).expect("a certificate");
+            let inner = sender_certificate::Certificate::decode(
+                outer.certificate.expect("inner certificate"),
+            )
+            .expect("an inner certificate");
+            let device = world.device(caller).expect("authenticated");
+            assert_eq!(
+                inner.sender_uuid.as_deref(),
+                Some(&device.aci.as_bytes()[..])
+            );
+            assert_eq!(inner.sender_device, Some(u32::from(device.device.get())));
+            assert_eq!(
+                inner.identity_key.as_deref(),
+                Some(
+                    own.expect("authenticated")
+                        .keys
+                        .identity_public()
+                        .as_slice()
+                )
+            );
+        }
+        _ => {}
+    }
+}
