@@ -240,6 +240,10 @@ impl Application {
         })
         .listen(listener)?
         .disable_signals()
+        // actix caps each worker at 25,000 connections by default; a worker may end up
+        // holding most sockets, so its cap leaves `max_websockets` (the process-wide limit
+        // that answers 503) reachable, plus room for plain HTTP.
+        .max_connections(config.max_websockets.saturating_add(4096))
         .shutdown_timeout(config.shutdown_timeout.as_secs());
         if let Some(workers) = config.workers {
             server = server.workers(workers);
