@@ -61,7 +61,8 @@ struct Delivery {
     /// To the socket's ack task: acknowledgements are applied off this task, so a slow
     /// removal (or the receipts it sends) never holds up reads and deliveries, and in
     /// batches, one store step for whatever arrived meanwhile.
-    acks: tokio::sync::mpsc::Sender<(Uuid, Option<DeliveredMeta>)>,
+    /// Made on the first acknowledgement: an idle socket holds no channel and no task.
+    acks: Option<tokio::sync::mpsc::Sender<(Uuid, Option<DeliveredMeta>)>>,
 }
 
 /// Applies a socket's acknowledgements in batches until the socket's task drops its sender
@@ -192,8 +193,6 @@ impl Connection {
         let _registration = match self.identity {
             Some(device) => {
                 let registration = self.register(device, handle.clone()).await;
-                let (acks, pending) = tokio::sync::mpsc::channel(ACK_BACKLOG);
-                actix_web::rt::spawn(apply_acks(self.state.clone(), device, pending));
                 delivery = Some(Delivery {
                     device,
                     cursor: 0,
@@ -202,7 +201,7 @@ impl Connection {
                     queue_empty_sent: false,
                     connected: Instant::now(),
                     backlog: 0,
-                    acks,
+                    acks: None,
                 });
                 Some(registration)
             }
@@ -441,11 +440,13 @@ impl Connection {
         };
         let status = response.status.unwrap_or(0);
         if (200..300).contains(&status) {
+            let acks = delivery.acks.get_or_insert_with(|| {
+                let (acks, pending) = tokio::sync::mpsc::channel(ACK_BACKLOG);
+                actix_web::rt::spawn(apply_acks(self.state.clone(), delivery.device, pending));
+                acks
+            });
             // Fails only if the ack task is gone, which it is not while this socket runs.
-            let _ = delivery
-                .acks
-                .send((outstanding.guid, outstanding.meta))
-                .await;
+            let _ = acks.send((outstanding.guid, outstanding.meta)).await;
         }
         // Refill in batches: waiting until half the window is free turns a backlog's drain
         // into one queue read per 32 messages instead of one per acknowledgement.
