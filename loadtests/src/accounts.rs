@@ -32,7 +32,11 @@ pub async fn register(
     Ok(out)
 }
 
-async fn register_one(client: &Client, unrestricted: bool) -> anyhow::Result<DeviceCredentials> {
+/// Registers one account (its primary device), unrestricted for sealed senders if asked.
+pub async fn register_one(
+    client: &Client,
+    unrestricted: bool,
+) -> anyhow::Result<DeviceCredentials> {
     let keys = sealpost::client::AccountKeys::generate();
     let mut attributes = sealpost::client::default_attributes();
     attributes.unrestricted_unidentified_access = unrestricted;

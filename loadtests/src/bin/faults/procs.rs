@@ -345,18 +345,9 @@ impl Sealpost {
         self.spawn().await
     }
 
-    /// Resident memory in bytes, from /proc.
+    /// Resident memory in bytes, from /proc (the load generator's own reading).
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
+        sealpost_loadtests::procstat::sample(self.pid()?).map(|s| s.rss_bytes)
     }
 }
 

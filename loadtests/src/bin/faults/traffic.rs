@@ -124,7 +124,7 @@ pub async fn register_pairs(client: &Client, n: usize) -> anyhow::Result<Vec<Pai
             .register_new()
             .await
             .map_err(|e| anyhow::anyhow!("registering a sender: {e}"))?;
-        let receiver = register(client, sealed).await?;
+        let receiver = sealpost_loadtests::accounts::register_one(client, sealed).await?;
         pairs.push(Pair {
             sender,
             receiver,
@@ -132,22 +132,6 @@ pub async fn register_pairs(client: &Client, n: usize) -> anyhow::Result<Vec<Pai
         });
     }
     Ok(pairs)
-}
-
-async fn register(client: &Client, unrestricted: bool) -> anyhow::Result<DeviceCredentials> {
-    let keys = sealpost::client::AccountKeys::generate();
-    let mut attributes = sealpost::client::default_attributes();
-    attributes.unrestricted_unidentified_access = unrestricted;
-    let password = sealpost::client::random_password();
-    let response = client
-        .register(&keys.registration_request(attributes), &password)
-        .await
-        .map_err(|e| anyhow::anyhow!("registering a receiver: {e}"))?;
-    Ok(DeviceCredentials {
-        aci: response.uuid,
-        device: sealpost::domain::ids::DeviceId::PRIMARY,
-        password,
-    })
 }
 
 fn content(sender: u32, seq: u64) -> Vec<u8> {
