@@ -24,6 +24,33 @@ use tunnel::Tunnel;
 /// Frames (and reassembled messages) above this close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
 
+/// Starts the WebSocket protocol on an upgrade request (`actix_ws::handle`), with the
+/// incoming bytes copied out of the connection's read buffer first.
+///
+/// actix-ws keeps the first chunk it receives as its frame buffer without copying; that
+/// chunk shares the connection's 8 KiB read buffer, so every socket that ever received a
+/// frame would keep 8 KiB alive while idle. A right-sized copy per chunk (frames are a
+/// few hundred bytes) lets the read buffer go as soon as the connection sleeps
+/// (vendor/actix-http/SEALPOST-PATCH.md).
+pub(crate) fn start(
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), AppError> {
+    use actix_web::FromRequest;
+    use futures_util::{FutureExt, StreamExt};
+    let copied = body
+        .into_inner()
+        .map(|chunk| chunk.map(|bytes| bytes::Bytes::copy_from_slice(&bytes)));
+    let mut copied =
+        actix_web::dev::Payload::from(Box::pin(copied) as actix_http::BoxedPayloadStream);
+    // Taking a payload is immediate and cannot fail; an error here would be actix's.
+    let Some(Ok(body)) = web::Payload::from_request(req, &mut copied).now_or_never() else {
+        return Err(AppError::internal(anyhow::anyhow!("no WebSocket payload")));
+    };
+    actix_ws::handle(req, body)
+        .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))
+}
+
 /// This process's sockets of every kind, counted against `max_websockets`: past it an upgrade
 /// gets a JSON 503 with `Retry-After` (another pod, or a retry, can serve it) instead of the
 /// process running out of memory or file descriptors.
@@ -111,8 +138,7 @@ pub async fn upgrade(
             Some(device)
         }
     };
-    let (response, session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, session, stream) = start(&req, body)?;
     let connection = Connection {
         shutdown: state.shutdown.clone(),
         state,
@@ -124,10 +150,7 @@ pub async fn upgrade(
     };
     // The socket's log lines carry the upgrade request's id (its tunnelled requests get their own).
     actix_web::rt::spawn(tracing::Instrument::instrument(
-        async move {
-            let _slot = slot;
-            connection.run(stream).await
-        },
+        connection.run(stream, slot),
         tracing::Span::current(),
     ));
     Ok(response)

@@ -71,8 +71,7 @@ pub async fn upgrade(
         return Err(AppError::bad_request("not available through the tunnel"));
     }
     let slot = super::take_slot(&state)?;
-    let (response, mut session, stream) = actix_ws::handle(&req, body)
-        .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
+    let (response, mut session, stream) = super::start(&req, body)?;
     let mut random = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut random);
     let address = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
