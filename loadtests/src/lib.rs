@@ -98,14 +98,64 @@ pub async fn run_all(
         eprintln!("wrote {}", file.display());
         runs.push(run);
     }
-    let summary = report::summarize(&runs);
+    let summary = write_summary(
+        &out_dir,
+        &runs,
+        serde_json::to_value(&machine)?,
+        serde_json::to_value(&env.options)?,
+    )?;
+    Ok((runs, summary))
+}
+
+fn write_summary(
+    out_dir: &Path,
+    runs: &[Run],
+    machine: serde_json::Value,
+    options: serde_json::Value,
+) -> anyhow::Result<Summary> {
+    let summary = report::summarize(runs);
     let summary_json =
-        serde_json::json!({ "machine": machine, "options": env.options, "summary": summary });
+        serde_json::json!({ "machine": machine, "options": options, "summary": summary });
     std::fs::write(
         out_dir.join("summary.json"),
         serde_json::to_vec_pretty(&summary_json)?,
     )?;
     std::fs::write(out_dir.join("summary.md"), summary.markdown())?;
+    Ok(summary)
+}
+
+/// The runs recorded in `dir` (`run-*.json`, in name order, renumbered 1..), summarized as
+/// one set: `summary.json` / `summary.md` are written there. How `scripts/bench` gives each
+/// run a fresh server: memory figures (`connections`) are only meaningful in a process that
+/// has not held the same load before (its freed memory would be reused, not measured).
+pub fn summarize_dir(dir: &Path) -> anyhow::Result<(Vec<Run>, Summary)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("run-") && n.ends_with(".json"))
+        })
+        .collect();
+    files.sort();
+    anyhow::ensure!(!files.is_empty(), "no run-*.json in {}", dir.display());
+    let mut runs = Vec::new();
+    let mut first = None;
+    for (n, file) in files.iter().enumerate() {
+        let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(file)?)?;
+        let mut run: Run = serde_json::from_value(record["run"].take())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        run.run = n + 1;
+        runs.push(run);
+        first.get_or_insert(record);
+    }
+    let first = first.unwrap_or_default();
+    let summary = write_summary(
+        dir,
+        &runs,
+        first["machine"].clone(),
+        first["options"].clone(),
+    )?;
     Ok((runs, summary))
 }
 
@@ -129,4 +179,44 @@ pub fn failed_checks(runs: &[Run]) -> Vec<String> {
         }
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::Scenario;
+    use crate::report::{Outcome, SEALPOST};
+
+    /// Runs written by separate invocations (one per fresh server) read back as one set.
+    #[test]
+    fn summarize_dir_reads_back_separate_invocations() {
+        let dir = std::env::temp_dir().join(format!("sealpost-summarize-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (time, rate) in [(100, 10.0), (200, 30.0)] {
+            let mut outcome = Outcome::new(Scenario::Drain, SEALPOST);
+            outcome.set("msgs_per_s", rate).set("missing", 0.0);
+            let run = Run {
+                run: 1,
+                outcomes: vec![outcome],
+            };
+            let record = serde_json::json!({"machine": {"cores": 2}, "options": {}, "run": run});
+            std::fs::write(
+                dir.join(format!("run-{time}-1.json")),
+                serde_json::to_vec(&record).unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::write(dir.join("server-1.log"), "not a run").unwrap();
+        let (runs, summary) = summarize_dir(&dir).unwrap();
+        assert_eq!(runs.iter().map(|r| r.run).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(summary.runs, 2);
+        let drain = summary
+            .outcomes
+            .iter()
+            .find(|o| o.scenario == Scenario::Drain);
+        assert_eq!(drain.unwrap().get("msgs_per_s"), 20.0);
+        assert!(dir.join("summary.md").exists() && dir.join("summary.json").exists());
+        assert!(failed_checks(&runs).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

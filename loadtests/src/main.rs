@@ -86,6 +86,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(address) = options.serve_relay.clone() {
         return serve_relay(&address).await;
     }
+    if let Some(dir) = options.summarize.clone() {
+        let (runs, summary) = sealpost_loadtests::summarize_dir(std::path::Path::new(&dir))?;
+        return report(&runs, &summary);
+    }
     options.apply_quick();
     ensure_loopback(&options.url)?;
     let sealpost = Target {
@@ -119,8 +123,16 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let (runs, summary) = sealpost_loadtests::run_all(options, sealpost, relay).await?;
+    report(&runs, &summary)
+}
+
+/// Prints the table and fails on any failed check.
+fn report(
+    runs: &[sealpost_loadtests::report::Run],
+    summary: &sealpost_loadtests::report::Summary,
+) -> anyhow::Result<()> {
     println!("{}", summary.markdown());
-    let failed = sealpost_loadtests::failed_checks(&runs);
+    let failed = sealpost_loadtests::failed_checks(runs);
     for failure in &failed {
         eprintln!("FAILED CHECK: {failure}");
     }

@@ -2,11 +2,11 @@
 //! every scenario, so a run's JSON records exactly the parameters it used.
 
 use clap::{Parser, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The scenarios of BENCHMARKS.md, in the order a full run takes them (`pairs` first: its
 /// rate sets `latency-at-rate`'s default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     Pairs,
@@ -74,6 +74,11 @@ pub struct Options {
     /// Use a relay already running here instead of starting one (`--serve-relay`).
     #[arg(long)]
     pub relay_url: Option<String>,
+    /// Do not run anything: read the run JSON files (`run-*.json`) in this folder, written
+    /// by earlier invocations (one per fresh server, as `scripts/bench` does), and write and
+    /// print their summary as if they had been one invocation's runs.
+    #[arg(long, value_name = "DIR")]
+    pub summarize: Option<String>,
     /// Do not run anything: serve the bare relay on this address and print where it listens.
     #[arg(long)]
     pub serve_relay: Option<String>,

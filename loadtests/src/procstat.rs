@@ -1,7 +1,7 @@
 //! A server process's CPU time and resident memory, read from `/proc/<pid>` (Linux), and
 //! finding that process by the port it listens on.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One reading of a process.
 #[derive(Clone, Copy, Debug, Default)]
@@ -37,7 +37,7 @@ pub fn sample(pid: u32) -> Option<Sample> {
 }
 
 /// What a process used during one scenario.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Usage {
     pub cpu_seconds: f64,
     /// CPU seconds per wall second (1.0 = one core busy)

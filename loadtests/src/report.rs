@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::options::Scenario;
 use crate::procstat::Usage;
@@ -43,6 +43,34 @@ impl Outcome {
     }
 }
 
+/// An `Outcome` as a run's JSON holds it; the target must be one of the two this harness
+/// writes.
+#[derive(Deserialize)]
+struct OutcomeRecord {
+    scenario: Scenario,
+    target: String,
+    figures: BTreeMap<String, f64>,
+    server: Usage,
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let record = OutcomeRecord::deserialize(deserializer)?;
+        let target = [SEALPOST, RELAY]
+            .into_iter()
+            .find(|known| *known == record.target)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("unknown target {:?}", record.target))
+            })?;
+        Ok(Self {
+            scenario: record.scenario,
+            target,
+            figures: record.figures,
+            server: record.server,
+        })
+    }
+}
+
 /// The figure a scenario is judged by, against the relay where it has one.
 pub fn headline(scenario: Scenario) -> &'static str {
     match scenario {
@@ -57,7 +85,7 @@ pub fn headline(scenario: Scenario) -> &'static str {
 }
 
 /// Everything one run of the set produced.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     pub run: usize,
     pub outcomes: Vec<Outcome>,
