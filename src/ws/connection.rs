@@ -519,3 +519,22 @@ pub(super) fn close_label(code: u16) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every idle socket holds this task: it must stay small (ARCHITECTURE.md, "Memory per
+    /// idle socket"). The handlers it awaits are boxed; were one inlined again (or the
+    /// connection stored twice), the task would grow past 2 KiB.
+    #[test]
+    fn the_socket_task_stays_small() {
+        fn output_size<F, A, B, C, R>(_: F) -> usize
+        where
+            F: FnOnce(A, B, C) -> R,
+        {
+            std::mem::size_of::<R>()
+        }
+        let size = output_size(super::Connection::run);
+        eprintln!("socket task: {size} bytes");
+        assert!(size <= 1280, "the socket task is {size} bytes");
+    }
+}
