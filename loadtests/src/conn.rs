@@ -346,6 +346,26 @@ impl Inbox {
             .flatten()
     }
 
+    /// The next delivery of a measured phase ending at `deadline`: waits in 5 s steps until
+    /// then, and afterwards takes what is still arriving (1 s steps, at most 30 s past the
+    /// deadline); `None` once nothing more comes.
+    pub async fn next_until(&mut self, deadline: std::time::Instant) -> Option<Delivery> {
+        let hard_stop = deadline + Duration::from_secs(30);
+        while std::time::Instant::now() < hard_stop {
+            let wait = if std::time::Instant::now() < deadline {
+                5
+            } else {
+                1
+            };
+            match self.next(Duration::from_secs(wait)).await {
+                Some(delivery) => return Some(delivery),
+                None if std::time::Instant::now() >= deadline => return None,
+                None => {}
+            }
+        }
+        None
+    }
+
     /// Acknowledges a delivery (sealpost then deletes it from the queue).
     pub async fn ack(&self, id: u64) -> anyhow::Result<()> {
         self.out

@@ -117,15 +117,7 @@ pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
     for mut inbox in inboxes {
         let delivered = delivered.clone();
         receivers.push(tokio::spawn(async move {
-            let hard_stop = deadline + Duration::from_secs(30);
-            while Instant::now() < hard_stop {
-                let wait = if Instant::now() < deadline { 5 } else { 1 };
-                let Some(delivery) = inbox.next(Duration::from_secs(wait)).await else {
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    continue;
-                };
+            while let Some(delivery) = inbox.next_until(deadline).await {
                 let _ = inbox.ack(delivery.id).await;
                 if delivery.content.is_some() {
                     delivered.fetch_add(1, Ordering::Relaxed);

@@ -148,15 +148,7 @@ pub fn spawn_receivers(
             let counters = counters.clone();
             tokio::spawn(async move {
                 let (mut hist, mut seen) = (histogram(), Seen::default());
-                let hard_stop = deadline + Duration::from_secs(30);
-                while Instant::now() < hard_stop {
-                    let wait = if Instant::now() < deadline { 5 } else { 1 };
-                    let Some(delivery) = inbox.next(Duration::from_secs(wait)).await else {
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                        continue;
-                    };
+                while let Some(delivery) = inbox.next_until(deadline).await {
                     let _ = inbox.ack(delivery.id).await;
                     let Some((lane, seq, sent_at)) =
                         delivery.content.as_deref().and_then(sequence::decode)
