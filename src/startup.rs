@@ -165,6 +165,7 @@ impl Application {
                     registry.clone(),
                     provisioning.clone(),
                     stores.account_cache.clone(),
+                    stores.accounts.clone(),
                     metrics.clone(),
                 )?;
                 tokio::spawn(notifier.clone().listen(shutdown.clone()));

@@ -580,6 +580,61 @@ async fn devices_are_listed_by_id(backend: Backend) {
     );
 }
 
+async fn password_hashes_are_those_of_existing_devices_read_past_any_cache(backend: Backend) {
+    let (stores, test) = stores(backend).await;
+    let new = new_account();
+    stores.accounts.create(&new).await.unwrap();
+    let aci = new.account.aci;
+    let primary = (aci, DeviceId::PRIMARY);
+    let absent = [
+        (aci, DeviceId::new(2).unwrap()),
+        (Aci::random(), DeviceId::PRIMARY),
+    ];
+    assert!(
+        stores
+            .accounts
+            .password_hashes(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let hashes = stores
+        .accounts
+        .password_hashes(&[absent[0], primary, absent[1]])
+        .await
+        .unwrap();
+    assert_eq!(
+        hashes.into_iter().collect::<Vec<_>>(),
+        vec![(primary, new.primary.password_hash.clone())]
+    );
+    // A device list now cached; a removal the cache does not hear of (written straight into
+    // Postgres, as another pod's would be before its invalidation arrives) is seen at once.
+    assert_eq!(stores.accounts.devices(aci).await.unwrap().len(), 1);
+    if let Some(db) = &test.db {
+        let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .execute("DELETE FROM devices WHERE aci = $1", &[&aci.uuid()])
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.accounts.devices(aci).await.unwrap().len(),
+            1,
+            "still cached"
+        );
+        assert!(
+            stores
+                .accounts
+                .password_hashes(&[primary])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
+
 async fn queues_are_fifo_deduplicated_and_read_after_a_cursor(backend: Backend) {
     let (stores, _test) = stores(backend).await;
     let (aci, device) = (Aci::random(), DeviceId::PRIMARY);
@@ -936,6 +991,7 @@ on_both_backends!(
     stored_keys_are_counted_replaced_and_claimed_lowest_first,
     concurrent_claims_never_return_a_key_twice,
     devices_are_listed_by_id,
+    password_hashes_are_those_of_existing_devices_read_past_any_cache,
     a_created_account_reads_back_exactly,
     unknown_accounts_and_devices_are_none_not_errors,
     attributes_replace_the_device_and_optionally_the_access_settings,

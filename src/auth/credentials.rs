@@ -19,6 +19,7 @@ use subtle::ConstantTimeEq;
 
 use super::basic::Credentials;
 use super::password::{self, Passwords};
+use crate::domain::accounts::CredentialDigest;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
@@ -106,6 +107,17 @@ impl Authenticator {
         credentials: &Credentials,
         client: IpAddr,
     ) -> Result<AuthenticatedDevice, AppError> {
+        Ok(self.authenticate_socket(credentials, client).await?.0)
+    }
+
+    /// As [`Authenticator::authenticate`], with the credential that matched: what a
+    /// WebSocket keeps, to check later that its device still has it
+    /// ([`Authenticator::still_holds`]).
+    pub async fn authenticate_socket(
+        &self,
+        credentials: &Credentials,
+        client: IpAddr,
+    ) -> Result<(AuthenticatedDevice, CredentialDigest), AppError> {
         let inner = &self.0;
         let key = (credentials.aci, credentials.device);
         let device = inner
@@ -134,7 +146,7 @@ impl Authenticator {
             if cached {
                 self.outcome("ok_cached");
                 self.touch(device);
-                return Ok(authenticated);
+                return Ok((authenticated, CredentialDigest(phc_digest)));
             }
         }
 
@@ -154,6 +166,7 @@ impl Authenticator {
             .verify(phc.clone(), credentials.password.clone())
             .await?;
         if matches && known {
+            let credential = CredentialDigest::of(&phc);
             let mut cache = inner
                 .cache
                 .lock()
@@ -164,7 +177,7 @@ impl Authenticator {
             cache.insert(
                 key,
                 Verified {
-                    phc_digest: Sha256::digest(phc.as_bytes()).into(),
+                    phc_digest: credential.0,
                     password_mac,
                 },
             );
@@ -172,7 +185,7 @@ impl Authenticator {
             if let Some(device) = &device {
                 self.touch(device);
             }
-            return Ok(authenticated);
+            return Ok((authenticated, credential));
         }
 
         self.outcome(if known {
@@ -185,6 +198,20 @@ impl Authenticator {
             .check(Limit::AuthFailures, &client_key)
             .await?;
         Err(AppError::Unauthorized)
+    }
+
+    /// Whether `device` still exists with `credential`, read from the store itself (not the
+    /// account cache, which may still hold a device removed a moment ago on another pod).
+    pub async fn still_holds(
+        &self,
+        device: AuthenticatedDevice,
+        credential: CredentialDigest,
+    ) -> Result<bool, AppError> {
+        let key = (device.aci, device.device);
+        let hashes = self.0.accounts.password_hashes(&[key]).await?;
+        Ok(hashes
+            .get(&key)
+            .is_some_and(|hash| CredentialDigest::of(hash) == credential))
     }
 
     /// Moves the device's `lastSeen` to today, once a day at most (kept only to the day).

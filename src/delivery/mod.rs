@@ -8,13 +8,44 @@ pub mod memory;
 pub mod redis;
 mod registry;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use registry::{CloseCode, ConnectionHandle, ProvisioningSockets, Registry};
 
+use crate::domain::accounts::CredentialDigest;
 use crate::domain::ids::{Aci, DeviceId};
-use crate::storage::StorageResult;
+use crate::storage::{AccountStore, StorageResult};
+
+/// Sockets re-validated by one store read (a pod may hold 100k sockets).
+const REVALIDATION_BATCH: usize = 1000;
+
+/// Closes with 4401 every one of `sockets` whose device is gone from the store or no longer
+/// has the credential the socket authenticated with (removed, and another device linked at
+/// its id). For the sockets whose removal event may never have reached them: one that
+/// subscribed just after its device's removal was published, or every socket of a pod
+/// whose pub/sub connection was down. Reads the store itself (never the account cache), in
+/// batches; returns how many sockets it closed.
+pub async fn revalidate(
+    accounts: &dyn AccountStore,
+    sockets: &[(Aci, DeviceId, Arc<ConnectionHandle>)],
+) -> StorageResult<usize> {
+    let mut closed = 0;
+    for batch in sockets.chunks(REVALIDATION_BATCH) {
+        let devices: Vec<(Aci, DeviceId)> = batch.iter().map(|(aci, id, _)| (*aci, *id)).collect();
+        let hashes = accounts.password_hashes(&devices).await?;
+        for (aci, id, handle) in batch {
+            let current = hashes.get(&(*aci, *id)).map(|h| CredentialDigest::of(h));
+            if current.is_none() || current != handle.credential {
+                handle.request_close(CloseCode::Removed);
+                closed += 1;
+            }
+        }
+    }
+    Ok(closed)
+}
 
 /// What can happen to a device that its socket must hear about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 //! subscribes to the channels of the devices whose sockets it holds, on one pub/sub
 //! connection. When that connection drops, the listener reconnects, resubscribes every local
 //! device and wakes every local socket to re-read its queue, so a lost event costs a queue
-//! read, never a message. PUBLISH answers how many subscribers got the event: that is how
+//! read, never a message; it also re-validates every local socket against the account store
+//! (a lost "removed" event must not leave a removed device's socket open). PUBLISH answers how many subscribers got the event: that is how
 //! a sender learns whether the device is online.
 
 use std::collections::HashMap;
@@ -20,9 +21,9 @@ use bytes::Bytes;
 use super::{DeviceEvent, Notifier, ProvisioningSockets, Registry};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::metrics::Metrics;
-use crate::storage::StorageResult;
 use crate::storage::cache::AccountCache;
 use crate::storage::redis::{ACCOUNTS_CHANNEL, RedisStore, redis_error};
+use crate::storage::{AccountStore, StorageResult};
 
 pub struct RedisNotifier {
     store: RedisStore,
@@ -31,6 +32,9 @@ pub struct RedisNotifier {
     provisioning: Arc<ProvisioningSockets>,
     /// Dropped entries on every "account changed" event; live only while subscribed.
     accounts: Option<Arc<AccountCache>>,
+    /// Where sockets are re-validated after a reconnect (`AccountStore::password_hashes`
+    /// reads the store itself, past any cache).
+    devices: Arc<dyn AccountStore>,
     metrics: Metrics,
     // std Mutex: held only to clone the sink out or swap it after a reconnect.
     sink: Mutex<Option<PubSubSink>>,
@@ -48,6 +52,7 @@ impl RedisNotifier {
         registry: Arc<Registry>,
         provisioning: Arc<ProvisioningSockets>,
         accounts: Option<Arc<AccountCache>>,
+        devices: Arc<dyn AccountStore>,
         metrics: Metrics,
     ) -> anyhow::Result<Arc<Self>> {
         Ok(Arc::new(Self {
@@ -56,6 +61,7 @@ impl RedisNotifier {
             registry,
             provisioning,
             accounts,
+            devices,
             metrics,
             sink: Mutex::new(None),
             subscriptions: tokio::sync::Mutex::new(HashMap::new()),
@@ -127,8 +133,11 @@ impl RedisNotifier {
                 accounts.resume();
             }
             let accounts_channel = self.store.key(ACCOUNTS_CHANNEL);
-            // Events published while we were away are lost: every socket re-reads its queue.
+            // Events published while we were away are lost: every socket re-reads its queue,
+            // and every socket whose device was removed meanwhile closes (4401). The sockets
+            // are those registered now; a later one re-validates itself after subscribing.
             self.registry.wake_all();
+            tokio::spawn(self.clone().revalidate_all(shutdown.clone()));
             loop {
                 let message = tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -200,6 +209,36 @@ impl RedisNotifier {
     }
 }
 
+impl RedisNotifier {
+    /// Re-validates every local socket against the account store, retrying (with backoff)
+    /// while the store does not answer: until it does, a missed removal cannot be ruled out.
+    async fn revalidate_all(self: Arc<Self>, shutdown: CancellationToken) {
+        let sockets = self.registry.sockets();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match super::revalidate(self.devices.as_ref(), &sockets).await {
+                Ok(closed) => {
+                    if closed > 0 {
+                        tracing::info!(
+                            closed,
+                            "closed sockets of devices removed while pub/sub was down"
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-validating sockets failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Notifier for RedisNotifier {
     async fn publish(&self, aci: Aci, id: DeviceId, event: DeviceEvent) -> StorageResult<bool> {
@@ -209,6 +248,11 @@ impl Notifier for RedisNotifier {
         // the idle re-read interval, and the message waits queued until then.)
         if event == DeviceEvent::MessageAvailable && self.registry.wake_local(aci, id) {
             return Ok(true);
+        }
+        // A removal closes this pod's socket at once, even when the PUBLISH below fails (the
+        // listener hears it again, which does nothing more).
+        if event == DeviceEvent::Removed {
+            self.registry.dispatch(aci, id, event);
         }
         let mut conn = self.store.connection();
         let receivers: i64 = redis::cmd("PUBLISH")

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::DeviceEvent;
+use crate::domain::accounts::CredentialDigest;
 use crate::domain::ids::{Aci, DeviceId};
 
 /// Why the server closes a socket.
@@ -20,6 +21,9 @@ pub enum CloseCode {
     Removed,
     /// 4409: a newer socket for the same device opened.
     Displaced,
+    /// 1011: the server could not check that the socket's device still exists (the store
+    /// did not answer); the client reconnects.
+    Unavailable,
 }
 
 impl CloseCode {
@@ -28,6 +32,7 @@ impl CloseCode {
             CloseCode::GoingAway => 1001,
             CloseCode::Removed => 4401,
             CloseCode::Displaced => 4409,
+            CloseCode::Unavailable => 1011,
         }
     }
 }
@@ -35,6 +40,9 @@ impl CloseCode {
 /// The registry's side of one socket: how to wake it and how to close it.
 pub struct ConnectionHandle {
     pub id: u64,
+    /// The credential the socket authenticated with (`None` for an anonymous socket, which
+    /// is never registered): a device that no longer has it is not this socket's device.
+    pub credential: Option<CredentialDigest>,
     messages: Notify,
     close: Notify,
     close_code: AtomicU16,
@@ -42,8 +50,14 @@ pub struct ConnectionHandle {
 
 impl ConnectionHandle {
     pub fn new(id: u64) -> Arc<Self> {
+        Self::with_credential(id, None)
+    }
+
+    /// The handle of a socket that authenticated with `credential`.
+    pub fn with_credential(id: u64, credential: Option<CredentialDigest>) -> Arc<Self> {
         Arc::new(Self {
             id,
+            credential,
             messages: Notify::new(),
             close: Notify::new(),
             close_code: AtomicU16::new(0),
@@ -70,6 +84,11 @@ impl ConnectionHandle {
     /// Whether a close was requested (the socket is on its way out).
     pub fn is_closing(&self) -> bool {
         self.close_code.load(Ordering::SeqCst) != 0
+    }
+
+    /// The requested close code, once a close was requested.
+    pub fn close_code(&self) -> Option<u16> {
+        Some(self.close_code.load(Ordering::SeqCst)).filter(|&code| code != 0)
     }
 
     /// Resolves with the close code once a close was requested.
@@ -160,6 +179,14 @@ impl Registry {
     /// Every device with a socket here (to resubscribe after a pub/sub reconnect).
     pub fn devices(&self) -> Vec<(Aci, DeviceId)> {
         self.lock().keys().copied().collect()
+    }
+
+    /// Every socket here with its device (to re-validate them after a pub/sub reconnect).
+    pub fn sockets(&self) -> Vec<(Aci, DeviceId, Arc<ConnectionHandle>)> {
+        self.lock()
+            .iter()
+            .map(|(&(aci, id), handle)| (aci, id, handle.clone()))
+            .collect()
     }
 
     /// Wakes every socket to re-read its queue (events may have been missed).

@@ -135,6 +135,18 @@ pub struct Device {
     pub last_seen_day_ms: i64,
 }
 
+/// Which credential a device had when something authenticated as it: a SHA-256 of its
+/// PHC string. A device removed and linked again at the same id has a new PHC string (a
+/// fresh salt), so a socket opened with the old one cannot pass for the new device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CredentialDigest(pub [u8; 32]);
+
+impl CredentialDigest {
+    pub fn of(password_hash: &str) -> Self {
+        Self(<sha2::Sha256 as sha2::Digest>::digest(password_hash.as_bytes()).into())
+    }
+}
+
 /// Everything registration writes in one atomic step.
 #[derive(Clone, Debug)]
 pub struct NewAccount {

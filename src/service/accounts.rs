@@ -247,6 +247,11 @@ impl AccountService {
     /// itself, and nobody the primary. Its keys go with it (the store cascades), its queue is
     /// dropped and its sockets close with 4401 on every pod; its credentials stop working
     /// at once, since every request reads the device.
+    ///
+    /// When the removal event cannot be published the answer is 503 although the row is
+    /// gone, so the client retries: the retry finds no device and answers 404, but only
+    /// after dropping the queue and publishing the event again (and 503 again while that
+    /// still fails). So a 204 or a 404 both mean: gone, and every socket told.
     pub async fn remove_device(
         &self,
         caller: AuthenticatedDevice,
@@ -262,11 +267,16 @@ impl AccountService {
                 "a linked device may only remove itself".into(),
             ));
         }
-        if !self.accounts.remove_device(caller.aci, id).await? {
-            return Err(AppError::NotFound("no such device".into()));
-        }
+        let removed = self.accounts.remove_device(caller.aci, id).await?;
         self.authenticator.forget_account(caller.aci);
-        self.messages.remove_devices(caller.aci, &[id]).await
+        // Also when it was already gone: this may be the retry of a removal whose event
+        // could not be published.
+        self.messages.remove_devices(caller.aci, &[id]).await?;
+        if removed {
+            Ok(())
+        } else {
+            Err(AppError::NotFound("no such device".into()))
+        }
     }
 
     /// Deletes the caller's account with all its devices, keys and queues, and closes its
@@ -281,10 +291,12 @@ impl AccountService {
             .collect();
         let deleted = self.accounts.delete(caller.aci).await?;
         self.authenticator.forget_account(caller.aci);
-        self.messages.remove_devices(caller.aci, &devices).await?;
         if deleted {
             self.metrics.accounts_deleted.inc();
         }
-        Ok(())
+        // An error when a removal event cannot be published; the account is gone, so a
+        // retry gets 401. This pod's sockets are closed anyway, and a pod that lost its
+        // pub/sub connection re-validates its sockets when it is back.
+        self.messages.remove_devices(caller.aci, &devices).await
     }
 }

@@ -419,17 +419,16 @@ impl MessageService {
             .await?)
     }
 
-    /// Drops the queues of `devices` and closes their sockets on every pod (4401).
+    /// Drops the queues of `devices` and closes their sockets on every pod (4401). A
+    /// removal event that cannot be published is an error (503: the caller retries), not
+    /// a warning: a socket that never hears it would go on acting as a removed device.
+    /// Safe to repeat: a second call drops nothing and publishes again.
     pub async fn remove_devices(&self, aci: Aci, devices: &[DeviceId]) -> Result<(), AppError> {
         for device in devices {
             self.messages.delete_queue(aci, *device).await?;
-            if let Err(e) = self
-                .notifier
+            self.notifier
                 .publish(aci, *device, DeviceEvent::Removed)
-                .await
-            {
-                tracing::warn!(error = %e, "could not tell sockets that a device was removed");
-            }
+                .await?;
         }
         Ok(())
     }

@@ -305,6 +305,14 @@ impl AccountStore for CachedAccountStore {
         self.changed(aci).await;
         result
     }
+
+    async fn password_hashes(
+        &self,
+        devices: &[(Aci, DeviceId)],
+    ) -> StorageResult<HashMap<(Aci, DeviceId), String>> {
+        // Never cached: this read is what tells a socket whether its device still exists.
+        self.inner.password_hashes(devices).await
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,14 @@ pub trait AccountStore: Send + Sync {
 
     /// Records that the device was seen on the day starting at `day_ms` (only ever forward).
     async fn touch_device(&self, aci: Aci, id: DeviceId, day_ms: i64) -> StorageResult<()>;
+
+    /// The password hashes of those of `devices` that exist (absent ones are left out), read
+    /// from the store itself, never from a cache: re-validating open sockets must see a
+    /// removal made a moment ago on any pod. One round trip for the whole slice.
+    async fn password_hashes(
+        &self,
+        devices: &[(Aci, DeviceId)],
+    ) -> StorageResult<std::collections::HashMap<(Aci, DeviceId), String>>;
 }
 
 /// Prekeys (Postgres in production). Registration writes the signed ones through

@@ -26,6 +26,7 @@ use uuid::Uuid;
 use super::tunnel::{Tunnel, TunnelIdentity};
 use crate::auth::AuthenticatedDevice;
 use crate::delivery::{CloseCode, ConnectionHandle, DeviceEvent};
+use crate::domain::accounts::CredentialDigest;
 use crate::domain::messages::DeliveredMeta;
 use crate::proto::textsecure::{
     WebSocketMessage, WebSocketRequestMessage, WebSocketResponseMessage, web_socket_message,
@@ -90,6 +91,9 @@ pub struct Connection {
     pub tunnel: Rc<Tunnel>,
     pub session: Session,
     pub identity: Option<AuthenticatedDevice>,
+    /// The credential `identity` authenticated with; the socket lives only while its device
+    /// still has it.
+    pub credential: Option<CredentialDigest>,
     pub peer: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     /// Cancelled when a write waited longer than the write timeout: the client is not
@@ -165,6 +169,11 @@ fn request_frame(id: u64, path: &str, body: Option<Bytes>) -> Bytes {
     })
 }
 
+/// The answer to a tunnelled request on a socket that is closing: its identity may be gone.
+fn unauthorized(id: Option<u64>) -> WebSocketResponseMessage {
+    super::tunnel::error_message(id, &crate::error::AppError::Unauthorized)
+}
+
 fn response_frame(response: WebSocketResponseMessage) -> Bytes {
     encode(WebSocketMessage {
         r#type: Some(web_socket_message::Type::Response as i32),
@@ -210,7 +219,7 @@ impl Connection {
         let _gauge = OpenGauge(gauge);
         metrics.websocket_connects.with_label_values(&[kind]).inc();
 
-        let handle = ConnectionHandle::new(rand::random());
+        let handle = ConnectionHandle::with_credential(rand::random(), self.credential);
         let mut delivery = None;
         let _registration = match self.identity {
             Some(device) => {
@@ -240,12 +249,17 @@ impl Connection {
         ping.tick().await;
 
         if let Some(delivery) = delivery.as_mut() {
-            Box::pin(self.fill(delivery, &mut next_id)).await;
+            Box::pin(self.fill(delivery, &handle, &mut next_id)).await;
         }
 
         // The handlers below run boxed: this task's future stays small (an idle socket holds
         // only the select's state), at the price of one allocation per frame or wake-up.
         let close_code = loop {
+            // A close requested while a handler ran wins over whatever else is ready: a
+            // removed device's socket serves nothing more.
+            if let Some(code) = handle.close_code() {
+                break Some(code);
+            }
             let step = tokio::select! {
                 code = handle.wait_for_close() => Step::Close(code),
                 _ = self.shutdown.cancelled() => Step::Close(CloseCode::GoingAway.code()),
@@ -256,7 +270,7 @@ impl Connection {
                 _ = handle.wait_for_messages(), if delivery.is_some() => {
                     if let Some(delivery) = delivery.as_mut() {
                         delivery.more = true;
-                        Box::pin(self.fill(delivery, &mut next_id)).await;
+                        Box::pin(self.fill(delivery, &handle, &mut next_id)).await;
                     }
                     Step::Continue
                 }
@@ -274,7 +288,7 @@ impl Connection {
                             && delivery.outstanding.is_empty()
                         {
                             delivery.more = true;
-                            Box::pin(self.fill(delivery, &mut next_id)).await;
+                            Box::pin(self.fill(delivery, &handle, &mut next_id)).await;
                         }
                         Step::Continue
                     }
@@ -284,7 +298,7 @@ impl Connection {
                     match frame {
                         None => break None,
                         Some(Ok(AggregatedMessage::Binary(bytes))) => {
-                            Box::pin(self.on_binary(bytes, &mut delivery, &requests, &mut next_id)).await
+                            Box::pin(self.on_binary(bytes, &mut delivery, &handle, &requests, &mut next_id)).await
                         }
                         Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Pong(_))) => Step::Continue,
                         Some(Ok(AggregatedMessage::Ping(payload))) => {
@@ -334,7 +348,24 @@ impl Connection {
         // A displaced socket on this pod is told to close (and counts itself when it does).
         state.registry.register(aci, id, handle.clone());
         if let Err(e) = state.notifier.subscribe(aci, id).await {
+            // The listener is reconnecting: it subscribes the device and re-validates every
+            // socket once it is back.
             tracing::warn!(error = %e, "could not subscribe to device events");
+        }
+        // A removal published before the subscription was not heard: read the device again,
+        // now that any later removal will be (both from the store itself, so a removal this
+        // read misses publishes after the subscription). A device gone, or linked again at
+        // its id with another credential, is not this socket's: 4401 before anything is
+        // delivered or served.
+        if let Some(credential) = handle.credential {
+            match state.authenticator.still_holds(device, credential).await {
+                Ok(true) => {}
+                Ok(false) => handle.request_close(CloseCode::Removed),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not re-validate a new socket's device");
+                    handle.request_close(CloseCode::Unavailable);
+                }
+            }
         }
         // Sockets of this device on other pods close with 4409.
         if let Err(e) = state
@@ -353,8 +384,18 @@ impl Connection {
 
     /// Sends queued messages until `MAX_OUTSTANDING` are in flight or the queue is drained;
     /// the first time it is drained, sends the one `queue/empty`.
-    async fn fill(&mut self, delivery: &mut Delivery, next_id: &mut u64) {
+    async fn fill(
+        &mut self,
+        delivery: &mut Delivery,
+        handle: &ConnectionHandle,
+        next_id: &mut u64,
+    ) {
         while delivery.more && delivery.outstanding.len() < MAX_OUTSTANDING {
+            // A closing socket (its device removed, perhaps already linked again at the same
+            // id) delivers nothing more.
+            if handle.is_closing() {
+                return;
+            }
             let want = MAX_OUTSTANDING - delivery.outstanding.len();
             let batch = match self
                 .state
@@ -369,6 +410,9 @@ impl Connection {
                     return;
                 }
             };
+            if handle.is_closing() {
+                return;
+            }
             let drained = batch.len() < want;
             if !delivery.queue_empty_sent {
                 delivery.backlog += batch.len() as u64;
@@ -413,11 +457,19 @@ impl Connection {
         &mut self,
         bytes: Bytes,
         delivery: &mut Option<Delivery>,
+        handle: &Arc<ConnectionHandle>,
         requests: &Arc<Semaphore>,
         next_id: &mut u64,
     ) -> Step {
         match ClientFrame::decode(bytes) {
             ClientFrame::Request(request) => {
+                // A closing socket no longer acts as its device (it may have been removed).
+                if handle.is_closing() {
+                    let timeout = self.state.config.websocket_write_timeout;
+                    let frame = response_frame(unauthorized(request.id));
+                    write(&mut self.session, frame, timeout, &self.stalled).await;
+                    return Step::Continue;
+                }
                 let Ok(permit) = Arc::clone(requests).acquire_owned().await else {
                     return Step::Close(1011);
                 };
@@ -428,12 +480,18 @@ impl Connection {
                     None => TunnelIdentity::Anonymous,
                 };
                 let peer = self.peer;
+                let handle = handle.clone();
                 let (stalled, timeout) = (
                     self.stalled.clone(),
                     self.state.config.websocket_write_timeout,
                 );
                 actix_web::rt::spawn(async move {
-                    let response = tunnel.handle(request, identity, peer).await;
+                    // The socket began to close since: refused too.
+                    let response = if handle.is_closing() {
+                        unauthorized(request.id)
+                    } else {
+                        tunnel.handle(request, identity, peer).await
+                    };
                     write(&mut session, response_frame(response), timeout, &stalled).await;
                     drop(permit);
                 });
@@ -441,7 +499,7 @@ impl Connection {
             }
             ClientFrame::Response(response) => {
                 if let Some(delivery) = delivery.as_mut() {
-                    self.on_response(delivery, response, next_id).await;
+                    self.on_response(delivery, handle, response, next_id).await;
                 }
                 Step::Continue
             }
@@ -452,6 +510,7 @@ impl Connection {
     async fn on_response(
         &mut self,
         delivery: &mut Delivery,
+        handle: &ConnectionHandle,
         response: WebSocketResponseMessage,
         next_id: &mut u64,
     ) {
@@ -471,7 +530,7 @@ impl Connection {
         // Refill in batches: waiting until half the window is free turns a backlog's drain
         // into one queue read per 32 messages instead of one per acknowledgement.
         if delivery.more && delivery.outstanding.len() <= REFILL_AT {
-            self.fill(delivery, next_id).await;
+            self.fill(delivery, handle, next_id).await;
         }
     }
 }

@@ -129,7 +129,7 @@ pub async fn upgrade(
                 .ok_or_else(|| AppError::Forbidden("invalid credentials".into()))?;
             let device = state
                 .authenticator
-                .authenticate(&credentials, client.0)
+                .authenticate_socket(&credentials, client.0)
                 .await
                 .map_err(|e| match e {
                     AppError::Unauthorized => AppError::Forbidden("invalid credentials".into()),
@@ -144,7 +144,8 @@ pub async fn upgrade(
         state,
         tunnel,
         session,
-        identity,
+        identity: identity.map(|(device, _)| device),
+        credential: identity.map(|(_, credential)| credential),
         peer: Some(std::net::SocketAddr::new(client.0, 0)),
         stalled: tokio_util::sync::CancellationToken::new(),
     };

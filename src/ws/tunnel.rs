@@ -164,7 +164,7 @@ pub fn to_http_request(
     Ok(http)
 }
 
-fn error_message(id: Option<u64>, error: &AppError) -> WebSocketResponseMessage {
+pub(super) fn error_message(id: Option<u64>, error: &AppError) -> WebSocketResponseMessage {
     let status = error.status_code();
     let mut headers = vec![
         "content-type:application/json".to_owned(),

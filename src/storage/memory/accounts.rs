@@ -186,6 +186,20 @@ impl AccountStore for MemoryAccountStore {
         }
         Ok(())
     }
+
+    async fn password_hashes(
+        &self,
+        devices: &[(Aci, DeviceId)],
+    ) -> StorageResult<HashMap<(Aci, DeviceId), String>> {
+        let accounts = self.lock()?;
+        Ok(devices
+            .iter()
+            .filter_map(|&(aci, id)| {
+                let device = accounts.get(&aci)?.devices.get(&id)?;
+                Some(((aci, id), device.device.password_hash.clone()))
+            })
+            .collect())
+    }
 }
 
 #[async_trait]

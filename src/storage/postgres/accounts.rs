@@ -323,6 +323,38 @@ impl AccountStore for PgStore {
         Ok(())
     }
 
+    async fn password_hashes(
+        &self,
+        devices: &[(Aci, DeviceId)],
+    ) -> StorageResult<std::collections::HashMap<(Aci, DeviceId), String>> {
+        if devices.is_empty() {
+            return Ok(Default::default());
+        }
+        let acis: Vec<uuid::Uuid> = devices.iter().map(|(aci, _)| aci.uuid()).collect();
+        let ids: Vec<i16> = devices.iter().map(|(_, id)| i16::from(id.get())).collect();
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT d.aci, d.device_id, d.password_hash FROM devices d \
+                 JOIN unnest($1::uuid[], $2::int2[]) AS wanted(aci, device_id) \
+                 ON d.aci = wanted.aci AND d.device_id = wanted.device_id",
+            )
+            .await
+            .map_err(pg_error)?;
+        client
+            .query(&stmt, &[&acis, &ids])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| {
+                let aci = Aci::from_uuid(row.get::<_, uuid::Uuid>("aci"));
+                let id = DeviceId::new(row.get::<_, i16>("device_id") as u32)
+                    .map_err(|e| corrupt("device id", e))?;
+                Ok(((aci, id), row.get::<_, String>("password_hash")))
+            })
+            .collect()
+    }
+
     async fn delete(&self, aci: Aci) -> StorageResult<bool> {
         let client = self.client().await?;
         let deleted = client
