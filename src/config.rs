@@ -14,6 +14,13 @@ use crate::limits::{BucketSpec, Limit};
 /// Queues live 30 days after their last insert unless configured otherwise.
 pub const DEFAULT_QUEUE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// A device queue holds at most 200,000 messages (about 6,600 a day over the 30-day TTL;
+/// the `drain` load test's 100,000-message backlog fits twice) unless configured otherwise.
+pub const DEFAULT_QUEUE_MAX_MESSAGES: u64 = 200_000;
+/// A device queue holds at most 256 MiB unless configured otherwise: 200,000 messages of
+/// about 1 KiB of content with their per-message overhead.
+pub const DEFAULT_QUEUE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
 /// WebSockets silent for 90 s are closed unless configured otherwise.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Sockets one process holds at most (BENCHMARKS.md aims at 100,000 at about 10 KiB each).
@@ -41,6 +48,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// How long a device's queue lives after its last insert.
     pub queue_ttl: Duration,
+    /// Messages one device queue holds at most; a send past it gets 429.
+    pub queue_max_messages: u64,
+    /// Bytes (content plus a per-message overhead) one device queue holds at most.
+    pub queue_max_bytes: u64,
     /// A WebSocket with no frame from its client for this long is closed.
     pub websocket_idle_timeout: Duration,
     /// Open sockets (all kinds) one process accepts; further upgrades get 503.
@@ -136,6 +147,8 @@ struct FileConfig {
     trust_forwarded_for: Option<bool>,
     log_format: Option<LogFormat>,
     queue_ttl_secs: Option<u64>,
+    queue_max_messages: Option<u64>,
+    queue_max_bytes: Option<u64>,
     websocket_idle_timeout_secs: Option<u64>,
     max_websockets: Option<usize>,
     websocket_write_timeout_secs: Option<u64>,
@@ -185,6 +198,15 @@ impl Config {
         validate(raw)
     }
 
+    /// The bounds every device queue gets.
+    pub fn queue_policy(&self) -> crate::storage::QueuePolicy {
+        crate::storage::QueuePolicy {
+            ttl: self.queue_ttl,
+            max_messages: self.queue_max_messages,
+            max_bytes: self.queue_max_bytes,
+        }
+    }
+
     /// The embedded configuration on ephemeral ports, for tests and tools.
     pub fn embedded_for_tests() -> Self {
         Self {
@@ -201,6 +223,8 @@ impl Config {
             trust_forwarded_for: false,
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,
+            queue_max_messages: DEFAULT_QUEUE_MAX_MESSAGES,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             websocket_idle_timeout: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             max_websockets: DEFAULT_MAX_WEBSOCKETS,
             websocket_write_timeout: DEFAULT_WEBSOCKET_WRITE_TIMEOUT,
@@ -273,6 +297,12 @@ fn overlay_env(
     }
     if let Some(v) = parse_var(env, "SEALPOST_QUEUE_TTL_SECS", "a whole number")? {
         raw.queue_ttl_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_QUEUE_MAX_MESSAGES", "a whole number")? {
+        raw.queue_max_messages = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_QUEUE_MAX_BYTES", "a whole number")? {
+        raw.queue_max_bytes = Some(v);
     }
     if let Some(v) = parse_var(
         env,
@@ -425,6 +455,12 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
     if raw.queue_ttl_secs == Some(0) {
         return Err(ConfigError::new("queue_ttl_secs must be at least 1"));
     }
+    if raw.queue_max_messages == Some(0) {
+        return Err(ConfigError::new("queue_max_messages must be at least 1"));
+    }
+    if raw.queue_max_bytes == Some(0) {
+        return Err(ConfigError::new("queue_max_bytes must be at least 1"));
+    }
     if raw.workers == Some(0) {
         return Err(ConfigError::new("workers must be at least 1"));
     }
@@ -446,6 +482,8 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             .queue_ttl_secs
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_QUEUE_TTL),
+        queue_max_messages: raw.queue_max_messages.unwrap_or(DEFAULT_QUEUE_MAX_MESSAGES),
+        queue_max_bytes: raw.queue_max_bytes.unwrap_or(DEFAULT_QUEUE_MAX_BYTES),
         websocket_idle_timeout: raw
             .websocket_idle_timeout_secs
             .map(Duration::from_secs)

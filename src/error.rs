@@ -11,6 +11,10 @@ use serde::Serialize;
 use crate::domain::DomainError;
 use crate::storage::StorageError;
 
+/// How long a sender is told to wait when a recipient's queue is full: the queue only
+/// drains when its device comes online, so an early retry would fail again.
+pub const QUEUE_FULL_RETRY_SECS: u64 = 60;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// Malformed input; the message says what was wrong.
@@ -50,6 +54,10 @@ pub enum AppError {
     InvalidSignature(String),
     #[error("rate limit exceeded")]
     RateLimited { retry_after: Duration },
+    /// 429: a recipient device's queue is at its cap (`queue_max_messages` or
+    /// `queue_max_bytes`); nothing of the send was queued. It drains when the device reads.
+    #[error("the recipient's message queue is full")]
+    QueueFull,
     /// This process holds as many sockets as it may; another pod (or a retry) can serve.
     #[error("too many connections, try again later")]
     Overloaded,
@@ -146,6 +154,7 @@ impl AppError {
             AppError::Unavailable(_) | AppError::Overloaded => {
                 vec![(header::RETRY_AFTER, "5".to_owned())]
             }
+            AppError::QueueFull => vec![(header::RETRY_AFTER, QUEUE_FULL_RETRY_SECS.to_string())],
             _ => Vec::new(),
         }
     }
@@ -184,6 +193,7 @@ impl ResponseError for AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) | AppError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -23,13 +23,13 @@ use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::profiles::ProfileService;
 use crate::state::{AppState, Readiness};
-use crate::storage::Stores;
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
     MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryRateLimitStore,
 };
 use crate::storage::postgres::PgStore;
 use crate::storage::redis::RedisStore;
+use crate::storage::{QueuePolicy, Stores};
 use tokio_util::sync::CancellationToken;
 
 /// How long start-up keeps retrying a database that does not answer yet.
@@ -46,14 +46,14 @@ pub struct Application {
 /// Builds the stores the configuration names, migrating Postgres first.
 /// With Postgres, account reads go through the account cache, which stays off until
 /// [`AccountCache::resume`] (the pub/sub listener calls it once it hears invalidations).
-pub async fn connect_stores(config: &StoreConfig, queue_ttl: Duration) -> anyhow::Result<Stores> {
-    Ok(connect(config, queue_ttl, None).await?.0)
+pub async fn connect_stores(config: &StoreConfig, queue: QueuePolicy) -> anyhow::Result<Stores> {
+    Ok(connect(config, queue, None).await?.0)
 }
 
 /// The stores, and the Redis store itself when there is one (pub/sub uses it too).
 async fn connect(
     config: &StoreConfig,
-    queue_ttl: Duration,
+    queue: QueuePolicy,
     metrics: Option<Metrics>,
 ) -> anyhow::Result<(Stores, Option<RedisStore>)> {
     match config {
@@ -68,7 +68,7 @@ async fn connect(
                 accounts: accounts.clone(),
                 keys: accounts,
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
-                messages: Arc::new(MemoryMessageStore::new(queue_ttl)),
+                messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
                 probes: Vec::new(),
                 account_cache: None,
@@ -83,7 +83,7 @@ async fn connect(
         } => {
             let pg = PgStore::connect(database_url.expose(), *database_pool_size)?;
             migrate_with_retry(&pg).await?;
-            let redis = RedisStore::connect(redis_url.expose(), redis_key_prefix, queue_ttl)?;
+            let redis = RedisStore::connect(redis_url.expose(), redis_key_prefix, queue)?;
             tracing::info!(database = %database_url, redis = %redis_url, "using external stores");
             let pg = Arc::new(pg);
             let shared = Arc::new(redis.clone());
@@ -132,7 +132,7 @@ impl Application {
         let config = Arc::new(config);
         let metrics = Metrics::new();
         let (stores, redis) =
-            connect(&config.stores, config.queue_ttl, Some(metrics.clone())).await?;
+            connect(&config.stores, config.queue_policy(), Some(metrics.clone())).await?;
         let limiter = RateLimiter::new(
             &config.rate_limits,
             stores.rate_limits.clone(),

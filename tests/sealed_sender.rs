@@ -470,5 +470,159 @@ mod multi_recipient {
         app.stop().await;
     }
 
-    on_both_backends!(refusals_follow_the_contract);
+    /// Every recipient's `inboundMessageBytes` bucket is checked before any is charged or
+    /// anything queued: one recipient over budget refuses the whole send with 429 and
+    /// `Retry-After`, and the others are neither charged nor sent anything.
+    async fn a_recipient_over_its_byte_budget_refuses_the_whole_send_and_charges_no_one(
+        backend: Backend,
+    ) {
+        use sealpost::domain::messages::QUEUED_MESSAGE_OVERHEAD;
+        use sealpost::limits::{BucketSpec, Limit};
+        let stores = TestStores::new(backend).await;
+        let mut config = stores.config();
+        config.rate_limits.specs.insert(
+            Limit::InboundMessageBytes,
+            BucketSpec {
+                bucket_size: 2000,
+                permit_period_ms: 600_000.0,
+            },
+        );
+        let app = TestApp::start(config).await;
+        let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
+        // Per device: the 49-byte prefix, 32 + 568 shared bytes and the overhead, 905 bytes
+        // in all, so two fit in a 2000-byte bucket and a third does not.
+        let ciphertext = [0x5a; 568];
+        let per_device = 49 + 32 + 568 + QUEUED_MESSAGE_OVERHEAD;
+        assert!(2 * per_device <= 2000 && 3 * per_device > 2000);
+        let to = |recipients: &[Aci]| {
+            let list: Vec<_> = recipients
+                .iter()
+                .map(|aci| (*aci, vec![(1, 0)], [7; 48]))
+                .collect();
+            encode(VERSION_SERVICE_ID, &list, &[3; 32], &ciphertext)
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                put(&app, to(&[bob.aci]), Some([2; 16]), MRM).await.0,
+                StatusCode::OK
+            );
+        }
+        let response = app
+            .client
+            .http()
+            .put(
+                app.client
+                    .url("/v1/messages/multi_recipient?ts=78&online=false&urgent=true"),
+            )
+            .header("Content-Type", MRM)
+            .header(
+                "Unidentified-Access-Key",
+                encode_base64(&xor([1; 16], [2; 16])),
+            )
+            .body(to(&[alice.aci, bob.aci]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry_after >= 1);
+        assert_eq!(response.json::<Value>().await.unwrap()["code"], json!(429));
+        // Alice was not charged: her whole bucket still takes two sends of her own.
+        for _ in 0..2 {
+            assert_eq!(
+                put(&app, to(&[alice.aci]), Some([1; 16]), MRM).await.0,
+                StatusCode::OK
+            );
+        }
+        // And the refused send queued nothing: alice's queue holds her two, then is empty.
+        let mut ws = WsClient::connect(&app.address, Some(&alice)).await.unwrap();
+        for _ in 0..2 {
+            let delivery = ws.next_request(WAIT).await.unwrap();
+            assert_eq!(delivery.envelope().unwrap().client_timestamp, Some(77));
+            ws.respond(delivery.id, 200).await.unwrap();
+        }
+        assert!(ws.next_request(WAIT).await.unwrap().is_queue_empty());
+        app.stop().await;
+    }
+
+    on_both_backends!(
+        refusals_follow_the_contract,
+        a_recipient_over_its_byte_budget_refuses_the_whole_send_and_charges_no_one,
+    );
+
+    /// The account-cache lookups (hits, misses and bypasses: every account or device-list
+    /// read) a request makes.
+    async fn lookups_during(app: &TestApp, request: impl std::future::Future) -> f64 {
+        let total = || async {
+            let mut sum = 0.0;
+            for result in ["hit", "miss", "bypass"] {
+                sum += app
+                    .metric(&format!(
+                        "sealpost_accounts_cache_lookups_total{{result=\"{result}\"}}"
+                    ))
+                    .await;
+            }
+            sum
+        };
+        let before = total().await;
+        request.await;
+        total().await - before
+    }
+
+    /// A multi-recipient send with the wrong access key reads one account per recipient and
+    /// no device list: it costs per recipient what a refused single sealed send costs.
+    #[tokio::test]
+    async fn a_refused_multi_recipient_send_reads_each_recipient_once() {
+        let stores = TestStores::new(Backend::External).await;
+        let app = TestApp::start(stores.config()).await;
+        let mut recipients = Vec::new();
+        for i in 0..10u8 {
+            recipients.push(
+                common::register_with(&app, Some([i + 1; 16]), false)
+                    .await
+                    .0,
+            );
+        }
+        let single = lookups_during(&app, async {
+            let response = app
+                .client
+                .http()
+                .put(
+                    app.client
+                        .url(&format!("/v1/messages/{}", recipients[0].aci)),
+                )
+                .header("Unidentified-Access-Key", encode_base64(&[0xee; 16]))
+                .json(&json!({"messages": [{"type": 6, "destinationDeviceId": 1,
+                    "destinationRegistrationId": 0, "content": encode_base64(b"x")}],
+                    "online": false, "urgent": true, "timestamp": 1}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        })
+        .await;
+        assert_eq!(single, 1.0, "a refused single send reads its target once");
+        let list: Vec<_> = recipients
+            .iter()
+            .map(|r| (r.aci, vec![(1, 0)], [7; 48]))
+            .collect();
+        let body = encode(VERSION_SERVICE_ID, &list, &[3; 32], b"ct");
+        let multi = lookups_during(&app, async {
+            assert_eq!(
+                put(&app, body, Some([0xee; 16]), MRM).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+        })
+        .await;
+        assert_eq!(
+            multi, 10.0,
+            "one account read per recipient, no device lists"
+        );
+        app.stop().await;
+    }
 }

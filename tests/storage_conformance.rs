@@ -14,13 +14,27 @@ use sealpost::domain::accounts::{
 };
 use sealpost::domain::ids::{Aci, DeviceId, RegistrationId};
 use sealpost::domain::keys::{EcPublicKey, KeyCounts, KeyUpload};
+use sealpost::domain::messages::QUEUED_MESSAGE_OVERHEAD;
 use sealpost::limits::BucketSpec;
 use sealpost::startup::connect_stores;
-use sealpost::storage::{BucketDecision, Stores};
+use sealpost::storage::{BucketDecision, Inserted, QueuePolicy, Stores};
+
+/// Queue bounds far above what any test here fills, but for the caps' own test.
+fn policy(ttl: Duration) -> QueuePolicy {
+    QueuePolicy {
+        ttl,
+        max_messages: 1_000_000,
+        max_bytes: 1 << 40,
+    }
+}
 
 async fn stores(backend: Backend) -> (Stores, TestStores) {
+    stores_with(backend, policy(Duration::from_secs(3600))).await
+}
+
+async fn stores_with(backend: Backend, queue: QueuePolicy) -> (Stores, TestStores) {
     let test = TestStores::new(backend).await;
-    let stores = connect_stores(&test.store_config(), std::time::Duration::from_secs(3600))
+    let stores = connect_stores(&test.store_config(), queue)
         .await
         .expect("stores connect");
     // Postgres is read through the account cache, switched on as the pub/sub listener
@@ -648,22 +662,25 @@ async fn queues_are_fifo_deduplicated_and_read_after_a_cursor(backend: Backend) 
                 .insert(aci, device, *guid, envelope)
                 .await
                 .unwrap()
+                == Inserted::Queued
         );
     }
     // The same GUID again is not queued twice.
-    assert!(
-        !stores
+    assert_eq!(
+        stores
             .messages
             .insert(aci, device, guids[1], "dup".into())
             .await
-            .unwrap()
+            .unwrap(),
+        Inserted::Duplicate
     );
-    assert!(
+    assert_eq!(
         stores
             .messages
             .insert(aci, other, guids[0], "other device".into())
             .await
-            .unwrap()
+            .unwrap(),
+        Inserted::Queued
     );
 
     let all = stores.messages.read(aci, device, 0, 100).await.unwrap();
@@ -726,7 +743,7 @@ async fn queues_are_fifo_deduplicated_and_read_after_a_cursor(backend: Backend) 
 
 async fn queues_expire_their_ttl_after_the_last_insert(backend: Backend) {
     let test = TestStores::new(backend).await;
-    let stores = connect_stores(&test.store_config(), Duration::from_millis(300))
+    let stores = connect_stores(&test.store_config(), policy(Duration::from_millis(300)))
         .await
         .unwrap();
     let (aci, device) = (Aci::random(), DeviceId::PRIMARY);
@@ -784,7 +801,7 @@ async fn concurrent_inserts_keep_one_order_for_every_reader(backend: Backend) {
         })
         .collect();
     for task in tasks {
-        assert!(task.await.unwrap());
+        assert_eq!(task.await.unwrap(), Inserted::Queued);
     }
     let first = stores.messages.read(aci, device, 0, 1000).await.unwrap();
     let second = stores.messages.read(aci, device, 0, 1000).await.unwrap();
@@ -833,12 +850,13 @@ async fn a_shared_payload_completes_every_referencing_message_and_goes_with_the_
         (b, DeviceId::PRIMARY, gb),
         (b, b2, gb2),
     ] {
-        assert!(
+        assert_eq!(
             stores
                 .messages
-                .insert_referencing(aci, device, guid, shared_id)
+                .insert_referencing(aci, device, guid, shared_id, 1005)
                 .await
-                .unwrap()
+                .unwrap(),
+            Inserted::Queued
         );
     }
     for (aci, device, guid, prefix) in [
@@ -921,7 +939,7 @@ async fn removing_many_reports_each_message_and_releases_shared_payloads(backend
     for guid in &referencing {
         stores
             .messages
-            .insert_referencing(aci, device, *guid, shared_id)
+            .insert_referencing(aci, device, *guid, shared_id, 101)
             .await
             .unwrap();
     }
@@ -982,7 +1000,150 @@ async fn removing_many_reports_each_message_and_releases_shared_payloads(backend
     );
 }
 
+/// What a queue of `count` messages whose charged lengths sum to `bytes` holds against the
+/// byte cap.
+fn held(count: u64, bytes: u64) -> u64 {
+    bytes + count * QUEUED_MESSAGE_OVERHEAD
+}
+
+async fn a_full_queue_refuses_more_keeps_what_it_has_and_takes_again_after_removals(
+    backend: Backend,
+) {
+    // Room for three 100-byte envelopes by count, and by bytes for two of 1000 beside them.
+    let queue = QueuePolicy {
+        ttl: Duration::from_secs(3600),
+        max_messages: 3,
+        max_bytes: held(3, 1200),
+    };
+    let (stores, _test) = stores_with(backend, queue).await;
+    let (aci, device) = (Aci::random(), DeviceId::PRIMARY);
+    let small = || bytes::Bytes::from(vec![0x0a; 100]);
+    let guids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::new_v4()).collect();
+    for guid in &guids[..3] {
+        assert_eq!(
+            stores
+                .messages
+                .insert(aci, device, *guid, small())
+                .await
+                .unwrap(),
+            Inserted::Queued
+        );
+    }
+    // The count cap: a fourth is refused, a duplicate is still a duplicate, and the queue
+    // keeps exactly what it had.
+    assert_eq!(
+        stores
+            .messages
+            .insert(aci, device, guids[3], small())
+            .await
+            .unwrap(),
+        Inserted::Full
+    );
+    assert_eq!(
+        stores
+            .messages
+            .insert(aci, device, guids[0], small())
+            .await
+            .unwrap(),
+        Inserted::Duplicate
+    );
+    let read = stores.messages.read(aci, device, 0, 10).await.unwrap();
+    assert_eq!(read.iter().map(|m| m.guid).collect::<Vec<_>>(), guids[..3]);
+    // Another device's queue is its own.
+    let other = DeviceId::new(2).unwrap();
+    assert_eq!(
+        stores
+            .messages
+            .insert(aci, other, guids[3], small())
+            .await
+            .unwrap(),
+        Inserted::Queued
+    );
+
+    // A removal makes room again, by count and by bytes.
+    assert!(stores.messages.remove(aci, device, guids[0]).await.unwrap());
+    let big = bytes::Bytes::from(vec![0x0a; 1000]);
+    assert_eq!(
+        stores
+            .messages
+            .insert(aci, device, guids[3], big.clone())
+            .await
+            .unwrap(),
+        Inserted::Queued
+    );
+    assert!(stores.messages.remove(aci, device, guids[1]).await.unwrap());
+    // The byte cap: 1100 of 1200 held, so another 1000 does not fit though the count would.
+    let refused = uuid::Uuid::new_v4();
+    assert_eq!(
+        stores
+            .messages
+            .insert(aci, device, refused, big.clone())
+            .await
+            .unwrap(),
+        Inserted::Full
+    );
+    // Removing many lowers the byte total too, and a shared copy counts what it stands
+    // for (the recorded length), not its short reference.
+    assert_eq!(
+        stores
+            .messages
+            .remove_many(aci, device, &[guids[2], guids[3]])
+            .await
+            .unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(
+        stores
+            .messages
+            .insert(aci, device, refused, big)
+            .await
+            .unwrap(),
+        Inserted::Queued
+    );
+    let shared_id = uuid::Uuid::new_v4();
+    stores
+        .messages
+        .insert_shared(
+            shared_id,
+            &sealpost::storage::SharedMessage {
+                template: bytes::Bytes::new(),
+                payload: bytes::Bytes::from(vec![1u8; 500]),
+                prefixes: vec![(aci, bytes::Bytes::from_static(b"p"))],
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stores
+            .messages
+            .insert_referencing(aci, device, uuid::Uuid::new_v4(), shared_id, 501)
+            .await
+            .unwrap(),
+        Inserted::Full,
+        "1000 + 501 with two overheads is over the cap, though the reference is 21 bytes"
+    );
+    assert_eq!(
+        stores
+            .messages
+            .insert_referencing(aci, device, uuid::Uuid::new_v4(), shared_id, 200)
+            .await
+            .unwrap(),
+        Inserted::Queued
+    );
+    assert_eq!(
+        stores
+            .messages
+            .read(aci, device, 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
 on_both_backends!(
+    a_full_queue_refuses_more_keeps_what_it_has_and_takes_again_after_removals,
     removing_many_reports_each_message_and_releases_shared_payloads,
     a_shared_payload_completes_every_referencing_message_and_goes_with_the_last,
     queues_are_fifo_deduplicated_and_read_after_a_cursor,

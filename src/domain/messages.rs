@@ -93,7 +93,20 @@ impl OutgoingMessages {
     pub fn total_bytes(&self) -> u64 {
         self.messages.iter().map(|m| m.content.len() as u64).sum()
     }
+
+    /// What queueing this request costs the recipient's `inboundMessageBytes` budget: each
+    /// message's content plus [`QUEUED_MESSAGE_OVERHEAD`], so a flood of tiny messages is
+    /// charged for what it stores.
+    pub fn charged_bytes(&self) -> u64 {
+        self.total_bytes() + QUEUED_MESSAGE_OVERHEAD * self.messages.len() as u64
+    }
 }
+
+/// What one queued message costs beyond its content: Redis spends about 213 bytes per queue
+/// entry on the index and hash structures (MEMORY USAGE over 10,000 entries of a queue), and
+/// the envelope's own fields add some 50 more. Charged to `inboundMessageBytes` per message
+/// and counted per entry against a device queue's byte cap.
+pub const QUEUED_MESSAGE_OVERHEAD: u64 = 256;
 
 #[derive(Debug)]
 pub enum ContentError {

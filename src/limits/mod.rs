@@ -123,6 +123,41 @@ impl RateLimiter {
         self.take(limit, key, permits, true).await
     }
 
+    /// Takes each `(key, permits)` from `limit`'s buckets, or none of them: every bucket is
+    /// checked first (429 with the longest wait if any falls short), then all are taken.
+    /// Two requests racing between the check and the take can leave the loser charged for
+    /// the buckets it took before the one that ran out; it is still refused.
+    pub async fn check_permits_all(
+        &self,
+        limit: Limit,
+        charges: &[(String, u64)],
+    ) -> Result<(), AppError> {
+        if !self.enabled || charges.is_empty() {
+            return Ok(());
+        }
+        let checks = charges
+            .iter()
+            .map(|(key, permits)| self.take(limit, key, *permits, false));
+        let mut longest: Option<Duration> = None;
+        for result in futures_util::future::join_all(checks).await {
+            match result {
+                Ok(()) => {}
+                Err(AppError::RateLimited { retry_after }) => {
+                    longest = Some(longest.map_or(retry_after, |l| l.max(retry_after)));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        if let Some(retry_after) = longest {
+            return Err(AppError::RateLimited { retry_after });
+        }
+        let takes = charges
+            .iter()
+            .map(|(key, permits)| self.take(limit, key, *permits, true));
+        futures_util::future::try_join_all(takes).await?;
+        Ok(())
+    }
+
     /// Fails with 429 when `key` has no permit left, without taking one: for limits that
     /// only count failures (a request must not spend a permit merely by being checked).
     pub async fn ensure_available(&self, limit: Limit, key: &str) -> Result<(), AppError> {

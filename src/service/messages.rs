@@ -17,15 +17,18 @@ use crate::delivery::{DeviceEvent, Notifier};
 use crate::domain::accounts::AccessKey;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::messages::{
-    ContentError, DeliveredMeta, DeviceMismatch, OutgoingMessages, Source, build_envelope,
-    check_devices, delivery_receipt, multi_recipient_template,
+    ContentError, DeliveredMeta, DeviceMismatch, OutgoingMessages, QUEUED_MESSAGE_OVERHEAD, Source,
+    build_envelope, check_devices, delivery_receipt, multi_recipient_template,
 };
 use crate::domain::messages::{mismatched_devices, stale_devices};
 use crate::domain::multi_recipient::{MultiRecipientMessage, Recipient};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::storage::{AccountStore, MessageStore, SharedMessage, now_ms};
+use crate::storage::{AccountStore, Inserted, MessageStore, SharedMessage, now_ms};
+
+/// One queue insert of a send: where it went and what the store did.
+type QueueInsert = (Aci, DeviceId, Uuid, Inserted);
 
 /// The query options of a multi-recipient send.
 #[derive(Clone, Copy, Debug)]
@@ -62,7 +65,9 @@ impl MessageService {
     }
 
     /// Queues one envelope per listed device of `target`, and wakes its sockets. Nothing is
-    /// queued unless the whole request is valid. Returns `needsSync`.
+    /// queued unless the whole request is valid, within the target's `inboundMessageBytes`
+    /// budget (content plus a per-message overhead) and fits every listed device's queue.
+    /// Returns `needsSync`.
     pub async fn send(
         &self,
         sender: Requester,
@@ -92,7 +97,7 @@ impl MessageService {
             .check_permits(
                 Limit::InboundMessageBytes,
                 &target.to_string(),
-                outgoing.total_bytes(),
+                outgoing.charged_bytes(),
             )
             .await?;
 
@@ -144,7 +149,7 @@ impl MessageService {
         } else {
             "identified"
         };
-        let deliveries = outgoing.messages.iter().map(|message| {
+        let inserts = outgoing.messages.iter().map(|message| {
             let (guid, envelope) = build_envelope(
                 message.kind,
                 source,
@@ -155,24 +160,64 @@ impl MessageService {
                 outgoing.urgent,
                 outgoing.online,
             );
-            self.enqueue(
-                target,
-                message.device,
-                guid,
-                Bytes::from(envelope.encode_to_vec()),
-                outgoing.online,
-                kind,
-            )
+            let device = message.device;
+            async move {
+                let inserted = self
+                    .messages
+                    .insert(target, device, guid, Bytes::from(envelope.encode_to_vec()))
+                    .await?;
+                Ok::<QueueInsert, AppError>((target, device, guid, inserted))
+            }
         });
-        try_join_all(deliveries).await?;
+        let queued = try_join_all(inserts).await?;
+        self.all_or_nothing(&queued).await?;
+        self.wake_all(&queued, outgoing.online, kind).await?;
         Ok(needs_sync)
+    }
+
+    /// A send reaches every queue it names or none: when one was full, what the send queued
+    /// in the others is taken back out (only its own messages: nothing queued before is
+    /// touched) and the send is refused. A socket reading in between may already have got
+    /// one of those; it is then delivered although the sender saw 429, as after a lost
+    /// response.
+    async fn all_or_nothing(&self, queued: &[QueueInsert]) -> Result<(), AppError> {
+        if !queued
+            .iter()
+            .any(|(.., inserted)| *inserted == Inserted::Full)
+        {
+            return Ok(());
+        }
+        let removals = queued
+            .iter()
+            .filter(|(.., inserted)| *inserted == Inserted::Queued)
+            .map(|(aci, device, guid, _)| self.messages.remove(*aci, *device, *guid));
+        try_join_all(removals).await?;
+        Err(AppError::QueueFull)
+    }
+
+    /// Wakes the sockets of every device a send queued for.
+    async fn wake_all(
+        &self,
+        queued: &[QueueInsert],
+        ephemeral: bool,
+        kind: &str,
+    ) -> Result<(), AppError> {
+        let wakes = queued
+            .iter()
+            .map(|(aci, device, guid, _)| self.wake(*aci, *device, *guid, ephemeral, kind));
+        try_join_all(wakes).await?;
+        Ok(())
     }
 
     /// A multi-recipient sealed send: every listed device of every recipient gets an
     /// UNIDENTIFIED_SENDER envelope whose content is its recipient's `0x22 || c || at`
     /// completed by the shared `e_pub || ciphertext`, which is stored once. Excluded
     /// recipients (no devices) are left out entirely. Order of refusals: no access key 401,
-    /// unknown recipient 404, wrong combined access key 401, then 409 before 410.
+    /// unknown recipient 404, wrong combined access key 401, then 409 before 410, then 429
+    /// when a recipient is over its `inboundMessageBytes` budget (each is charged, per
+    /// listed device, its prefix, the shared payload and the per-message overhead: what a
+    /// single send of that content would cost) or a device's queue is full. Before the key
+    /// check only one account read per recipient is done; devices are read after it.
     pub async fn send_multi(
         &self,
         access_key: Option<AccessKey>,
@@ -196,16 +241,9 @@ impl MessageService {
                 self.accounts.account(recipient.aci).await?.ok_or_else(|| {
                     AppError::NotFound(format!("no such account: {}", recipient.aci))
                 })?;
-            let devices: BTreeMap<DeviceId, u16> = self
-                .accounts
-                .devices(recipient.aci)
-                .await?
-                .into_iter()
-                .map(|d| (d.id, d.attributes.registration_id.get()))
-                .collect();
-            accounts.push((account, devices));
+            accounts.push(account);
         }
-        let required = combined_access_key(accounts.iter().map(|(account, _)| account))?;
+        let required = combined_access_key(&accounts)?;
         if let Some(required) = required
             && !bool::from(access_key.as_bytes().ct_eq(&required))
         {
@@ -215,12 +253,19 @@ impl MessageService {
 
         let mut mismatched = Vec::new();
         let mut stale = Vec::new();
-        for (recipient, (_, devices)) in recipients.iter().zip(&accounts) {
-            let (missing, extra) = mismatched_devices(devices, &recipient.devices, None);
+        for recipient in &recipients {
+            let devices: BTreeMap<DeviceId, u16> = self
+                .accounts
+                .devices(recipient.aci)
+                .await?
+                .into_iter()
+                .map(|d| (d.id, d.attributes.registration_id.get()))
+                .collect();
+            let (missing, extra) = mismatched_devices(&devices, &recipient.devices, None);
             if !missing.is_empty() || !extra.is_empty() {
                 mismatched.push((recipient.aci, missing, extra));
             }
-            let stale_here = stale_devices(devices, &recipient.devices, None);
+            let stale_here = stale_devices(&devices, &recipient.devices, None);
             if !stale_here.is_empty() {
                 stale.push((recipient.aci, stale_here));
             }
@@ -236,6 +281,16 @@ impl MessageService {
         if total == 0 {
             return Ok(());
         }
+        let charges: Vec<(String, u64)> = recipients
+            .iter()
+            .map(|r| {
+                let each = (r.prefix.len() + message.shared.len()) as u64 + QUEUED_MESSAGE_OVERHEAD;
+                (r.aci.to_string(), each * r.devices.len() as u64)
+            })
+            .collect();
+        self.limiter
+            .check_permits_all(Limit::InboundMessageBytes, &charges)
+            .await?;
         let server_timestamp = now_ms() as u64;
         let client_timestamp = if options.timestamp == 0 {
             server_timestamp
@@ -265,37 +320,29 @@ impl MessageService {
         } else {
             "sealed"
         };
-        let deliveries = recipients.iter().flat_map(|recipient| {
-            recipient.devices.iter().map(move |(device, _)| {
-                self.enqueue_referencing(
-                    recipient.aci,
-                    *device,
-                    Uuid::new_v4(),
-                    shared_id,
-                    options.online,
-                    kind,
-                )
+        let payload = message.shared.len();
+        let inserts = recipients.iter().flat_map(|recipient| {
+            // The body is at most 2 MiB, so this never saturates.
+            let charged = u32::try_from(recipient.prefix.len() + payload).unwrap_or(u32::MAX);
+            recipient.devices.iter().map(move |(device, _)| async move {
+                let guid = Uuid::new_v4();
+                let inserted = self
+                    .messages
+                    .insert_referencing(recipient.aci, *device, guid, shared_id, charged)
+                    .await?;
+                Ok::<QueueInsert, AppError>((recipient.aci, *device, guid, inserted))
             })
         });
-        try_join_all(deliveries).await?;
+        let queued = try_join_all(inserts).await?;
+        if let Err(refused) = self.all_or_nothing(&queued).await {
+            // The copies never queued would never release the shared part: drop it now.
+            self.messages.delete_shared(shared_id).await?;
+            return Err(refused);
+        }
+        self.wake_all(&queued, options.online, kind).await?;
         self.metrics.multi_recipient_sends.inc();
         self.metrics.multi_recipient_devices.observe(total as f64);
         Ok(())
-    }
-
-    async fn enqueue_referencing(
-        &self,
-        aci: Aci,
-        device: DeviceId,
-        guid: Uuid,
-        shared: Uuid,
-        ephemeral: bool,
-        kind: &str,
-    ) -> Result<(), AppError> {
-        self.messages
-            .insert_referencing(aci, device, guid, shared)
-            .await?;
-        self.wake(aci, device, guid, ephemeral, kind).await
     }
 
     /// Wakes the device's socket after a queue insert; takes an ephemeral envelope back out
@@ -330,9 +377,8 @@ impl MessageService {
         Ok(())
     }
 
-    /// Queues one envelope and wakes the device's socket. An ephemeral envelope that no
-    /// socket heard about is taken back out: `online` messages are never stored for an
-    /// offline device.
+    /// Queues one envelope (a delivery receipt) and wakes the device's socket. A full queue
+    /// goes without it: a receipt is not worth refusing the acknowledgement that made it.
     async fn enqueue(
         &self,
         aci: Aci,
@@ -342,8 +388,12 @@ impl MessageService {
         ephemeral: bool,
         kind: &str,
     ) -> Result<(), AppError> {
-        self.messages.insert(aci, device, guid, envelope).await?;
-        self.wake(aci, device, guid, ephemeral, kind).await
+        match self.messages.insert(aci, device, guid, envelope).await? {
+            Inserted::Full => Ok(()),
+            Inserted::Queued | Inserted::Duplicate => {
+                self.wake(aci, device, guid, ephemeral, kind).await
+            }
+        }
     }
 
     /// A device acknowledged delivered envelopes: remove them (one store step for the

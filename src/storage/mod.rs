@@ -14,6 +14,7 @@ use crate::domain::accounts::{
 };
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, SignedEcPreKey};
+use crate::domain::messages::QUEUED_MESSAGE_OVERHEAD;
 use crate::limits::BucketSpec;
 
 pub mod cache;
@@ -120,19 +121,51 @@ pub struct QueuedMessage {
     pub envelope: Bytes,
 }
 
+/// How long every device queue lives and how much it may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// A queue expires this long after its last insert.
+    pub ttl: Duration,
+    /// Messages one device queue holds at most.
+    pub max_messages: u64,
+    /// Bytes one device queue holds at most: per message its charged length
+    /// ([`stored::charged_len`]) plus [`QUEUED_MESSAGE_OVERHEAD`].
+    pub max_bytes: u64,
+}
+
+impl QueuePolicy {
+    /// Whether a queue holding `count` messages of `bytes` charged bytes can take one more
+    /// of `charged` bytes.
+    pub fn admits(&self, count: u64, bytes: u64, charged: u64) -> bool {
+        count < self.max_messages
+            && bytes + charged + (count + 1) * QUEUED_MESSAGE_OVERHEAD <= self.max_bytes
+    }
+}
+
+/// What queueing one message did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Queued,
+    /// A message with this GUID is already queued; nothing changed.
+    Duplicate,
+    /// The queue is at its [`QueuePolicy`] cap; nothing changed.
+    Full,
+}
+
 /// Per-device message queues (Redis in production): FIFO, deduplicated by server GUID,
-/// expiring a configured time after the last insert.
+/// expiring a configured time after the last insert, bounded per [`QueuePolicy`].
 #[async_trait]
 pub trait MessageStore: Send + Sync {
-    /// Appends to the device's queue unless a message with this GUID is already queued, and
-    /// refreshes the queue's expiry. Returns whether it was added. Atomic.
+    /// Appends to the device's queue unless a message with this GUID is already queued or
+    /// the queue is at its cap, and refreshes the queue's expiry. Atomic: a full queue is
+    /// left exactly as it was.
     async fn insert(
         &self,
         aci: Aci,
         id: DeviceId,
         guid: Uuid,
         envelope: Bytes,
-    ) -> StorageResult<bool>;
+    ) -> StorageResult<Inserted>;
 
     /// Up to `limit` messages queued after position `after` (0: from the start), oldest first.
     async fn read(
@@ -173,17 +206,25 @@ pub trait MessageStore: Send + Sync {
         references: u32,
     ) -> StorageResult<()>;
 
+    /// Drops a shared payload whatever references are left (a refused send takes back
+    /// what it queued).
+    async fn delete_shared(&self, id: Uuid) -> StorageResult<()>;
+
     /// Queues, for `aci`'s device `id`, the copy of shared message `shared` that reads
     /// return as `SharedMessage::envelope_for(aci, guid)`. Otherwise like
-    /// [`MessageStore::insert`]. The queued value is the reference alone (17 bytes).
+    /// [`MessageStore::insert`]. The queued value is the reference alone (21 bytes), but it
+    /// counts `charged` bytes (its recipient's prefix and the shared payload) against the
+    /// queue's cap, like the envelope it stands for.
     async fn insert_referencing(
         &self,
         aci: Aci,
         id: DeviceId,
         guid: Uuid,
         shared: Uuid,
-    ) -> StorageResult<bool> {
-        self.insert(aci, id, guid, stored::reference(shared)).await
+        charged: u32,
+    ) -> StorageResult<Inserted> {
+        self.insert(aci, id, guid, stored::reference(shared, charged))
+            .await
     }
 }
 
@@ -209,9 +250,10 @@ impl SharedMessage {
     }
 }
 
-/// How a queued value is stored: a plain envelope, or `0x00 || shared id` for a copy of a
-/// multi-recipient message. (A serialized envelope never starts with 0x00: that would be
-/// field number 0.)
+/// How a queued value is stored: a plain envelope, or `0x00 || shared id || charged length
+/// (u32, big-endian)` for a copy of a multi-recipient message (17-byte references without
+/// the length, from before queues had caps, still read). (A serialized envelope never
+/// starts with 0x00: that would be field number 0.)
 pub(crate) mod stored {
     use bytes::{BufMut, Bytes, BytesMut};
     use prost::Message as _;
@@ -222,18 +264,32 @@ pub(crate) mod stored {
 
     const REFERENCE: u8 = 0x00;
 
-    pub fn reference(shared: Uuid) -> Bytes {
-        let mut value = BytesMut::with_capacity(17);
+    pub fn reference(shared: Uuid, charged: u32) -> Bytes {
+        let mut value = BytesMut::with_capacity(21);
         value.put_u8(REFERENCE);
         value.put_slice(shared.as_bytes());
+        value.put_u32(charged);
         value.freeze()
     }
 
     /// The shared message a queued value stands for, if it is a reference.
     pub fn shared_id(value: &[u8]) -> Option<Uuid> {
-        (value.len() == 17 && value[0] == REFERENCE)
+        ((value.len() == 17 || value.len() == 21) && value[0] == REFERENCE)
             .then(|| Uuid::from_slice(&value[1..17]).ok())
             .flatten()
+    }
+
+    /// What a queued value counts against its queue's byte cap (besides the per-message
+    /// overhead): an envelope its length, a reference the length it records (the Redis
+    /// scripts compute the same).
+    pub fn charged_len(value: &[u8]) -> u64 {
+        match (value.first(), value.len()) {
+            (Some(&REFERENCE), 21) => u64::from(u32::from_be_bytes([
+                value[17], value[18], value[19], value[20],
+            ])),
+            (Some(&REFERENCE), 17) => 0,
+            _ => value.len() as u64,
+        }
     }
 
     /// The template completed with destination, GUID and content `prefix || payload`.
@@ -332,4 +388,37 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_records_what_it_stands_for_and_an_envelope_counts_its_length() {
+        let id = Uuid::new_v4();
+        let reference = stored::reference(id, 70_000);
+        assert_eq!(reference.len(), 21);
+        assert_eq!(stored::shared_id(&reference), Some(id));
+        assert_eq!(stored::charged_len(&reference), 70_000);
+        let mut legacy = vec![0u8];
+        legacy.extend_from_slice(id.as_bytes());
+        assert_eq!(stored::shared_id(&legacy), Some(id));
+        assert_eq!(stored::charged_len(&legacy), 0, "never charged when queued");
+        assert_eq!(stored::charged_len(b"\x08\x01 an envelope"), 14);
+    }
+
+    #[test]
+    fn a_queue_admits_up_to_its_count_and_bytes_with_the_overhead() {
+        let policy = QueuePolicy {
+            ttl: Duration::from_secs(1),
+            max_messages: 2,
+            max_bytes: 100 + 2 * QUEUED_MESSAGE_OVERHEAD,
+        };
+        assert!(policy.admits(0, 0, 100));
+        assert!(!policy.admits(0, 0, 101 + QUEUED_MESSAGE_OVERHEAD));
+        assert!(policy.admits(1, 50, 50));
+        assert!(!policy.admits(1, 50, 51));
+        assert!(!policy.admits(2, 0, 0), "the count cap");
+    }
 }

@@ -1,4 +1,4 @@
-//! Message queues in memory, with the same order, deduplication and expiry as Redis.
+//! Message queues in memory, with the same order, deduplication, expiry and caps as Redis.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -10,13 +10,16 @@ use uuid::Uuid;
 
 use crate::domain::ids::{Aci, DeviceId};
 use crate::storage::{
-    MessageStore, QueuedMessage, SharedMessage, StorageError, StorageResult, stored,
+    Inserted, MessageStore, QueuePolicy, QueuedMessage, SharedMessage, StorageError, StorageResult,
+    stored,
 };
 
 struct Queue {
     next_seq: u64,
     entries: BTreeMap<u64, (Uuid, Bytes)>,
     by_guid: HashMap<Uuid, u64>,
+    /// The entries' charged lengths ([`stored::charged_len`]), summed.
+    bytes: u64,
     expires_at: Instant,
 }
 
@@ -29,15 +32,17 @@ struct Shared {
 
 pub struct MemoryMessageStore {
     ttl: Duration,
+    policy: QueuePolicy,
     queues: Mutex<HashMap<(Aci, DeviceId), Queue>>,
     // std Mutex, never held with the queues lock: each method takes one, then the other.
     shared: Mutex<HashMap<Uuid, Shared>>,
 }
 
 impl MemoryMessageStore {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(policy: QueuePolicy) -> Self {
         Self {
-            ttl,
+            ttl: policy.ttl,
+            policy,
             queues: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
         }
@@ -78,23 +83,32 @@ impl MessageStore for MemoryMessageStore {
         id: DeviceId,
         guid: Uuid,
         envelope: Bytes,
-    ) -> StorageResult<bool> {
+    ) -> StorageResult<Inserted> {
         let mut queues = self.lock()?;
         let queue = queues.entry((aci, id)).or_insert_with(|| Queue {
             next_seq: 1,
             entries: BTreeMap::new(),
             by_guid: HashMap::new(),
+            bytes: 0,
             expires_at: Instant::now(),
         });
         if queue.by_guid.contains_key(&guid) {
-            return Ok(false);
+            return Ok(Inserted::Duplicate);
+        }
+        let charged = stored::charged_len(&envelope);
+        if !self
+            .policy
+            .admits(queue.entries.len() as u64, queue.bytes, charged)
+        {
+            return Ok(Inserted::Full);
         }
         let seq = queue.next_seq;
         queue.next_seq += 1;
         queue.entries.insert(seq, (guid, envelope));
         queue.by_guid.insert(guid, seq);
+        queue.bytes += charged;
         queue.expires_at = Instant::now() + self.ttl;
-        Ok(true)
+        Ok(Inserted::Queued)
     }
 
     async fn read(
@@ -144,6 +158,9 @@ impl MessageStore for MemoryMessageStore {
             return Ok(false);
         };
         let value = queue.entries.remove(&seq).map(|(_, value)| value);
+        if let Some(value) = &value {
+            queue.bytes = queue.bytes.saturating_sub(stored::charged_len(value));
+        }
         drop(queues);
         if let Some(shared_id) = value.as_ref().and_then(|v| stored::shared_id(v)) {
             let mut shared = self.shared()?;
@@ -159,6 +176,11 @@ impl MessageStore for MemoryMessageStore {
 
     async fn delete_queue(&self, aci: Aci, id: DeviceId) -> StorageResult<()> {
         self.lock()?.remove(&(aci, id));
+        Ok(())
+    }
+
+    async fn delete_shared(&self, id: Uuid) -> StorageResult<()> {
+        self.shared()?.remove(&id);
         Ok(())
     }
 

@@ -3,9 +3,11 @@
 //! unchanged: `…:i` a sorted set of GUIDs scored by position, `…:m` a hash GUID -> envelope
 //! that also holds the position counter (field `__seq`; GUID fields are 16 binary bytes, so
 //! they cannot collide with it). Both expire together, a configured time after the last
-//! insert. A multi-recipient message's shared part is one hash `…mrm:{id}` (payload `d`,
+//! insert. The hash also keeps the queue's charged byte total (field `__bytes`), which the
+//! insert script checks with the index's size against the queue's caps and every removal
+//! lowers, so a cap costs no extra round trip. A multi-recipient message's shared part is one hash `…mrm:{id}` (payload `d`,
 //! envelope template `t`, remaining references `n`, and per recipient account its 16-byte
-//! ACI -> content prefix); each device's queue holds only a 17-byte reference to it, so a
+//! ACI -> content prefix); each device's queue holds only a 21-byte reference to it, so a
 //! queue of such copies stays in Redis's compact listpack encoding. The last removal
 //! deletes the shared hash.
 
@@ -16,17 +18,52 @@ use uuid::Uuid;
 
 use super::{RedisStore, redis_error};
 use crate::domain::ids::{Aci, DeviceId};
+use crate::domain::messages::QUEUED_MESSAGE_OVERHEAD;
 use crate::storage::{
-    MessageStore, QueuedMessage, SharedMessage, StorageError, StorageResult, stored,
+    Inserted, MessageStore, QueuedMessage, SharedMessage, StorageError, StorageResult, stored,
 };
 
-/// KEYS: index, messages. ARGV: guid, envelope, ttl ms. Returns the position, or 0 when the
-/// GUID is already queued. Positions grow by one and never fall behind Redis's clock in
+/// What a stored value counts against the byte cap, as `stored::charged_len` computes it.
+const CHARGED_LEN: &str = r#"
+local function charged_len(value)
+  if string.byte(value, 1) == 0 then
+    if #value == 21 then
+      local a, b, c, d = string.byte(value, 18, 21)
+      return ((a * 256 + b) * 256 + c) * 256 + d
+    elseif #value == 17 then
+      return 0
+    end
+  end
+  return #value
+end
+"#;
+
+/// Takes a removed value's charged length off the queue's byte total (never below 0).
+const UNCHARGE: &str = r#"
+local function uncharge(key, value)
+  local size = charged_len(value)
+  if size > 0 and redis.call('HINCRBY', key, '__bytes', -size) < 0 then
+    redis.call('HSET', key, '__bytes', 0)
+  end
+end
+"#;
+
+/// KEYS: index, messages. ARGV: guid, envelope, ttl ms, charged length, max messages, max
+/// bytes, per-message overhead. Returns the position, 0 when the GUID is already queued, or
+/// -1 when the queue is at a cap (nothing changed). Positions grow by one and never fall behind Redis's clock in
 /// microseconds: if Redis loses the queue's tail with its counter (a machine crash under
 /// `appendfsync everysec`, a restart without persistence), new positions still come after
 /// every position a live socket has already read, so its cursor does not skip them.
 const INSERT: &str = r#"
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
+local count = redis.call('ZCARD', KEYS[1])
+local bytes = tonumber(redis.call('HGET', KEYS[2], '__bytes') or '0')
+local charged = tonumber(ARGV[4])
+if count >= tonumber(ARGV[5])
+  or bytes + charged + (count + 1) * tonumber(ARGV[7]) > tonumber(ARGV[6]) then
+  return -1
+end
+if charged > 0 then redis.call('HINCRBY', KEYS[2], '__bytes', charged) end
 local seq = redis.call('HINCRBY', KEYS[2], '__seq', 1)
 local now = redis.call('TIME')
 local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -64,6 +101,7 @@ local value = redis.call('HGET', KEYS[2], ARGV[1])
 if not value then return false end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[1], ARGV[1])
+uncharge(KEYS[2], value)
 return value
 "#;
 
@@ -76,7 +114,8 @@ for i = 1, #ARGV do
   if value then
     redis.call('HDEL', KEYS[2], ARGV[i])
     redis.call('ZREM', KEYS[1], ARGV[i])
-    if #value == 17 and string.byte(value, 1) == 0 then
+    uncharge(KEYS[2], value)
+    if (#value == 17 or #value == 21) and string.byte(value, 1) == 0 then
       out[i] = string.sub(value, 2, 17)
     else
       out[i] = 1
@@ -98,11 +137,12 @@ pub(super) struct QueueScripts {
 
 impl QueueScripts {
     pub(super) fn new() -> Self {
+        let removal = |body: &str| Script::new(&format!("{CHARGED_LEN}{UNCHARGE}{body}"));
         Self {
             insert: Script::new(INSERT),
             read: Script::new(READ),
-            remove: Script::new(REMOVE),
-            remove_many: Script::new(REMOVE_MANY),
+            remove: removal(REMOVE),
+            remove_many: removal(REMOVE_MANY),
         }
     }
 }
@@ -211,7 +251,7 @@ impl MessageStore for RedisStore {
         id: DeviceId,
         guid: Uuid,
         envelope: Bytes,
-    ) -> StorageResult<bool> {
+    ) -> StorageResult<Inserted> {
         let [index, messages] = self.queue_keys(aci, id);
         let mut conn = self.conn.clone();
         let seq: i64 = self
@@ -221,11 +261,19 @@ impl MessageStore for RedisStore {
             .key(messages)
             .arg(guid.as_bytes().as_slice())
             .arg(envelope.as_ref())
-            .arg(self.queue_ttl.as_millis() as u64)
+            .arg(self.queue.ttl.as_millis() as u64)
+            .arg(stored::charged_len(&envelope))
+            .arg(self.queue.max_messages)
+            .arg(self.queue.max_bytes)
+            .arg(QUEUED_MESSAGE_OVERHEAD)
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
-        Ok(seq > 0)
+        Ok(match seq {
+            0 => Inserted::Duplicate,
+            s if s < 0 => Inserted::Full,
+            _ => Inserted::Queued,
+        })
     }
 
     async fn read(
@@ -364,8 +412,18 @@ impl MessageStore for RedisStore {
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
-            .arg(self.queue_ttl.as_millis() as u64)
+            .arg(self.queue.ttl.as_millis() as u64)
             .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn delete_shared(&self, id: Uuid) -> StorageResult<()> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("DEL")
+            .arg(self.shared_key(id))
             .query_async(&mut conn)
             .await
             .map_err(redis_error)?;

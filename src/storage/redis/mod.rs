@@ -13,20 +13,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::storage::{Probe, StorageError, StorageResult};
+use crate::storage::{Probe, QueuePolicy, StorageError, StorageResult};
 
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
-    queue_ttl: Duration,
+    queue: QueuePolicy,
     scripts: Arc<messages::QueueScripts>,
 }
 
 impl RedisStore {
     /// Creates the connection manager without connecting: the server may start before
     /// Redis answers, and readiness says so until it does.
-    pub fn connect(url: &str, prefix: &str, queue_ttl: Duration) -> anyhow::Result<Self> {
+    pub fn connect(url: &str, prefix: &str, queue: QueuePolicy) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -37,7 +37,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
-            queue_ttl,
+            queue,
             scripts: Arc::new(messages::QueueScripts::new()),
         })
     }
