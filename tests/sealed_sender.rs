@@ -578,8 +578,17 @@ mod multi_recipient {
     /// no device list: it costs per recipient what a refused single sealed send costs.
     #[tokio::test]
     async fn a_refused_multi_recipient_send_reads_each_recipient_once() {
+        use sealpost::limits::{BucketSpec, Limit};
         let stores = TestStores::new(Backend::External).await;
-        let app = TestApp::start(stores.config()).await;
+        let mut config = stores.config();
+        config.rate_limits.specs.insert(
+            Limit::Registration,
+            BucketSpec {
+                bucket_size: 100,
+                permit_period_ms: 1.0,
+            },
+        );
+        let app = TestApp::start(config).await;
         let mut recipients = Vec::new();
         for i in 0..10u8 {
             recipients.push(
