@@ -26,6 +26,14 @@ pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Sockets one process holds at most (BENCHMARKS.md aims at 100,000 at about 10 KiB each).
 pub const DEFAULT_MAX_WEBSOCKETS: usize = 100_000;
 pub const DEFAULT_WEBSOCKET_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request's head must arrive within 5 s of the connection's first byte (actix's default).
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A request's whole body must arrive within 30 s of its head (2 MiB at 70 KB/s).
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Sockets one client address holds at most (a phone holds two; a NAT shares the address).
+pub const DEFAULT_MAX_WEBSOCKETS_PER_CLIENT: usize = 100;
+/// TCP connections to the public listener one client address holds at most.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 200;
 
 /// Sender certificates are valid for 7 days unless configured otherwise.
 pub const DEFAULT_SENDER_CERTIFICATE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -60,6 +68,16 @@ pub struct Config {
     pub websocket_write_timeout: Duration,
     /// How long a sender certificate is valid.
     pub sender_certificate_ttl: Duration,
+    /// A request head not complete this long after the connection's first byte gets 408.
+    pub request_head_timeout: Duration,
+    /// A request body not complete this long after its head gets 408 and its connection closes.
+    pub request_body_timeout: Duration,
+    /// Sockets one client address may hold (0: no cap); past it an upgrade gets 429.
+    pub max_websockets_per_client: usize,
+    /// TCP connections one peer address may hold on the public listener (0: no cap); a
+    /// request on a connection past it gets 429 and the connection closes. Not applied when
+    /// `trust_forwarded_for` is set: the peer is then the proxy.
+    pub max_connections_per_client: usize,
 }
 
 /// Embedded (everything in memory) or external stores; never half of each.
@@ -153,6 +171,10 @@ struct FileConfig {
     max_websockets: Option<usize>,
     websocket_write_timeout_secs: Option<u64>,
     sender_certificate_ttl_secs: Option<u64>,
+    request_head_timeout_secs: Option<u64>,
+    request_body_timeout_secs: Option<u64>,
+    max_websockets_per_client: Option<usize>,
+    max_connections_per_client: Option<usize>,
     #[serde(default)]
     rate_limits: FileRateLimits,
 }
@@ -229,6 +251,11 @@ impl Config {
             max_websockets: DEFAULT_MAX_WEBSOCKETS,
             websocket_write_timeout: DEFAULT_WEBSOCKET_WRITE_TIMEOUT,
             sender_certificate_ttl: DEFAULT_SENDER_CERTIFICATE_TTL,
+            request_head_timeout: DEFAULT_REQUEST_HEAD_TIMEOUT,
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
+            // Every test client shares 127.0.0.1: tests that want these caps set them.
+            max_websockets_per_client: 0,
+            max_connections_per_client: 0,
         }
     }
 }
@@ -327,6 +354,18 @@ fn overlay_env(
         "a whole number",
     )? {
         raw.sender_certificate_ttl_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_REQUEST_HEAD_TIMEOUT_SECS", "a whole number")? {
+        raw.request_head_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_REQUEST_BODY_TIMEOUT_SECS", "a whole number")? {
+        raw.request_body_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_MAX_WEBSOCKETS_PER_CLIENT", "a whole number")? {
+        raw.max_websockets_per_client = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_MAX_CONNECTIONS_PER_CLIENT", "a whole number")? {
+        raw.max_connections_per_client = Some(v);
     }
     if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
         raw.trust_forwarded_for = Some(v);
@@ -452,6 +491,16 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             "websocket_write_timeout_secs must be at least 1",
         ));
     }
+    if raw.request_head_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "request_head_timeout_secs must be at least 1",
+        ));
+    }
+    if raw.request_body_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "request_body_timeout_secs must be at least 1",
+        ));
+    }
     if raw.queue_ttl_secs == Some(0) {
         return Err(ConfigError::new("queue_ttl_secs must be at least 1"));
     }
@@ -497,6 +546,20 @@ fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             .sender_certificate_ttl_secs
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_SENDER_CERTIFICATE_TTL),
+        request_head_timeout: raw
+            .request_head_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_REQUEST_HEAD_TIMEOUT),
+        request_body_timeout: raw
+            .request_body_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT),
+        max_websockets_per_client: raw
+            .max_websockets_per_client
+            .unwrap_or(DEFAULT_MAX_WEBSOCKETS_PER_CLIENT),
+        max_connections_per_client: raw
+            .max_connections_per_client
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
     })
 }
 

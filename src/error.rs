@@ -61,6 +61,12 @@ pub enum AppError {
     /// This process holds as many sockets as it may; another pod (or a retry) can serve.
     #[error("too many connections, try again later")]
     Overloaded,
+    /// A request body (or head) did not arrive in time; the connection is closed after this.
+    #[error("request not received in time")]
+    RequestTimeout,
+    /// This client address holds as many sockets or connections as one address may.
+    #[error("too many connections from this address, try again later")]
+    ClientLimit,
     /// A store does not answer; the detail goes to the log only.
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
@@ -151,7 +157,7 @@ impl AppError {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 vec![(header::RETRY_AFTER, secs.max(1).to_string())]
             }
-            AppError::Unavailable(_) | AppError::Overloaded => {
+            AppError::Unavailable(_) | AppError::Overloaded | AppError::ClientLimit => {
                 vec![(header::RETRY_AFTER, "5".to_owned())]
             }
             AppError::QueueFull => vec![(header::RETRY_AFTER, QUEUE_FULL_RETRY_SECS.to_string())],
@@ -192,8 +198,10 @@ impl ResponseError for AppError {
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            AppError::RateLimited { .. } | AppError::ClientLimit | AppError::QueueFull => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::Unavailable(_) | AppError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -205,6 +213,11 @@ impl ResponseError for AppError {
         response.content_type("application/json");
         for (name, value) in self.headers() {
             response.insert_header((name, value));
+        }
+        // A half-read body cannot be resynchronised, and a client over its connection cap
+        // should not keep this one: both close after the answer.
+        if matches!(self, AppError::RequestTimeout | AppError::ClientLimit) {
+            response.force_close();
         }
         response.body(self.body())
     }

@@ -11,6 +11,7 @@ pub mod certificates;
 pub mod client;
 pub mod config;
 pub mod delivery;
+pub mod descriptors;
 pub mod domain;
 pub mod error;
 pub mod limits;

@@ -73,6 +73,10 @@ pub struct Inner {
     pub websocket_refusals: IntCounter,
     /// Sockets closed because their client read nothing for the write timeout.
     pub websocket_write_timeouts: IntCounter,
+    /// `limit`: `connections` or `websockets`; refusals (429) of a client address at its cap.
+    pub client_limit_refusals: IntCounterVec,
+    /// Requests answered 408 because their body did not arrive within the body timeout.
+    pub request_body_timeouts: IntCounter,
     pub multi_recipient_sends: IntCounter,
     /// Recipient devices per multi-recipient send.
     pub multi_recipient_devices: Histogram,
@@ -298,6 +302,15 @@ impl Metrics {
                 "sealpost_websocket_refusals_total",
                 "WebSocket upgrades refused (503) because the process holds its maximum of sockets",
             ),
+            client_limit_refusals: b.counters(
+                "sealpost_client_limit_refusals_total",
+                "Requests and upgrades refused (429) because their client address holds its cap",
+                &["limit"],
+            ),
+            request_body_timeouts: b.counter(
+                "sealpost_http_request_body_timeouts_total",
+                "Requests answered 408 because their body did not arrive within the body timeout",
+            ),
             websocket_write_timeouts: b.counter(
                 "sealpost_websocket_write_timeouts_total",
                 "WebSockets closed because the client read nothing for the write timeout",
@@ -394,6 +407,9 @@ impl Inner {
         for kind in SOCKET_KINDS {
             self.websockets_open.with_label_values(&[kind]);
             self.websocket_connects.with_label_values(&[kind]);
+        }
+        for limit in ["connections", "websockets"] {
+            self.client_limit_refusals.with_label_values(&[limit]);
         }
         for code in CLOSE_CODES {
             self.websocket_closes.with_label_values(&[code]);

@@ -10,12 +10,14 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, middleware::from_fn, web};
 
+use crate::api::bounds::ConnectionAdmission;
 use crate::auth::Authenticator;
 use crate::auth::password::Passwords;
 use crate::config::{Config, StoreConfig};
 use crate::delivery::memory::LocalNotifier;
 use crate::delivery::redis::RedisNotifier;
 use crate::delivery::{Notifier, ProvisioningSockets, Registry};
+use crate::descriptors::Budget;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
@@ -127,6 +129,42 @@ async fn migrate_with_retry(pg: &PgStore) -> anyhow::Result<()> {
     }
 }
 
+/// actix's default: one worker per core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The descriptor budget under this process's open-file limit (raised to the hard limit),
+/// logged once; the configured socket maximum when the limit cannot be read.
+fn descriptor_budget(config: &Config) -> Budget {
+    let workers = config.workers.unwrap_or_else(default_workers);
+    let pool = match &config.stores {
+        StoreConfig::Embedded => 0,
+        StoreConfig::External {
+            database_pool_size, ..
+        } => *database_pool_size,
+    };
+    let Some(limit) = crate::descriptors::raise_and_read_limit() else {
+        return Budget::new(u64::MAX, workers, pool, config.max_websockets);
+    };
+    let budget = Budget::new(limit, workers, pool, config.max_websockets);
+    tracing::info!(
+        descriptor_limit = budget.limit,
+        reserved = budget.reserved,
+        connections = budget.connections,
+        max_websockets = budget.max_websockets,
+        "descriptor budget"
+    );
+    if budget.max_websockets < config.max_websockets {
+        tracing::warn!(
+            configured = config.max_websockets,
+            max_websockets = budget.max_websockets,
+            "the open-file limit (ulimit -n) allows fewer sockets than max_websockets"
+        );
+    }
+    budget
+}
+
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
@@ -206,6 +244,7 @@ impl Application {
             config.sender_certificate_ttl,
             metrics.clone(),
         );
+        let budget = descriptor_budget(&config);
         let state = web::Data::new(AppState {
             config: config.clone(),
             stores,
@@ -219,7 +258,10 @@ impl Application {
             registry,
             provisioning,
             notifier,
-            sockets: crate::ws::SocketSlots::new(config.max_websockets),
+            sockets: crate::ws::SocketSlots::new(
+                budget.max_websockets,
+                config.max_websockets_per_client,
+            ),
             shutdown,
         });
 
@@ -232,23 +274,35 @@ impl Application {
         let admin_port = admin_listener.local_addr()?.port();
 
         let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
+        // Behind a proxy every connection comes from the proxy: no per-peer cap then.
+        let per_peer = match config.trust_forwarded_for {
+            true => 0,
+            false => config.max_connections_per_client,
+        };
+        let connections = crate::limits::clients::PerClient::new(per_peer);
+        let workers = config.workers.unwrap_or_else(default_workers);
+        let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(crate::ws::tunnel::per_worker(app_state.clone()))
                 .wrap(from_fn(crate::api::middleware::observe))
                 .configure(crate::api::configure)
         })
+        .on_connect(move |connection, data| {
+            let peer = connection
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .and_then(|tcp| tcp.peer_addr().ok());
+            let peer = peer.map(|a| a.ip()).unwrap_or([0, 0, 0, 0].into());
+            data.insert(ConnectionAdmission::admit(&connections, peer));
+        })
         .listen(listener)?
         .disable_signals()
-        // actix caps each worker at 25,000 connections by default; a worker may end up
-        // holding most sockets, so its cap leaves `max_websockets` (the process-wide limit
-        // that answers 503) reachable, plus room for plain HTTP.
-        .max_connections(config.max_websockets.saturating_add(4096))
+        .workers(workers)
+        // The connections the descriptor budget allows, split between the workers, so the
+        // public side can never take the descriptors the stores and the admin listener need.
+        .max_connections((budget.connections / workers).max(1))
+        .client_request_timeout(config.request_head_timeout)
         .shutdown_timeout(config.shutdown_timeout.as_secs());
-        if let Some(workers) = config.workers {
-            server = server.workers(workers);
-        }
         let server = server.run();
 
         let admin_state = state.clone();
@@ -259,6 +313,7 @@ impl Application {
         })
         .listen(admin_listener)?
         .workers(1)
+        .max_connections(crate::descriptors::ADMIN_CONNECTIONS)
         .disable_signals()
         .shutdown_timeout(1)
         .run();
@@ -276,6 +331,11 @@ impl Application {
             admin,
             state,
         })
+    }
+
+    /// What the descriptor limit allowed this process (see `descriptors`).
+    pub fn max_websockets(&self) -> usize {
+        self.state.sockets.max()
     }
 
     pub fn port(&self) -> u16 {

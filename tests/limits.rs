@@ -1,13 +1,16 @@
 //! Resource limits through the real server and real sockets: the per-process socket
 //! maximum (a JSON 503 with `Retry-After`, counted), a client that never reads (closed after
 //! the write timeout, its messages kept for its next connection, nobody else held up), and a
-//! storm of simultaneous upgrades (each served or cleanly refused). The per-socket cap of
+//! storm of simultaneous upgrades (each served or cleanly refused), request heads and bodies
+//! bounded in time (408, connection closed), and per-client-address caps on sockets and
+//! connections (429 for that address, others served). The per-socket cap of
 //! unacknowledged deliveries and the body and frame limits are tested in `messages.rs`,
 //! `accounts.rs` and `sealed_sender.rs`.
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, TestStores};
 use futures_util::future::join_all;
@@ -16,6 +19,8 @@ use sealpost::client::DeviceCredentials;
 use sealpost::client::ws::{WsClient, WsError};
 use sealpost::domain::encoding::encode_base64;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -216,8 +221,264 @@ async fn a_storm_of_2000_simultaneous_upgrades_is_served_or_cleanly_refused(back
     app.stop().await;
 }
 
+fn api_addr(app: &TestApp) -> SocketAddr {
+    app.address.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A raw connection to the public listener from `local` (any 127.0.0.0/8 address is this
+/// machine: a second "client address" for the per-address caps).
+async fn connect_from(app: &TestApp, local: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
+    socket.connect(api_addr(app)).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection, or `None` if it has not
+/// closed it within `limit`. A reset after the answer counts as closed.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&received).into_owned())
+}
+
+/// The status code and JSON body of a raw HTTP/1.1 response.
+fn parse_response(raw: &str) -> (u16, Value) {
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+const MULTI_RECIPIENT_HEAD: &str = "PUT /v1/messages/multi_recipient?ts=1 HTTP/1.1\r\nHost: x\r\n\
+     Content-Type: application/vnd.signal-messenger.mrm\r\nContent-Length: 2097152\r\n\r\n";
+
+async fn a_request_body_that_stalls_half_way_gets_a_json_408_and_its_connection_is_closed(
+    backend: Backend,
+) {
+    let (app, _stores) = start(backend, |c| {
+        c.request_body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = connect_from(&app, "127.0.0.1").await;
+    stream
+        .write_all(MULTI_RECIPIENT_HEAD.as_bytes())
+        .await
+        .unwrap();
+    stream.write_all(&vec![0u8; 1024 * 1024]).await.unwrap();
+    let started = Instant::now();
+    // Then nothing more: the body is dropped and the connection closed within the bound.
+    let answer = read_until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the server closes a stalled body's connection");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let (status, body) = parse_response(&answer);
+    assert_eq!((status, &body["code"]), (408, &json!(408)), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(
+        app.metric("sealpost_http_request_body_timeouts_total")
+            .await,
+        1.0
+    );
+    app.stop().await;
+}
+
+async fn a_request_body_trickled_a_byte_at_a_time_gets_a_json_408_within_the_body_timeout(
+    backend: Backend,
+) {
+    let (app, _stores) = start(backend, |c| {
+        c.request_body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let stream = connect_from(&app, "127.0.0.1").await;
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(MULTI_RECIPIENT_HEAD.as_bytes())
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        // One byte every 100 ms, for as long as the server takes them.
+        while writer.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf).await {
+            received.extend_from_slice(&buf[..n]);
+            if received.windows(4).any(|w| w == b"\r\n\r\n") && received.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    trickle.abort();
+    assert!(read.is_ok(), "no answer to a trickled body");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let (status, body) = parse_response(&String::from_utf8_lossy(&received));
+    assert_eq!((status, body["code"].as_u64()), (408, Some(408)));
+    app.stop().await;
+}
+
+async fn a_later_request_head_trickled_on_a_kept_alive_connection_gets_408_within_the_head_timeout(
+    backend: Backend,
+) {
+    let (app, _stores) = start(backend, |c| {
+        c.request_head_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = connect_from(&app, "127.0.0.1").await;
+    // A first request answered at once keeps the connection alive...
+    stream
+        .write_all(b"GET /v1/keepalive HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // ...then the next head comes a byte at a time and never ends.
+    let started = Instant::now();
+    let head = b"GET /v1/keepalive HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut answer = String::new();
+    for byte in head.iter().chain(std::iter::repeat(&b'a')) {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        if let Ok(Ok(n @ 1..)) =
+            tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await
+        {
+            answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a trickled head was never answered"
+        );
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    app.stop().await;
+}
+
+async fn an_address_past_its_socket_cap_gets_a_json_429_while_another_address_connects(
+    backend: Backend,
+) {
+    let (app, _stores) = start(backend, |c| c.max_websockets_per_client = 3).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(WsClient::connect(&app.address, None).await.unwrap());
+    }
+    let refused = tokio_tungstenite::connect_async(ws_url(&app)).await;
+    let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else {
+        panic!("the fourth socket of one address was not refused: {refused:?}");
+    };
+    assert_eq!(response.status().as_u16(), 429);
+    let body: Value =
+        serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+    assert_eq!(body["code"], 429);
+    assert_eq!(
+        app.metric("sealpost_client_limit_refusals_total{limit=\"websockets\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(app.metric("sealpost_websocket_refusals_total").await, 0.0);
+
+    // Another address is not held up by the first one's cap.
+    let stream = connect_from(&app, "127.0.0.2").await;
+    let request = ws_url(&app).into_client_request().unwrap();
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("another address opens a socket");
+
+    // A closed socket gives its address's place back.
+    open.remove(0).close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match WsClient::connect(&app.address, None).await {
+            Ok(_) => break,
+            Err(WsError::Refused(429)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("no place came free: {e}"),
+        }
+    }
+    app.stop().await;
+}
+
+async fn a_connection_past_its_addresses_cap_gets_a_json_429_and_is_closed_while_others_are_served(
+    backend: Backend,
+) {
+    let (app, _stores) = start(backend, |c| c.max_connections_per_client = 4).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(connect_from(&app, "127.0.0.1").await);
+    }
+    let keepalive = b"GET /v1/keepalive HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut fifth = connect_from(&app, "127.0.0.1").await;
+    fifth.write_all(keepalive).await.unwrap();
+    let answer = read_until_closed(&mut fifth, WAIT)
+        .await
+        .expect("a connection over the cap is closed after its answer");
+    let (status, body) = parse_response(&answer);
+    assert_eq!(
+        (status, body["code"].as_u64()),
+        (429, Some(429)),
+        "{answer}"
+    );
+    assert_eq!(
+        app.metric("sealpost_client_limit_refusals_total{limit=\"connections\"}")
+            .await,
+        1.0
+    );
+
+    // Another address is served meanwhile, and so is this one once a connection closes.
+    let mut other = connect_from(&app, "127.0.0.2").await;
+    other.write_all(keepalive).await.unwrap();
+    let n = other.read(&mut [0u8; 1024]).await.unwrap();
+    assert!(n > 0);
+    drop(idle.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = connect_from(&app, "127.0.0.1").await;
+        again.write_all(keepalive).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = again.read(&mut buf).await.unwrap_or(0);
+        if String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed connection's place did not come free"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
     upgrades_past_the_socket_maximum_get_a_json_503_with_retry_after_and_are_counted,
     a_client_that_never_reads_is_closed_and_its_messages_wait_for_its_next_connection,
     a_storm_of_2000_simultaneous_upgrades_is_served_or_cleanly_refused,
+    a_request_body_that_stalls_half_way_gets_a_json_408_and_its_connection_is_closed,
+    a_request_body_trickled_a_byte_at_a_time_gets_a_json_408_within_the_body_timeout,
+    a_later_request_head_trickled_on_a_kept_alive_connection_gets_408_within_the_head_timeout,
+    an_address_past_its_socket_cap_gets_a_json_429_while_another_address_connects,
+    a_connection_past_its_addresses_cap_gets_a_json_429_and_is_closed_while_others_are_served,
 );

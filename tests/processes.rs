@@ -174,6 +174,57 @@ async fn the_embedded_mode_serves_and_warns_loudly_that_nothing_persists() {
     assert!(log.contains("NOTHING PERSISTS"), "{log}");
 }
 
+#[tokio::test]
+async fn under_a_low_descriptor_limit_sockets_are_refused_with_a_503_and_the_admin_listener_still_answers()
+ {
+    use sealpost::client::ws::{WsClient, WsError};
+    let limit = 512;
+    let no_client_caps = [
+        ("SEALPOST_MAX_WEBSOCKETS_PER_CLIENT", "0".to_owned()),
+        ("SEALPOST_MAX_CONNECTIONS_PER_CLIENT", "0".to_owned()),
+    ];
+    let server = Server::start_with_open_files(&no_client_caps, limit).await;
+    // One client opens sockets until it is refused: never a hang, never a crash.
+    let mut sockets = Vec::new();
+    let refusal = loop {
+        match tokio::time::timeout(Duration::from_secs(5), WsClient::connect(&server.api, None))
+            .await
+        {
+            Err(_) => panic!(
+                "upgrade {} hung instead of being refused",
+                sockets.len() + 1
+            ),
+            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Err(e)) => break e,
+        }
+        assert!(
+            sockets.len() < limit as usize,
+            "more sockets than descriptors"
+        );
+    };
+    assert!(matches!(refusal, WsError::Refused(503)), "{refusal}");
+    // The limit the process derived from its descriptors (one worker, embedded stores).
+    let budget = sealpost::descriptors::Budget::new(limit, 1, 0, 100_000);
+    assert_eq!(sockets.len(), budget.max_websockets);
+
+    // The admin listener and plain HTTP still answer, at once.
+    for url in [
+        format!("{}/health/live", server.admin),
+        format!("{}/health/ready", server.admin),
+        format!("{}/v1/keepalive", server.api),
+    ] {
+        let answer = tokio::time::timeout(Duration::from_secs(2), reqwest::get(&url))
+            .await
+            .unwrap_or_else(|_| panic!("{url} did not answer under exhaustion"))
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{url}");
+    }
+    drop(sockets);
+    let (code, log) = server.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("descriptor budget"), "{log}");
+}
+
 #[test]
 fn configuration_errors_refuse_to_start_with_a_clear_message() {
     let cases: [(&[(&str, &str)], &str); 4] = [

@@ -113,7 +113,10 @@ pub async fn send_multi(
     // Read the body by hand so an oversized one gets the usual JSON 413.
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| AppError::bad_request(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(|e| match e {
+            e if crate::api::bounds::is_timeout(&e) => AppError::RequestTimeout,
+            e => AppError::bad_request(format!("reading the body: {e}")),
+        })?;
         if body.len() + chunk.len() > MULTI_RECIPIENT_LIMIT {
             return Err(AppError::PayloadTooLarge);
         }

@@ -1,16 +1,21 @@
 //! The one middleware of the public API (plain and tunnelled requests alike): a request id
 //! in the request's log span and the response, `X-Signal-Timestamp` on every response, and
 //! the request, latency and store-error metrics by route template (never the raw path).
+//! For requests off the network it also applies `bounds`: a connection over its client's
+//! cap is answered 429, and a body gets its deadline.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{Error, web};
 use tracing::Instrument;
 
+use super::bounds::{self, ConnectionAdmission};
 use crate::error::AppError;
 use crate::state::AppState;
 use crate::storage::now_ms;
@@ -33,17 +38,34 @@ pub fn request_id(given: Option<&HeaderValue>) -> String {
         .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()))
 }
 
-pub async fn observe(
+pub async fn observe<B: MessageBody>(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error> {
     let started = Instant::now();
     let id = request_id(req.headers().get(REQUEST_ID_HEADER));
     let span = tracing::info_span!("request", request_id = %id);
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics = state.as_ref().map(|s| s.metrics.clone());
+    let (req, body_timed_out) = bound(req, state.as_ref().map(|s| s.get_ref()));
+    let mut res = match req {
+        Ok(req) => next
+            .call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_left_body(),
+        Err(refused) => refused.map_into_right_body(),
+    };
+    if body_timed_out.as_ref().is_some_and(|fired| fired.get()) {
+        // The rest of the body never comes: whatever the handler answered, the connection
+        // cannot serve another request (AppError::RequestTimeout closes it too).
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        if let Some(metrics) = &metrics {
+            metrics.request_body_timeouts.inc();
+        }
+    }
     let headers = res.headers_mut();
     headers.insert(TIMESTAMP_HEADER, HeaderValue::from(now_ms()));
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -81,6 +103,42 @@ pub async fn observe(
         });
     }
     Ok(res)
+}
+
+/// Applies `bounds` to a request off the network (tunnelled requests carry no connection
+/// data and are bounded by their socket): the connection cap's answer, or the request with
+/// its body under the deadline (and the flag that says whether the deadline fired).
+#[allow(clippy::type_complexity)]
+fn bound(
+    req: ServiceRequest,
+    state: Option<&AppState>,
+) -> (
+    Result<ServiceRequest, ServiceResponse>,
+    Option<Rc<Cell<bool>>>,
+) {
+    let (Some(state), Some(admission)) = (state, req.conn_data::<ConnectionAdmission>()) else {
+        return (Ok(req), None);
+    };
+    if matches!(admission, ConnectionAdmission::Refused) {
+        state
+            .metrics
+            .client_limit_refusals
+            .with_label_values(&["connections"])
+            .inc();
+        return (Err(req.error_response(AppError::ClientLimit)), None);
+    }
+    // A WebSocket's "body" is its frames, bounded by the socket's own timeouts.
+    if req.head().upgrade() && crate::ws::is_socket_path(req.path()) {
+        return (Ok(req), None);
+    }
+    let (http, payload) = req.into_parts();
+    if matches!(payload, Payload::None) {
+        return (Ok(ServiceRequest::from_parts(http, payload)), None);
+    }
+    let fired = Rc::new(Cell::new(false));
+    let deadline = tokio::time::Instant::now() + state.config.request_body_timeout;
+    let payload = bounds::with_deadline(payload, deadline, fired.clone());
+    (Ok(ServiceRequest::from_parts(http, payload)), Some(fired))
 }
 
 #[cfg(test)]

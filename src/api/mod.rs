@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod bounds;
 pub mod devices;
 pub mod entities;
 pub mod keys;
@@ -164,6 +165,7 @@ fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
         }
         JsonPayloadError::Deserialize(e) => AppError::bad_request(format!("invalid JSON: {e}")),
         JsonPayloadError::Serialize(e) => AppError::internal(e),
+        JsonPayloadError::Payload(e) if bounds::is_timeout(&e) => AppError::RequestTimeout,
         other => AppError::bad_request(format!("invalid JSON body: {other}")),
     }
     .into()

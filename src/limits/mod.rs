@@ -2,6 +2,8 @@
 //! Owns the token-bucket policy; the bucket state lives behind `storage::RateLimitStore`
 //! (Redis shared by all pods, or memory). Knows nothing of HTTP.
 
+pub mod clients;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,6 +7,7 @@ pub mod connection;
 pub mod provisioning;
 pub mod tunnel;
 
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +18,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::auth::ClientAddr;
 use crate::auth::basic::Credentials;
 use crate::error::AppError;
+use crate::limits::clients::{ClientHold, PerClient};
 use crate::state::AppState;
 use connection::Connection;
 use tunnel::Tunnel;
@@ -53,17 +55,20 @@ pub(crate) fn start(
 
 /// This process's sockets of every kind, counted against `max_websockets`: past it an upgrade
 /// gets a JSON 503 with `Retry-After` (another pod, or a retry, can serve it) instead of the
-/// process running out of memory or file descriptors.
+/// process running out of memory or file descriptors. Each client address may hold at most
+/// `max_websockets_per_client` of them (429 past it), so one client cannot take them all.
 pub struct SocketSlots {
     max: usize,
     open: AtomicUsize,
+    per_client: Arc<PerClient>,
 }
 
 impl SocketSlots {
-    pub fn new(max: usize) -> Arc<Self> {
+    pub fn new(max: usize, per_client: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
             open: AtomicUsize::new(0),
+            per_client: PerClient::new(per_client),
         })
     }
 
@@ -71,18 +76,29 @@ impl SocketSlots {
         self.open.load(Ordering::SeqCst)
     }
 
-    /// A slot, released when the returned guard drops (however the socket's task ends).
-    pub fn try_acquire(self: &Arc<Self>) -> Option<SocketSlot> {
+    /// The process-wide maximum (after the descriptor limit had its say).
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for `client`, released when the returned guard drops (however the socket's
+    /// task ends).
+    pub fn try_acquire(self: &Arc<Self>, client: IpAddr) -> Result<SocketSlot, AppError> {
+        let hold = self
+            .per_client
+            .try_acquire(client)
+            .ok_or(AppError::ClientLimit)?;
         self.open
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
                 (open < self.max).then_some(open + 1)
             })
-            .ok()?;
-        Some(SocketSlot(self.clone()))
+            .map_err(|_| AppError::Overloaded)?;
+        Ok(SocketSlot(self.clone(), hold))
     }
 }
 
-pub struct SocketSlot(Arc<SocketSlots>);
+/// A socket's place: one of the process's and one of its client's (the hold gives that back).
+pub struct SocketSlot(Arc<SocketSlots>, #[allow(dead_code)] ClientHold);
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
@@ -91,11 +107,24 @@ impl Drop for SocketSlot {
 }
 
 /// Takes a slot for a new socket, or refuses the upgrade (and counts the refusal).
-pub(crate) fn take_slot(state: &AppState) -> Result<SocketSlot, AppError> {
-    state.sockets.try_acquire().ok_or_else(|| {
-        state.metrics.websocket_refusals.inc();
-        AppError::Overloaded
-    })
+pub(crate) fn take_slot(state: &AppState, client: ClientAddr) -> Result<SocketSlot, AppError> {
+    state
+        .sockets
+        .try_acquire(client.0)
+        .inspect_err(|e| match e {
+            AppError::ClientLimit => state
+                .metrics
+                .client_limit_refusals
+                .with_label_values(&["websockets"])
+                .inc(),
+            _ => state.metrics.websocket_refusals.inc(),
+        })
+}
+
+/// Whether `path` is one of the WebSocket endpoints, whose request "body" is the socket's
+/// incoming frames (so the request body deadline does not apply to them).
+pub fn is_socket_path(path: &str) -> bool {
+    path.starts_with("/v1/websocket")
 }
 
 #[utoipa::path(get, path = "/v1/websocket/", tag = "websocket", operation_id = "websocket",
@@ -106,6 +135,8 @@ pub(crate) fn take_slot(state: &AppState) -> Result<SocketSlot, AppError> {
         (status = 101, description = "Upgraded"),
         (status = 400, description = "Not a WebSocket upgrade", body = crate::api::entities::ErrorJson),
         (status = 403, description = "Wrong credentials", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "This address holds as many sockets as it may", body = crate::api::entities::ErrorJson),
+        (status = 503, description = "This process holds as many sockets as it may", body = crate::api::entities::ErrorJson),
     ))]
 pub async fn upgrade(
     req: HttpRequest,
@@ -118,7 +149,7 @@ pub async fn upgrade(
         return Err(AppError::bad_request("not available through the tunnel"));
     };
     // Before authentication: a full process refuses without spending a password check.
-    let slot = take_slot(&state)?;
+    let slot = take_slot(&state, client)?;
     let identity = match req.headers().get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {

@@ -58,11 +58,14 @@ impl Drop for Address {
     responses(
         (status = 101, description = "Upgraded"),
         (status = 400, description = "Not a WebSocket upgrade", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "This address holds as many sockets as it may", body = crate::api::entities::ErrorJson),
+        (status = 503, description = "This process holds as many sockets as it may", body = crate::api::entities::ErrorJson),
     ))]
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
+    client: crate::auth::ClientAddr,
 ) -> Result<HttpResponse, AppError> {
     if req
         .app_data::<std::rc::Rc<super::tunnel::Tunnel>>()
@@ -70,7 +73,7 @@ pub async fn upgrade(
     {
         return Err(AppError::bad_request("not available through the tunnel"));
     }
-    let slot = super::take_slot(&state)?;
+    let slot = super::take_slot(&state, client)?;
     let (response, mut session, stream) = super::start(&req, body)?;
     let mut random = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut random);

@@ -21,6 +21,8 @@ pub fn free_port() -> u16 {
 pub struct Server {
     child: Child,
     pub client: Client,
+    /// The public listener's base URL.
+    pub api: String,
     pub admin: String,
     log: Arc<Mutex<String>>,
 }
@@ -44,10 +46,37 @@ impl Server {
     /// Starts the binary on ports it picks itself (port 0) and learns them from its
     /// "listening" log line, so no other test can take them in between.
     pub async fn start(env: &[(&str, String)]) -> Self {
+        Self::start_with(env, None).await
+    }
+
+    /// Like [`Server::start`] with the open-file limit (soft and hard) set to `limit`.
+    pub async fn start_with_open_files(env: &[(&str, String)], limit: u64) -> Self {
+        Self::start_with(env, Some(limit)).await
+    }
+
+    async fn start_with(env: &[(&str, String)], open_files: Option<u64>) -> Self {
         let mut env = env.to_vec();
         env.push(("SEALPOST_LISTEN", "127.0.0.1:0".into()));
         env.push(("SEALPOST_ADMIN_LISTEN", "127.0.0.1:0".into()));
-        let mut child = Self::command(&env).spawn().expect("the binary starts");
+        let mut command = Self::command(&env);
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: between fork and exec the closure only calls setrlimit, which is
+            // async-signal-safe, and allocates nothing.
+            unsafe {
+                command.pre_exec(move || {
+                    let rlimit = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command.spawn().expect("the binary starts");
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(Mutex::new(String::new()));
         let (listening_tx, listening) = std::sync::mpsc::channel::<String>();
@@ -83,8 +112,10 @@ impl Server {
                 .unwrap_or_else(|| panic!("no {key} in {line:?}"))
                 .to_owned()
         };
+        let api = format!("http://{}", address("api="));
         let server = Self {
-            client: Client::new(&format!("http://{}", address("api="))),
+            client: Client::new(&api),
+            api,
             admin: format!("http://{}", address("admin=")),
             child,
             log,

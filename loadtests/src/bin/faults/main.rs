@@ -124,6 +124,9 @@ fn server_env(pg: &PrivatePostgres, redis: &PrivateRedis) -> Vec<(String, String
         ("SEALPOST_RATE_LIMITS", "off".into()),
         ("SEALPOST_WORKERS", "1".into()),
         ("SEALPOST_DATABASE_POOL_SIZE", "8".into()),
+        // Every simulated client comes from 127.0.0.1: no per-address caps.
+        ("SEALPOST_MAX_WEBSOCKETS_PER_CLIENT", "0".into()),
+        ("SEALPOST_MAX_CONNECTIONS_PER_CLIENT", "0".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -1010,7 +1010,25 @@ where
 
                 // decode is partial and buffer is not full yet
                 // break and wait for more read
-                Ok(None) => break,
+                Ok(None) => {
+                    // sealpost patch: the partial head of a later request on this
+                    // connection (kept alive or pipelined) is timed like the first one's;
+                    // upstream times only the first request's head.
+                    if this.payload.is_none()
+                        && this.state.is_none()
+                        && !this.read_buf.is_empty()
+                        && matches!(this.head_timer, TimerState::Inactive)
+                    {
+                        if let Some(deadline) = this.config.client_request_deadline() {
+                            this.head_timer.set_and_init(
+                                cx,
+                                sleep_until(deadline.into()),
+                                line!(),
+                            );
+                        }
+                    }
+                    break;
+                }
 
                 Err(ParseError::Io(err)) => {
                     trace!("I/O error: {}", &err);
