@@ -28,6 +28,7 @@ use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
     MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryRateLimitStore,
+    MemorySecretStore,
 };
 use crate::storage::postgres::PgStore;
 use crate::storage::redis::RedisStore;
@@ -72,6 +73,7 @@ async fn connect(
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
+                secrets: Arc::new(MemorySecretStore::new()),
                 probes: Vec::new(),
                 account_cache: None,
             };
@@ -102,6 +104,7 @@ async fn connect(
                 rate_limits: shared.clone(),
                 messages: shared.clone(),
                 link_codes: shared.clone(),
+                secrets: pg.clone(),
                 probes: vec![pg, shared],
                 account_cache: Some(account_cache),
             };
@@ -171,10 +174,16 @@ impl Application {
         let metrics = Metrics::new();
         let (stores, redis) =
             connect(&config.stores, config.queue_policy(), Some(metrics.clone())).await?;
+        let address_secret = stores
+            .secrets
+            .secret(crate::limits::ADDRESS_SECRET)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the address-hash secret: {e}"))?;
         let limiter = RateLimiter::new(
             &config.rate_limits,
             stores.rate_limits.clone(),
             metrics.clone(),
+            address_secret,
         );
         if !config.rate_limits.enabled {
             tracing::warn!("rate limits are OFF (SEALPOST_RATE_LIMITS=off)");

@@ -150,7 +150,7 @@ impl Authenticator {
             }
         }
 
-        let client_key = client.to_string();
+        let client_key = inner.limiter.address_key(client);
         inner
             .limiter
             .ensure_available(Limit::AuthFailures, &client_key)

@@ -41,12 +41,15 @@ impl ClientAddr {
     }
 }
 
-/// The last parsable hop of `X-Forwarded-For` header values (the one our proxy appended).
+/// The last hop of `X-Forwarded-For` header values: the one our proxy appended. Only that
+/// hop is trusted: when it does not parse (`unknown`, garbage), `None`, and the caller falls
+/// back to the TCP peer; an earlier hop is the client's own word and never counts. A hop with
+/// a port (`1.2.3.4:5678`, `[::1]:5678`, as some proxies write it) counts as its address.
 pub fn last_forwarded_hop<'a>(values: impl Iterator<Item = &'a str>) -> Option<IpAddr> {
-    values
-        .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-        .last()
+    let hop = values.flat_map(|v| v.split(',')).last()?.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {

@@ -4,6 +4,7 @@
 
 pub mod clients;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,13 +84,19 @@ pub struct RateLimiter {
     specs: Arc<[BucketSpec; 7]>,
     store: Arc<dyn RateLimitStore>,
     metrics: Metrics,
+    /// Keys the hash that stands for a client address in bucket names.
+    address_secret: Arc<[u8; 32]>,
 }
+
+/// The name of the server secret that keys client-address hashes (`storage::SecretStore`).
+pub const ADDRESS_SECRET: &str = "rate-limit-address-key";
 
 impl RateLimiter {
     pub fn new(
         config: &crate::config::RateLimitsConfig,
         store: Arc<dyn RateLimitStore>,
         metrics: Metrics,
+        address_secret: [u8; 32],
     ) -> Self {
         let specs = Limit::ALL.map(|l| {
             config
@@ -103,7 +110,25 @@ impl RateLimiter {
             specs: Arc::new(specs),
             store,
             metrics,
+            address_secret: Arc::new(address_secret),
         }
+    }
+
+    /// The bucket key that stands for a client address: a keyed hash (HMAC-SHA256 under a
+    /// server secret kept in Postgres, 128 bits in hex), so that nothing in Redis names an
+    /// address and a copy of Redis alone cannot be searched for one.
+    pub fn address_key(&self, address: IpAddr) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.address_secret.as_slice())
+            .expect("HMAC takes a key of any length");
+        // One form per address: an IPv4-mapped IPv6 address is its IPv4 address.
+        let address = address.to_canonical();
+        match address {
+            IpAddr::V4(v4) => mac.update(&v4.octets()),
+            IpAddr::V6(v6) => mac.update(&v6.octets()),
+        }
+        let digest = mac.finalize().into_bytes();
+        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     fn spec(&self, limit: Limit) -> BucketSpec {
@@ -206,6 +231,28 @@ mod tests {
             assert_eq!(Limit::from_name(limit.name()), Some(limit));
         }
         assert_eq!(Limit::from_name("nope"), None);
+    }
+
+    #[test]
+    fn address_keys_name_no_address_and_differ_by_secret() {
+        let limiter = |secret| {
+            let config = crate::config::RateLimitsConfig {
+                enabled: true,
+                specs: Default::default(),
+            };
+            let store = Arc::new(crate::storage::memory::MemoryRateLimitStore::new());
+            RateLimiter::new(&config, store, Metrics::new(), secret)
+        };
+        let (a, b) = (limiter([1; 32]), limiter([2; 32]));
+        let ip: IpAddr = "192.0.2.77".parse().unwrap();
+        let key = a.address_key(ip);
+        assert_eq!(key.len(), 32);
+        assert!(!key.contains("192") && !key.contains('.'), "{key}");
+        assert_eq!(key, a.address_key(ip), "stable");
+        assert_ne!(key, b.address_key(ip), "keyed");
+        assert_ne!(key, a.address_key("192.0.2.78".parse().unwrap()));
+        let mapped: IpAddr = "::ffff:192.0.2.77".parse().unwrap();
+        assert_eq!(key, a.address_key(mapped), "one form per address");
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl AccountService {
         client: IpAddr,
     ) -> Result<Aci, AppError> {
         self.limiter
-            .check(Limit::Registration, &client.to_string())
+            .check(Limit::Registration, &self.limiter.address_key(client))
             .await?;
         let verified = registration
             .signed_pre_key

@@ -323,6 +323,15 @@ pub trait LinkCodeStore: Send + Sync {
     async fn take_code(&self, code: &str) -> StorageResult<Option<Aci>>;
 }
 
+/// Server-wide secrets that every pod shares and that no store they protect holds
+/// (Postgres in production; Redis holds what they key).
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The 32-byte secret `name`: made at random by the first caller, the same for every
+    /// caller, on every pod, ever after.
+    async fn secret(&self, name: &str) -> StorageResult<[u8; 32]>;
+}
+
 /// The outcome of asking a token bucket for permits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum BucketDecision {
@@ -376,6 +385,7 @@ pub struct Stores {
     pub rate_limits: Arc<dyn RateLimitStore>,
     pub messages: Arc<dyn MessageStore>,
     pub link_codes: Arc<dyn LinkCodeStore>,
+    pub secrets: Arc<dyn SecretStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The cache in front of `accounts` (Postgres only: memory needs none).

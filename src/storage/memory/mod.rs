@@ -6,8 +6,10 @@ mod accounts;
 mod link_codes;
 mod messages;
 mod rate_limits;
+mod secrets;
 
 pub use accounts::MemoryAccountStore;
 pub use link_codes::MemoryLinkCodeStore;
 pub use messages::MemoryMessageStore;
 pub use rate_limits::MemoryRateLimitStore;
+pub use secrets::MemorySecretStore;

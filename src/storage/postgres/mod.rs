@@ -1,10 +1,11 @@
-//! Postgres backends: accounts, devices and keys. Pools come from deadpool-postgres;
+//! Postgres backends: accounts, devices, keys and server secrets. Pools come from deadpool-postgres;
 //! statements are prepared once per connection (`prepare_cached`); the schema lives in
 //! `migrations/` and is applied by refinery under an advisory lock, so pods starting
 //! together migrate once.
 
 mod accounts;
 mod keys;
+mod secrets;
 
 use std::time::Duration;
 
