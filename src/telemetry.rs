@@ -52,7 +52,13 @@ mod tests {
 
     #[test]
     fn libraries_never_log_below_info_and_sealpost_may() {
-        for target in ["tokio_postgres::query", "redis", "actix_http::h1", "h2", "log"] {
+        for target in [
+            "tokio_postgres::query",
+            "redis",
+            "actix_http::h1",
+            "h2",
+            "log",
+        ] {
             assert!(!allowed(target, &Level::DEBUG), "{target}");
             assert!(!allowed(target, &Level::TRACE), "{target}");
             assert!(allowed(target, &Level::INFO), "{target}");

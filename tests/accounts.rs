@@ -241,6 +241,13 @@ async fn malformed_registrations_get_clear_400s(backend: Backend) {
     )
     .unwrap();
     cases.push((v, "at most 64"));
+    // NUL (which Postgres's jsonb cannot hold) and other control characters name no
+    // capability: 400 on every backend, never a 500 on one and 200 on another.
+    for name in ["nul\u{0}name", "bell\u{7}", "line\nbreak"] {
+        let mut v = good.clone();
+        v["accountAttributes"]["capabilities"] = json!({ name: true });
+        cases.push((v, "control characters"));
+    }
     let mut v = good.clone();
     v.as_object_mut().unwrap().remove("aciSignedPreKey");
     cases.push((v, "aciSignedPreKey"));
@@ -432,7 +439,55 @@ async fn metrics_count_requests_by_route_template_without_identities(backend: Ba
     app.stop().await;
 }
 
+/// A capability name with a NUL or another control character is refused with a JSON 400 on
+/// both backends, over HTTP and through the WebSocket tunnel, and the stored attributes are
+/// untouched.
+async fn a_control_character_in_a_capability_name_is_a_400_on_every_backend(backend: Backend) {
+    let (app, _stores) = spawn_app(backend).await;
+    let (credentials, _) = app.client.register_new().await.unwrap();
+    let before = serde_json::to_value(app.client.whoami(&credentials).await.unwrap()).unwrap();
+    let mut bad = default_attributes();
+    bad.capabilities.insert("nul\u{0}".into(), true);
+    let response = app
+        .client
+        .http()
+        .put(app.client.url("/v1/accounts/attributes/"))
+        .header("Authorization", credentials.authorization())
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error = error_body(response).await;
+    assert!(
+        error.message.contains("control characters"),
+        "{}",
+        error.message
+    );
+
+    let ws = sealpost::client::ws::WsClient::connect(&app.address, Some(&credentials))
+        .await
+        .unwrap();
+    let response = ws
+        .request_json("PUT", "/v1/accounts/attributes/", &bad, vec![])
+        .await
+        .unwrap();
+    assert_eq!(response.status, 400);
+    let error: ErrorJson = response.json().unwrap();
+    assert!(
+        error.message.contains("control characters"),
+        "{}",
+        error.message
+    );
+
+    // Nothing stored changed: the same identity, and the credentials still work.
+    let after = serde_json::to_value(app.client.whoami(&credentials).await.unwrap()).unwrap();
+    assert_eq!(before, after);
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_control_character_in_a_capability_name_is_a_400_on_every_backend,
     registering_returns_a_new_aci_that_whoami_confirms,
     wrong_missing_or_malformed_credentials_get_401_with_a_json_body,
     an_unknown_account_pays_the_same_argon2_verification_as_a_wrong_password,

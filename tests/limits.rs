@@ -472,7 +472,156 @@ async fn a_connection_past_its_addresses_cap_gets_a_json_429_and_is_closed_while
     app.stop().await;
 }
 
+/// A socket upgraded at `path` over a connection with a tiny receive buffer, for a client
+/// that is about to stop reading.
+async fn unread_socket(
+    app: &TestApp,
+    path: &str,
+    credentials: Option<&DeviceCredentials>,
+) -> tokio_tungstenite::WebSocketStream<TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(api_addr(app)).await.unwrap();
+    let url = format!("{}{path}", app.address.replacen("http", "ws", 1));
+    let mut request = url.into_client_request().unwrap();
+    if let Some(credentials) = credentials {
+        request.headers_mut().insert(
+            "Authorization",
+            credentials.authorization().parse().unwrap(),
+        );
+    }
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .unwrap()
+        .0
+}
+
+/// Waits until the server counted a write timeout and no socket of `kind` is open.
+async fn wait_for_stalled_close(app: &TestApp, kind: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.metric("sealpost_websocket_write_timeouts_total").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the {kind} socket whose client stopped reading was not closed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let open = format!("sealpost_websocket_open{{kind=\"{kind}\"}}");
+    while app.metric(&open).await > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the {kind} socket's task did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A client that keeps pinging but never reads makes the server write pongs it never takes:
+/// those writes are under the write timeout like any other, so the socket is closed (1008)
+/// instead of living forever on its pings.
+async fn a_client_that_pings_without_reading_is_closed_after_the_write_timeout(backend: Backend) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let (app, _stores) = start(backend, |c| {
+        c.websocket_write_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let (device, _) = app.client.register_new().await.unwrap();
+    let mut ws = unread_socket(&app, "/v1/websocket/", Some(&device)).await;
+    // Pings as fast as the server takes them; the replies are never read.
+    let pinger = tokio::spawn(async move {
+        let payload = bytes::Bytes::from(vec![0x70; 125]);
+        for _ in 0..500_000 {
+            let ping = ws.send(Message::Ping(payload.clone()));
+            if !matches!(tokio::time::timeout(WAIT, ping).await, Ok(Ok(()))) {
+                break;
+            }
+        }
+        ws
+    });
+    wait_for_stalled_close(&app, "authenticated").await;
+    // Everyone else is served.
+    let (other, _) = app.client.register_new().await.unwrap();
+    let mut other_ws = WsClient::connect(&app.address, Some(&other)).await.unwrap();
+    assert!(other_ws.next_request(WAIT).await.unwrap().is_queue_empty());
+    pinger.abort();
+    app.stop().await;
+}
+
+/// A device waiting to be linked whose client stops reading: the provisioning messages
+/// written to it are under the write timeout too, and the socket is closed (1008).
+async fn a_provisioning_socket_whose_client_stops_reading_is_closed_after_the_write_timeout(
+    backend: Backend,
+) {
+    use futures_util::StreamExt;
+    use prost::Message as _;
+    use sealpost::proto::textsecure::{ProvisioningAddress, WebSocketMessage};
+    use tokio_tungstenite::tungstenite::Message;
+    let (app, _stores) = start(backend, |c| {
+        c.websocket_write_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let (primary, _) = app.client.register_new().await.unwrap();
+    let mut ws = unread_socket(&app, "/v1/websocket/provisioning/", None).await;
+    // The one frame this client reads: its address.
+    let Some(Ok(Message::Binary(frame))) = ws.next().await else {
+        panic!("no address frame");
+    };
+    let request = WebSocketMessage::decode(frame).unwrap().request.unwrap();
+    let address = ProvisioningAddress::decode(request.body.unwrap())
+        .unwrap()
+        .address
+        .unwrap();
+
+    // Provisioning messages of 60 KiB, far more than the socket buffers hold, until the
+    // server stops taking them (404 once the socket's queue is full or it is gone).
+    let body = json!({ "body": encode_base64(&vec![0x33; 60 * 1024]) });
+    for _ in 0..200 {
+        let status = app
+            .client
+            .http()
+            .put(app.client.url(&format!("/v1/provisioning/{address}")))
+            .header("Authorization", primary.authorization())
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    wait_for_stalled_close(&app, "provisioning").await;
+    // The address is released with the socket (its pub/sub subscription a moment later).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = app
+            .client
+            .http()
+            .put(app.client.url(&format!("/v1/provisioning/{address}")))
+            .header("Authorization", primary.authorization())
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the address outlived its socket: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(ws);
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_client_that_pings_without_reading_is_closed_after_the_write_timeout,
+    a_provisioning_socket_whose_client_stops_reading_is_closed_after_the_write_timeout,
     upgrades_past_the_socket_maximum_get_a_json_503_with_retry_after_and_are_counted,
     a_client_that_never_reads_is_closed_and_its_messages_wait_for_its_next_connection,
     a_storm_of_2000_simultaneous_upgrades_is_served_or_cleanly_refused,

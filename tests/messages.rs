@@ -592,7 +592,57 @@ async fn the_messages_limit_applies_per_sender_and_target(backend: Backend) {
     app.stop().await;
 }
 
+/// A message over the frame bound closes the socket with 1009 (too big), not 1002, when it
+/// arrives as fragments that are each small enough: on the authenticated, the anonymous and
+/// the provisioning socket alike.
+async fn a_message_over_the_bound_sent_in_fragments_closes_with_1009(backend: Backend) {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let (app, _stores) = app(backend).await;
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let sockets = [
+        connect(&app, &bob).await.0,
+        WsClient::connect(&app.address, None).await.unwrap(),
+        WsClient::connect_provisioning(&app.address).await.unwrap(),
+    ];
+    for (i, mut ws) in sockets.into_iter().enumerate() {
+        // 3 fragments of 200 KiB: each under the 512 KiB bound, together over it.
+        let fragments = [
+            (OpCode::Data(Data::Binary), false),
+            (OpCode::Data(Data::Continue), false),
+            (OpCode::Data(Data::Continue), true),
+        ];
+        for (opcode, last) in fragments {
+            let frame = Frame::message(vec![0u8; 200 * 1024], opcode, last);
+            // The server may close before the last fragment is written.
+            if ws.send_raw(Message::Frame(frame)).await.is_err() {
+                break;
+            }
+        }
+        assert_eq!(ws.closed(WAIT).await, Some(1009), "socket {i}");
+    }
+    // A fragmented message under the bound is taken whole (a text message: ignored), and the
+    // socket goes on answering.
+    let (ws, _) = connect(&app, &bob).await;
+    for (opcode, last) in [
+        (OpCode::Data(Data::Text), false),
+        (OpCode::Data(Data::Continue), true),
+    ] {
+        let frame = Frame::message(vec![b'a'; 200 * 1024], opcode, last);
+        ws.send_raw(Message::Frame(frame)).await.unwrap();
+    }
+    assert_eq!(
+        ws.request("GET", "/v1/keepalive", None, vec![])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_message_over_the_bound_sent_in_fragments_closes_with_1009,
     a_sender_with_several_devices_needs_sync,
     a_connected_device_gets_messages_live_with_every_envelope_field,
     an_offline_backlog_arrives_in_order_then_one_queue_empty_then_live,

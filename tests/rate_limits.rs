@@ -142,8 +142,76 @@ async fn forwarded_addresses_are_separate_buckets_only_when_trusted(backend: Bac
     app.stop().await;
 }
 
+/// Only the last `X-Forwarded-For` hop (the one the operator's proxy appended) names the
+/// client: a hop with a port counts as its address, and an unparsable last hop (`unknown`,
+/// garbage) falls back to the TCP peer. An earlier hop, which the client wrote itself, never
+/// counts: rotating it does not make a new bucket.
+async fn only_the_last_forwarded_hop_counts_even_when_it_does_not_parse(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let mut config = tight(&stores, Limit::AuthFailures, 1);
+    config.trust_forwarded_for = true;
+    let app = TestApp::start(config).await;
+    let url = app.client.url("/v1/accounts/whoami");
+    let header = basic_auth(&uuid::Uuid::new_v4().to_string(), &random_password());
+    let status_with = |forwarded: String| {
+        let request = app
+            .client
+            .http()
+            .get(&url)
+            .header("Authorization", &header)
+            .header("X-Forwarded-For", forwarded);
+        async move { request.send().await.unwrap().status() }
+    };
+
+    // `ip:port` is its address: the port does not make a new bucket.
+    assert_eq!(
+        status_with("198.51.100.1, 192.0.2.10:4711".into()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status_with("198.51.100.2, 192.0.2.10:4712".into()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        status_with("[2001:db8::7]:443".into()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status_with("2001:db8::7".into()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // An unparsable last hop is the TCP peer's request, whatever the client wrote before it:
+    // the spoofed earlier hop changes nothing.
+    assert_eq!(
+        status_with("203.0.113.1, unknown".into()).await,
+        StatusCode::UNAUTHORIZED
+    );
+    for spoofed in 2..6 {
+        for last in ["unknown", "not-an-address", "192.0.2.300"] {
+            assert_eq!(
+                status_with(format!("203.0.113.{spoofed}, {last}")).await,
+                StatusCode::TOO_MANY_REQUESTS,
+                "spoofed hop 203.0.113.{spoofed} before {last:?}"
+            );
+        }
+    }
+    // Without the header at all, the peer's bucket is the same one.
+    let plain = app
+        .client
+        .http()
+        .get(&url)
+        .header("Authorization", &header)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::TOO_MANY_REQUESTS);
+    app.stop().await;
+}
+
 on_both_backends!(
     registration_is_limited_per_client_address,
+    only_the_last_forwarded_hop_counts_even_when_it_does_not_parse,
     repeated_authentication_failures_get_429_before_any_more_argon2,
     switching_rate_limits_off_lets_everything_through,
     forwarded_addresses_are_separate_buckets_only_when_trusted,
@@ -170,6 +238,62 @@ async fn two_servers_on_one_redis_share_the_registration_bucket() {
         .err()
         .expect("the bucket is shared");
     retry_after(&err);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Rate-limit buckets keyed by a client address name it only by a keyed hash: nothing in
+/// Redis holds the address, in any form, and two pods on the same stores agree on the hash
+/// (the key is a server secret in Postgres), so their buckets stay shared.
+#[tokio::test]
+async fn no_redis_key_names_a_client_address() {
+    let stores = TestStores::new(Backend::External).await;
+    let mut config = tight(&stores, Limit::AuthFailures, 1);
+    config.trust_forwarded_for = true;
+    let a = TestApp::start(config.clone()).await;
+    let b = TestApp::start(config).await;
+    let header = basic_auth(&uuid::Uuid::new_v4().to_string(), &random_password());
+    let whoami = |app: &TestApp| {
+        let request = app
+            .client
+            .http()
+            .get(app.client.url("/v1/accounts/whoami"))
+            .header("Authorization", &header)
+            .header("X-Forwarded-For", "192.0.2.199");
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(whoami(&a).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        whoami(&b).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the other pod hashes the address to the same bucket"
+    );
+    // And the registration bucket of the TCP peer.
+    a.client.register_new().await.unwrap();
+
+    let keys = stores.redis.as_ref().unwrap().keys();
+    let prefix = &stores.redis.as_ref().unwrap().prefix;
+    let buckets: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with(&format!("{prefix}rl:")))
+        .collect();
+    assert!(buckets.len() >= 2, "the buckets exist: {keys:?}");
+    let mut conn = redis::Client::open(common::redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for key in &keys {
+        for address in ["192.0.2.199", "127.0.0.1", "::1", "c000:2c7", "c00002c7"] {
+            assert!(!key.contains(address), "{key} names {address}");
+        }
+        let kind: String = redis::cmd("TYPE").arg(key).query(&mut conn).unwrap();
+        let dump: Vec<u8> = redis::cmd("DUMP").arg(key).query(&mut conn).unwrap();
+        let dump = String::from_utf8_lossy(&dump);
+        assert!(
+            !dump.contains("192.0.2.199") && !dump.contains("127.0.0.1"),
+            "{key} ({kind}) holds an address"
+        );
+    }
     a.stop().await;
     b.stop().await;
 }

@@ -419,6 +419,27 @@ async fn readiness_probes_answer_when_the_stores_do(backend: Backend) {
     );
 }
 
+/// A server secret is made once and is the same for every caller, however many ask at
+/// once (pods starting together); different names are different secrets.
+async fn a_server_secret_is_made_once_and_shared_by_every_caller(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let secrets = stores.secrets.clone();
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let secrets = secrets.clone();
+            tokio::spawn(async move { secrets.secret("conformance-a").await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for racer in racers {
+        seen.push(racer.await.unwrap());
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "one secret for all");
+    assert_ne!(seen[0], [0u8; 32], "random, not zero");
+    assert_eq!(secrets.secret("conformance-a").await.unwrap(), seen[0]);
+    assert_ne!(secrets.secret("conformance-b").await.unwrap(), seen[0]);
+}
+
 fn one_time_upload(
     keys: &AccountKeys,
     ec: std::ops::Range<i64>,
@@ -1163,6 +1184,7 @@ on_both_backends!(
     many_permits_are_taken_at_once_or_not_at_all,
     concurrent_takes_never_hand_out_more_than_the_bucket,
     readiness_probes_answer_when_the_stores_do,
+    a_server_secret_is_made_once_and_shared_by_every_caller,
 );
 
 /// Every key of a device's queue shares one hash tag, so each script touches one Redis

@@ -109,6 +109,16 @@ impl DeviceAttributes {
                 "capability name {name:?} must be 1 to {MAX_CAPABILITY_NAME_CHARS} characters"
             )));
         }
+        // A control character (NUL above all, which Postgres's jsonb cannot hold) names no
+        // capability: refused here, so every backend answers the same.
+        if let Some(name) = capabilities
+            .keys()
+            .find(|n| n.chars().any(char::is_control))
+        {
+            return Err(DomainError::invalid(format!(
+                "capability name {name:?} may not hold control characters"
+            )));
+        }
         Ok(capabilities)
     }
 }
@@ -231,6 +241,13 @@ mod tests {
         assert!(DeviceAttributes::check_capabilities(long).is_err());
         let fine: Capabilities = [("storage".to_owned(), true)].into_iter().collect();
         assert!(DeviceAttributes::check_capabilities(fine).is_ok());
+        for bad in ["nul\u{0}", "\u{7}bell", "line\nbreak", "\u{9f}"] {
+            let caps = [(bad.to_owned(), true)].into_iter().collect();
+            assert!(
+                DeviceAttributes::check_capabilities(caps).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,8 +14,7 @@ use std::time::Instant;
 
 use actix_web::web;
 use actix_ws::{
-    AggregatedMessage, AggregatedMessageStream, CloseCode as WsCloseCode, CloseReason,
-    ProtocolError, Session,
+    AggregatedMessage, AggregatedMessageStream, CloseCode as WsCloseCode, CloseReason, Session,
 };
 use bytes::Bytes;
 use prost::Message as _;
@@ -109,17 +108,34 @@ async fn write(
     timeout: std::time::Duration,
     stalled: &CancellationToken,
 ) -> bool {
-    match tokio::time::timeout(timeout, session.binary(frame)).await {
-        Ok(result) => result.is_ok(),
-        Err(_) => {
+    match timed(timeout, session.binary(frame)).await {
+        Ok(written) => written,
+        Err(Stalled) => {
             stalled.cancel();
             false
         }
     }
 }
 
+/// A write the client made no room for within the write timeout.
+pub(super) struct Stalled;
+
+/// Runs one write of any kind (data, ping, pong) under `timeout`: `Ok(true)` written,
+/// `Ok(false)` the session is closed, `Err(Stalled)` the client is not reading. Every write a
+/// socket makes goes through here, so a client that stops reading is closed whatever it
+/// provokes the server to write (a client pinging without reading gets no pass).
+pub(super) async fn timed(
+    timeout: std::time::Duration,
+    write: impl std::future::Future<Output = Result<(), actix_ws::Closed>>,
+) -> Result<bool, Stalled> {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(result) => Ok(result.is_ok()),
+        Err(_) => Err(Stalled),
+    }
+}
+
 /// The close code of a socket whose client stopped reading (policy violation).
-const CLOSE_STALLED: u16 = 1008;
+pub(super) const CLOSE_STALLED: u16 = 1008;
 
 /// Unregisters the socket however the task ends.
 struct Registration {
@@ -279,7 +295,7 @@ impl Connection {
                         Step::Close(1000)
                     } else {
                         let write_timeout = self.state.config.websocket_write_timeout;
-                        if Box::pin(tokio::time::timeout(write_timeout, self.session.ping(b""))).await.is_err() {
+                        if Box::pin(timed(write_timeout, self.session.ping(b""))).await.is_err() {
                             self.stalled.cancel();
                         }
                         // A safety net under pub/sub: an idle socket re-reads its queue now
@@ -302,7 +318,10 @@ impl Connection {
                         }
                         Some(Ok(AggregatedMessage::Text(_) | AggregatedMessage::Pong(_))) => Step::Continue,
                         Some(Ok(AggregatedMessage::Ping(payload))) => {
-                            let _ = self.session.pong(&payload).await;
+                            let write_timeout = self.state.config.websocket_write_timeout;
+                            if Box::pin(timed(write_timeout, self.session.pong(&payload))).await.is_err() {
+                                self.stalled.cancel();
+                            }
                             Step::Continue
                         }
                         Some(Ok(AggregatedMessage::Close(reason))) => {
@@ -311,8 +330,7 @@ impl Connection {
                             let _ = self.session.clone().close(None).await;
                             break None;
                         }
-                        Some(Err(ProtocolError::Overflow)) => Step::Close(1009),
-                        Some(Err(_)) => Step::Close(1002),
+                        Some(Err(error)) => Step::Close(super::refused_frame_code(&error)),
                     }
                 }
             };

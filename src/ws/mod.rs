@@ -26,6 +26,23 @@ use tunnel::Tunnel;
 /// Frames (and reassembled messages) above this close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
 
+/// The close code for a frame the incoming stream refused: 1009 (too big) for a message over
+/// `MAX_FRAME_BYTES`, whether it came as one frame (`Overflow`) or as fragments (the
+/// aggregator's continuation bound, which actix-ws reports as an I/O error with this text);
+/// 1002 (protocol error) for anything else.
+pub(crate) fn refused_frame_code(error: &actix_ws::ProtocolError) -> u16 {
+    match error {
+        actix_ws::ProtocolError::Overflow => 1009,
+        actix_ws::ProtocolError::Io(e)
+            if e.kind() == std::io::ErrorKind::Other
+                && e.to_string() == "Exceeded maximum continuation size" =>
+        {
+            1009
+        }
+        _ => 1002,
+    }
+}
+
 /// Starts the WebSocket protocol on an upgrade request (`actix_ws::handle`), with the
 /// incoming bytes copied out of the connection's read buffer first.
 ///

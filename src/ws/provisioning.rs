@@ -12,6 +12,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use rand::RngCore;
 
+use super::connection::{CLOSE_STALLED, Stalled, timed};
 use crate::error::AppError;
 use crate::proto::textsecure::{
     ProvisioningAddress, WebSocketMessage, WebSocketRequestMessage, WebSocketResponseMessage,
@@ -87,6 +88,8 @@ pub async fn upgrade(
     let notifier = state.notifier.clone();
     let shutdown = state.shutdown.clone();
     let idle_timeout = state.config.websocket_idle_timeout;
+    let write_timeout = state.config.websocket_write_timeout;
+    let write_timeouts = state.metrics.websocket_write_timeouts.clone();
     let gauge = state
         .metrics
         .websockets_open
@@ -108,81 +111,97 @@ pub async fn upgrade(
             address: Some(address.clone()),
         };
         let mut next_id = 1u64;
-        if session
-            .binary(request(
-                next_id,
-                "/v1/address",
-                Bytes::from(announce.encode_to_vec()),
-            ))
-            .await
-            .is_err()
-        {
-            return;
-        }
+        // Every write is bounded by the write timeout, as on the authenticated socket: a
+        // client that stops reading is closed with 1008 instead of holding its slot forever.
+        let frame = request(
+            next_id,
+            "/v1/address",
+            Bytes::from(announce.encode_to_vec()),
+        );
+        let stalled_at_once = match timed(write_timeout, session.binary(frame)).await {
+            Ok(written) => {
+                if !written {
+                    return;
+                }
+                false
+            }
+            Err(Stalled) => true,
+        };
         let mut stream = stream
             .max_frame_size(super::MAX_FRAME_BYTES)
             .aggregate_continuations()
             .max_continuation_size(super::MAX_FRAME_BYTES);
         let mut last_seen = Instant::now();
         let mut tick = tokio::time::interval(idle_timeout / 3);
-        let code = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break Some(1001),
-                Some(body) = messages.recv() => {
-                    next_id += 1;
-                    if session.binary(request(next_id, "/v1/message", body)).await.is_err() {
-                        break None;
+        let code = if stalled_at_once {
+            Some(CLOSE_STALLED)
+        } else {
+            loop {
+                let written = tokio::select! {
+                    _ = shutdown.cancelled() => break Some(1001),
+                    Some(body) = messages.recv() => {
+                        next_id += 1;
+                        timed(write_timeout, session.binary(request(next_id, "/v1/message", body))).await
                     }
-                }
-                _ = tick.tick() => {
-                    if last_seen.elapsed() >= idle_timeout {
-                        break Some(1000);
-                    }
-                    let _ = session.ping(b"").await;
-                }
-                frame = stream.recv() => {
-                    last_seen = Instant::now();
-                    match frame {
-                        None | Some(Ok(AggregatedMessage::Close(_))) => break None,
-                        Some(Ok(AggregatedMessage::Ping(p))) => {
-                            let _ = session.pong(&p).await;
+                    _ = tick.tick() => {
+                        if last_seen.elapsed() >= idle_timeout {
+                            break Some(1000);
                         }
-                        Some(Ok(AggregatedMessage::Binary(bytes))) => {
-                            let Ok(message) = WebSocketMessage::decode(bytes) else {
-                                break Some(1007);
-                            };
-                            if let Some(request) = message.request {
-                                let response = WebSocketMessage {
-                                    r#type: Some(web_socket_message::Type::Response as i32),
-                                    request: None,
-                                    response: Some(WebSocketResponseMessage {
-                                        id: request.id,
-                                        status: Some(404),
-                                        message: Some("Not Found".into()),
-                                        headers: Vec::new(),
-                                        body: None,
-                                    }),
-                                };
-                                let _ = session.binary(response.encode_to_vec()).await;
+                        timed(write_timeout, session.ping(b"")).await
+                    }
+                    frame = stream.recv() => {
+                        last_seen = Instant::now();
+                        match frame {
+                            None | Some(Ok(AggregatedMessage::Close(_))) => break None,
+                            Some(Ok(AggregatedMessage::Ping(p))) => {
+                                timed(write_timeout, session.pong(&p)).await
                             }
+                            Some(Ok(AggregatedMessage::Binary(bytes))) => {
+                                let Ok(message) = WebSocketMessage::decode(bytes) else {
+                                    break Some(1007);
+                                };
+                                if let Some(request) = message.request {
+                                    let response = WebSocketMessage {
+                                        r#type: Some(web_socket_message::Type::Response as i32),
+                                        request: None,
+                                        response: Some(WebSocketResponseMessage {
+                                            id: request.id,
+                                            status: Some(404),
+                                            message: Some("Not Found".into()),
+                                            headers: Vec::new(),
+                                            body: None,
+                                        }),
+                                    };
+                                    timed(write_timeout, session.binary(response.encode_to_vec())).await
+                                } else {
+                                    Ok(true)
+                                }
+                            }
+                            Some(Ok(_)) => Ok(true),
+                            Some(Err(error)) => break Some(super::refused_frame_code(&error)),
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(actix_ws::ProtocolError::Overflow)) => break Some(1009),
-                        Some(Err(_)) => break Some(1002),
                     }
+                };
+                match written {
+                    Ok(true) => {}
+                    Ok(false) => break None,
+                    Err(Stalled) => break Some(CLOSE_STALLED),
                 }
             }
         };
         if let Some(code) = code {
+            if code == CLOSE_STALLED {
+                write_timeouts.inc();
+            }
             closes
                 .with_label_values(&[super::connection::close_label(code)])
                 .inc();
-            let _ = session
-                .close(Some(CloseReason {
-                    code: CloseCode::from(code),
-                    description: None,
-                }))
-                .await;
+            // Bounded too: a client that reads nothing would hold this close forever.
+            let close = session.close(Some(CloseReason {
+                code: CloseCode::from(code),
+                description: None,
+            }));
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
         }
     });
     Ok(response)
