@@ -30,8 +30,9 @@ pub const MESSAGES_JSON_LIMIT: usize = 1024 * 1024;
         (status = 404, description = "No such recipient", body = crate::api::entities::ErrorJson),
         (status = 409, description = "Missing or extra devices"),
         (status = 410, description = "Stale devices"),
+        (status = 408, description = "The body did not arrive within the body timeout", body = crate::api::entities::ErrorJson),
         (status = 413, description = "Body too large", body = crate::api::entities::ErrorJson),
-        (status = 429, description = "Rate limited (messages)", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "Rate limited (messages, the recipient's inboundMessageBytes), or a recipient device's queue is full; nothing queued", body = crate::api::entities::ErrorJson),
     ))]
 pub async fn send(
     state: web::Data<AppState>,
@@ -84,8 +85,10 @@ fn default_true() -> bool {
         (status = 404, description = "An unknown recipient", body = crate::api::entities::ErrorJson),
         (status = 409, description = "Missing or extra devices"),
         (status = 410, description = "Stale devices"),
+        (status = 408, description = "The body did not arrive within the body timeout", body = crate::api::entities::ErrorJson),
         (status = 413, description = "Body too large", body = crate::api::entities::ErrorJson),
         (status = 415, description = "Wrong Content-Type", body = crate::api::entities::ErrorJson),
+        (status = 429, description = "A recipient over its inboundMessageBytes budget, or a recipient device's queue is full; nothing queued", body = crate::api::entities::ErrorJson),
     ))]
 /// `PUT /v1/messages/multi_recipient`: sealed only, authorized by the combined access key.
 pub async fn send_multi(
