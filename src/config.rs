@@ -92,12 +92,7 @@ pub enum StoreConfig {
     },
 }
 
-#[derive(Clone, Debug)]
-pub struct RateLimitsConfig {
-    pub enabled: bool,
-    /// Bucket specs for every declared limit (defaults overridden by the file).
-    pub specs: BTreeMap<Limit, BucketSpec>,
-}
+pub use crate::limits::RateLimitsConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

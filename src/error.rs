@@ -232,6 +232,17 @@ impl From<DomainError> for AppError {
     }
 }
 
+impl From<crate::limits::LimitError> for AppError {
+    fn from(e: crate::limits::LimitError) -> Self {
+        match e {
+            crate::limits::LimitError::Limited { retry_after } => {
+                AppError::RateLimited { retry_after }
+            }
+            crate::limits::LimitError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StorageError> for AppError {
     fn from(e: StorageError) -> Self {
         match e {

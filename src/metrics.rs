@@ -384,9 +384,6 @@ impl Inner {
         for outcome in AUTH_OUTCOMES {
             self.auth_attempts.with_label_values(&[outcome]);
         }
-        for limit in crate::limits::Limit::ALL {
-            self.rate_limit_hits.with_label_values(&[limit.name()]);
-        }
         for kind in ["unavailable", "backend"] {
             self.store_errors.with_label_values(&[kind]);
         }

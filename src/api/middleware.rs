@@ -16,9 +16,9 @@ use actix_web::{Error, web};
 use tracing::Instrument;
 
 use super::bounds::{self, ConnectionAdmission};
+use crate::domain::clock::now_ms;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::storage::now_ms;
 
 pub const TIMESTAMP_HEADER: HeaderName = HeaderName::from_static("x-signal-timestamp");
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");

@@ -216,7 +216,7 @@ impl Authenticator {
 
     /// Moves the device's `lastSeen` to today, once a day at most (kept only to the day).
     fn touch(&self, device: &crate::domain::accounts::Device) {
-        let today = crate::domain::accounts::day_of(crate::storage::now_ms());
+        let today = crate::domain::accounts::day_of(crate::domain::clock::now_ms());
         if device.last_seen_day_ms >= today {
             return;
         }

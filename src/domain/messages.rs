@@ -323,7 +323,7 @@ mod tests {
         let aci = Aci::from_uuid(
             Uuid::from_slice(&single.destination_service_id.clone().unwrap()).unwrap(),
         );
-        let completed = crate::storage::SharedMessage {
+        let completed = crate::domain::queued::SharedMessage {
             template,
             payload: Bytes::from_static(b"+payload"),
             prefixes: vec![

@@ -3,11 +3,13 @@
 
 pub mod accounts;
 pub mod certificates;
+pub mod clock;
 pub mod encoding;
 pub mod ids;
 pub mod keys;
 pub mod messages;
 pub mod multi_recipient;
+pub mod queued;
 pub mod xeddsa;
 
 /// Why client input was refused. `Invalid` is a 400, `BadSignature` a 422.

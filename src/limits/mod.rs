@@ -8,9 +8,29 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::AppError;
+use std::collections::BTreeMap;
+
 use crate::metrics::Metrics;
-use crate::storage::{BucketDecision, RateLimitStore};
+pub use crate::storage::BucketSpec;
+use crate::storage::{BucketDecision, RateLimitStore, StorageError};
+
+/// Why the limiter refused: the bucket ran out (a 429 with `Retry-After` to the client), or
+/// the bucket store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("rate limited: retry after {retry_after:?}")]
+    Limited { retry_after: Duration },
+    #[error(transparent)]
+    Store(#[from] StorageError),
+}
+
+/// The rate limits' configuration: on or off, and a bucket spec for every declared limit
+/// (defaults overridden by the file).
+#[derive(Clone, Debug)]
+pub struct RateLimitsConfig {
+    pub enabled: bool,
+    pub specs: BTreeMap<Limit, BucketSpec>,
+}
 
 /// Every rate limit sealpost has (PROTOCOL.md section 9). Adding one means adding it here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,14 +42,6 @@ pub enum Limit {
     AllocateDevice,
     VerifyDevice,
     AuthFailures,
-}
-
-/// A token bucket: holds up to `bucket_size` permits and regains one every
-/// `permit_period_ms` milliseconds.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BucketSpec {
-    pub bucket_size: u64,
-    pub permit_period_ms: f64,
 }
 
 impl Limit {
@@ -93,7 +105,7 @@ pub const ADDRESS_SECRET: &str = "rate-limit-address-key";
 
 impl RateLimiter {
     pub fn new(
-        config: &crate::config::RateLimitsConfig,
+        config: &RateLimitsConfig,
         store: Arc<dyn RateLimitStore>,
         metrics: Metrics,
         address_secret: [u8; 32],
@@ -105,6 +117,11 @@ impl RateLimiter {
                 .copied()
                 .unwrap_or_else(|| l.default_spec())
         });
+        // Every limit's hit counter exists from the start (at 0), so a dashboard's rate of
+        // it is defined before the first refusal.
+        for limit in Limit::ALL {
+            metrics.rate_limit_hits.with_label_values(&[limit.name()]);
+        }
         Self {
             enabled: config.enabled,
             specs: Arc::new(specs),
@@ -136,7 +153,7 @@ impl RateLimiter {
     }
 
     /// Takes one permit from `limit`'s bucket for `key`, or fails with 429.
-    pub async fn check(&self, limit: Limit, key: &str) -> Result<(), AppError> {
+    pub async fn check(&self, limit: Limit, key: &str) -> Result<(), LimitError> {
         self.take(limit, key, 1, true).await
     }
 
@@ -146,7 +163,7 @@ impl RateLimiter {
         limit: Limit,
         key: &str,
         permits: u64,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), LimitError> {
         self.take(limit, key, permits, true).await
     }
 
@@ -158,7 +175,7 @@ impl RateLimiter {
         &self,
         limit: Limit,
         charges: &[(String, u64)],
-    ) -> Result<(), AppError> {
+    ) -> Result<(), LimitError> {
         if !self.enabled || charges.is_empty() {
             return Ok(());
         }
@@ -169,14 +186,14 @@ impl RateLimiter {
         for result in futures_util::future::join_all(checks).await {
             match result {
                 Ok(()) => {}
-                Err(AppError::RateLimited { retry_after }) => {
+                Err(LimitError::Limited { retry_after }) => {
                     longest = Some(longest.map_or(retry_after, |l| l.max(retry_after)));
                 }
                 Err(other) => return Err(other),
             }
         }
         if let Some(retry_after) = longest {
-            return Err(AppError::RateLimited { retry_after });
+            return Err(LimitError::Limited { retry_after });
         }
         let takes = charges
             .iter()
@@ -187,7 +204,7 @@ impl RateLimiter {
 
     /// Fails with 429 when `key` has no permit left, without taking one: for limits that
     /// only count failures (a request must not spend a permit merely by being checked).
-    pub async fn ensure_available(&self, limit: Limit, key: &str) -> Result<(), AppError> {
+    pub async fn ensure_available(&self, limit: Limit, key: &str) -> Result<(), LimitError> {
         self.take(limit, key, 1, false).await
     }
 
@@ -197,7 +214,7 @@ impl RateLimiter {
         key: &str,
         permits: u64,
         consume: bool,
-    ) -> Result<(), AppError> {
+    ) -> Result<(), LimitError> {
         if !self.enabled {
             return Ok(());
         }
@@ -213,7 +230,7 @@ impl RateLimiter {
                     .rate_limit_hits
                     .with_label_values(&[limit.name()])
                     .inc();
-                Err(AppError::RateLimited {
+                Err(LimitError::Limited {
                     retry_after: retry_after.max(Duration::from_secs(1)),
                 })
             }
@@ -236,7 +253,7 @@ mod tests {
     #[test]
     fn address_keys_name_no_address_and_differ_by_secret() {
         let limiter = |secret| {
-            let config = crate::config::RateLimitsConfig {
+            let config = RateLimitsConfig {
                 enabled: true,
                 specs: Default::default(),
             };

@@ -8,12 +8,13 @@ use crate::auth::password::Passwords;
 use crate::auth::{AuthenticatedDevice, Authenticator};
 use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Password, day_of};
 use crate::domain::accounts::{MAX_DEVICES, NewDevice};
+use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::storage::{AccountStore, LinkCodeStore, now_ms};
+use crate::storage::{AccountStore, LinkCodeStore};
 
 /// A registration request, parsed; signatures not yet checked.
 #[derive(Clone, Debug)]

@@ -15,6 +15,7 @@ use super::access::{Requester, check_access_key, combined_access_key};
 use crate::auth::AuthenticatedDevice;
 use crate::delivery::{DeviceEvent, Notifier};
 use crate::domain::accounts::AccessKey;
+use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::messages::{
     ContentError, DeliveredMeta, DeviceMismatch, OutgoingMessages, QUEUED_MESSAGE_OVERHEAD, Source,
@@ -22,10 +23,11 @@ use crate::domain::messages::{
 };
 use crate::domain::messages::{mismatched_devices, stale_devices};
 use crate::domain::multi_recipient::{MultiRecipientMessage, Recipient};
+use crate::domain::queued::SharedMessage;
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::storage::{AccountStore, Inserted, MessageStore, SharedMessage, now_ms};
+use crate::storage::{AccountStore, Inserted, MessageStore};
 
 /// One queue insert of a send: where it went and what the store did.
 type QueueInsert = (Aci, DeviceId, Uuid, Inserted);

@@ -11,11 +11,12 @@ use sha2::Sha256;
 use super::access::{Requester, check_access_key};
 use crate::auth::AuthenticatedDevice;
 use crate::domain::certificates::ServerSigner;
+use crate::domain::clock::now_ms;
 use crate::domain::ids::Aci;
 use crate::domain::keys::IdentityKey;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::storage::{AccountStore, now_ms};
+use crate::storage::AccountStore;
 
 /// What `GET /v1/profile/{aci}` answers.
 #[derive(Clone, Debug)]

@@ -1,6 +1,6 @@
 //! Storage traits, one small trait per area, and their backends: `postgres` (accounts,
-//! devices, keys), `redis` (rate-limit buckets, later queues and pub/sub) and `memory` (the
-//! embedded mode). Storage never sees HTTP types; a failure is an error, never "not found".
+//! devices, keys, server secrets), `redis` (queues, rate-limit buckets, link codes) and
+//! `memory` (the embedded mode). Storage never sees HTTP types; a failure is an error, never "not found".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +12,12 @@ use uuid::Uuid;
 use crate::domain::accounts::{
     AccessSettings, Account, Device, DeviceAttributes, NewAccount, NewDevice,
 };
+pub use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, SignedEcPreKey};
 use crate::domain::messages::QUEUED_MESSAGE_OVERHEAD;
-use crate::limits::BucketSpec;
+pub use crate::domain::queued::SharedMessage;
+pub(crate) use crate::domain::queued::stored;
 
 pub mod cache;
 pub mod memory;
@@ -228,89 +230,6 @@ pub trait MessageStore: Send + Sync {
     }
 }
 
-/// What the copies of a multi-recipient message share: one envelope template (everything but
-/// destination, GUID and content), the common ciphertext, and each recipient account's own
-/// content prefix. Stored once per send, so a copy for one more device costs a queue entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SharedMessage {
-    /// A serialized `Envelope` without destination, server GUID and content.
-    pub template: Bytes,
-    /// Appended to each recipient's prefix to make its content.
-    pub payload: Bytes,
-    /// Per recipient account, the start of its content.
-    pub prefixes: Vec<(Aci, Bytes)>,
-}
-
-impl SharedMessage {
-    /// The envelope `aci`'s devices get: `None` when `aci` is not a recipient or the template
-    /// does not parse.
-    pub fn envelope_for(&self, aci: Aci, guid: Uuid) -> Option<Bytes> {
-        let prefix = &self.prefixes.iter().find(|(a, _)| *a == aci)?.1;
-        stored::complete(&self.template, aci, guid, prefix, &self.payload)
-    }
-}
-
-/// How a queued value is stored: a plain envelope, or `0x00 || shared id || charged length
-/// (u32, big-endian)` for a copy of a multi-recipient message (17-byte references without
-/// the length, from before queues had caps, still read). (A serialized envelope never
-/// starts with 0x00: that would be field number 0.)
-pub(crate) mod stored {
-    use bytes::{BufMut, Bytes, BytesMut};
-    use prost::Message as _;
-    use uuid::Uuid;
-
-    use crate::domain::ids::Aci;
-    use crate::proto::textsecure::Envelope;
-
-    const REFERENCE: u8 = 0x00;
-
-    pub fn reference(shared: Uuid, charged: u32) -> Bytes {
-        let mut value = BytesMut::with_capacity(21);
-        value.put_u8(REFERENCE);
-        value.put_slice(shared.as_bytes());
-        value.put_u32(charged);
-        value.freeze()
-    }
-
-    /// The shared message a queued value stands for, if it is a reference.
-    pub fn shared_id(value: &[u8]) -> Option<Uuid> {
-        ((value.len() == 17 || value.len() == 21) && value[0] == REFERENCE)
-            .then(|| Uuid::from_slice(&value[1..17]).ok())
-            .flatten()
-    }
-
-    /// What a queued value counts against its queue's byte cap (besides the per-message
-    /// overhead): an envelope its length, a reference the length it records (the Redis
-    /// scripts compute the same).
-    pub fn charged_len(value: &[u8]) -> u64 {
-        match (value.first(), value.len()) {
-            (Some(&REFERENCE), 21) => u64::from(u32::from_be_bytes([
-                value[17], value[18], value[19], value[20],
-            ])),
-            (Some(&REFERENCE), 17) => 0,
-            _ => value.len() as u64,
-        }
-    }
-
-    /// The template completed with destination, GUID and content `prefix || payload`.
-    pub fn complete(
-        template: &Bytes,
-        aci: Aci,
-        guid: Uuid,
-        prefix: &[u8],
-        payload: &[u8],
-    ) -> Option<Bytes> {
-        let mut envelope = Envelope::decode(template.clone()).ok()?;
-        let mut content = BytesMut::with_capacity(prefix.len() + payload.len());
-        content.put_slice(prefix);
-        content.put_slice(payload);
-        envelope.content = Some(content.freeze());
-        envelope.destination_service_id = Some(Bytes::copy_from_slice(aci.as_bytes()));
-        envelope.server_guid = Some(Bytes::copy_from_slice(guid.as_bytes()));
-        Some(Bytes::from(envelope.encode_to_vec()))
-    }
-}
-
 /// Single-use device-linking codes (Redis in production), each naming its account.
 #[async_trait]
 pub trait LinkCodeStore: Send + Sync {
@@ -330,6 +249,14 @@ pub trait SecretStore: Send + Sync {
     /// The 32-byte secret `name`: made at random by the first caller, the same for every
     /// caller, on every pod, ever after.
     async fn secret(&self, name: &str) -> StorageResult<[u8; 32]>;
+}
+
+/// A token bucket: holds up to `bucket_size` permits and regains one every
+/// `permit_period_ms` milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BucketSpec {
+    pub bucket_size: u64,
+    pub permit_period_ms: f64,
 }
 
 /// The outcome of asking a token bucket for permits.
@@ -392,31 +319,9 @@ pub struct Stores {
     pub account_cache: Option<Arc<cache::AccountCache>>,
 }
 
-/// Milliseconds since the epoch, the stores' clock for creation times.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_reference_records_what_it_stands_for_and_an_envelope_counts_its_length() {
-        let id = Uuid::new_v4();
-        let reference = stored::reference(id, 70_000);
-        assert_eq!(reference.len(), 21);
-        assert_eq!(stored::shared_id(&reference), Some(id));
-        assert_eq!(stored::charged_len(&reference), 70_000);
-        let mut legacy = vec![0u8];
-        legacy.extend_from_slice(id.as_bytes());
-        assert_eq!(stored::shared_id(&legacy), Some(id));
-        assert_eq!(stored::charged_len(&legacy), 0, "never charged when queued");
-        assert_eq!(stored::charged_len(b"\x08\x01 an envelope"), 14);
-    }
 
     #[test]
     fn a_queue_admits_up_to_its_count_and_bytes_with_the_overhead() {

@@ -178,7 +178,10 @@ fn request_frame(id: u64, path: &str, body: Option<Bytes>) -> Bytes {
             verb: Some("PUT".into()),
             path: Some(path.into()),
             body,
-            headers: vec![format!("X-Signal-Timestamp:{}", crate::storage::now_ms())],
+            headers: vec![format!(
+                "X-Signal-Timestamp:{}",
+                crate::domain::clock::now_ms()
+            )],
             id: Some(id),
         }),
         response: None,

@@ -168,7 +168,7 @@ pub(super) fn error_message(id: Option<u64>, error: &AppError) -> WebSocketRespo
     let status = error.status_code();
     let mut headers = vec![
         "content-type:application/json".to_owned(),
-        format!("x-signal-timestamp:{}", crate::storage::now_ms()),
+        format!("x-signal-timestamp:{}", crate::domain::clock::now_ms()),
     ];
     headers.extend(
         error

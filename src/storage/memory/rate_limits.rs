@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::limits::BucketSpec;
-use crate::storage::{BucketDecision, RateLimitStore, StorageError, StorageResult};
+use crate::storage::{BucketDecision, BucketSpec, RateLimitStore, StorageError, StorageResult};
 
 /// Past this many buckets, full ones (which carry no information) are dropped.
 const PRUNE_ABOVE: usize = 100_000;

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use tokio_postgres::Row;
 
+use super::keys::{KIND_EC_SIGNED, KIND_KEM_LAST_RESORT};
 use super::{PgStore, corrupt, pg_error};
 use crate::domain::accounts::{
     AccessKey, AccessSettings, Account, Capabilities, Device, DeviceAttributes, NewAccount,
@@ -12,9 +13,6 @@ use crate::domain::ids::{Aci, DeviceId, RegistrationId};
 use crate::domain::keys::EcPublicKey;
 use crate::domain::keys::{KemSignedPreKey, SignedEcPreKey};
 use crate::storage::{AccountStore, StorageResult};
-
-pub(super) const KIND_EC_SIGNED: &str = "ec_signed";
-pub(super) const KIND_KEM_LAST_RESORT: &str = "kem_last_resort";
 
 const DEVICE_COLUMNS: &str = "device_id, password_hash, registration_id, name, fetches_messages, \
                               capabilities, created_ms, last_seen_day_ms";

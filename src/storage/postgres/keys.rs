@@ -6,7 +6,6 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::accounts::{KIND_EC_SIGNED, KIND_KEM_LAST_RESORT};
 use super::{PgStore, corrupt, pg_error};
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
@@ -15,6 +14,9 @@ use crate::domain::keys::{
 };
 use crate::storage::{KeyStore, StorageResult};
 
+/// The `kind` of a device's signed keys' rows (the account's registration writes them too).
+pub(super) const KIND_EC_SIGNED: &str = "ec_signed";
+pub(super) const KIND_KEM_LAST_RESORT: &str = "kem_last_resort";
 const ONE_TIME_EC: &str = "ec";
 const ONE_TIME_KEM: &str = "kem";
 

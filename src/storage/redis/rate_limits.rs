@@ -6,8 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{RedisStore, redis_error};
-use crate::limits::BucketSpec;
-use crate::storage::{BucketDecision, RateLimitStore, StorageResult};
+use crate::storage::{BucketDecision, BucketSpec, RateLimitStore, StorageResult};
 
 /// KEYS[1] bucket; ARGV: bucket size, ms per permit, permits wanted, 1 to consume.
 /// Returns {1, 0} when allowed, {0, ms until enough permits} when not.
