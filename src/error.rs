@@ -78,6 +78,15 @@ pub enum AppError {
     Internal(#[source] anyhow::Error),
 }
 
+// As clients read it and the OpenAPI document shows it; `ErrorBody` below is the same
+// shape, borrowed, for writing it.
+/// The error body every endpoint uses.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ErrorJson {
+    pub code: u16,
+    pub message: String,
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: u16,

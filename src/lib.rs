@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod descriptors;
 pub mod domain;
 pub mod error;
+pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod proto;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::{App, HttpServer, middleware::from_fn, web};
+use actix_web::{App, HttpServer, web};
 
 use crate::api::bounds::ConnectionAdmission;
 use crate::auth::Authenticator;
@@ -267,7 +267,7 @@ impl Application {
             registry,
             provisioning,
             notifier,
-            sockets: crate::ws::SocketSlots::new(
+            sockets: crate::limits::sockets::SocketSlots::new(
                 budget.max_websockets,
                 config.max_websockets_per_client,
             ),
@@ -291,11 +291,10 @@ impl Application {
         let connections = crate::limits::clients::PerClient::new(per_peer);
         let workers = config.workers.unwrap_or_else(default_workers);
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .app_data(crate::ws::tunnel::per_worker(app_state.clone()))
-                .wrap(from_fn(crate::api::middleware::observe))
-                .configure(crate::api::configure)
+            crate::api::app(app_state.clone()).app_data(crate::ws::tunnel::per_worker(
+                app_state.clone(),
+                crate::api::tunnel_app,
+            ))
         })
         .on_connect(move |connection, data| {
             let peer = connection

@@ -32,7 +32,7 @@ pub struct AppState {
     pub provisioning: Arc<ProvisioningSockets>,
     pub notifier: Arc<dyn Notifier>,
     /// This process's open sockets, against `max_websockets`.
-    pub sockets: Arc<crate::ws::SocketSlots>,
+    pub sockets: Arc<crate::limits::sockets::SocketSlots>,
     /// Cancelled when shutdown begins: sockets close with 1001, workers stop.
     pub shutdown: CancellationToken,
 }

@@ -2,10 +2,6 @@
 //! under `src/` names (in a `use` or a path; comments and `#[cfg(test)]` code left out) is an
 //! arrow from its top-level module to that one, and no arrow may point up the table below.
 //! A new top-level module must be given its layer here first.
-//!
-//! Still open (issue 15): `auth`, `service`, `state`, `ws` and `api` import each other in a
-//! circle, so they share one band whose inner order is not checked yet; every other arrow,
-//! into that band and out of it, is.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,13 +10,15 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["proto"],
     &["domain"],
-    &["metrics", "descriptors", "certificates"],
+    &["metrics", "descriptors", "certificates", "identity"],
     &["storage"],
     &["limits", "delivery"],
     &["error", "config"],
-    &["telemetry"],
-    // Not yet ordered among themselves (see above).
-    &["auth", "service", "state", "ws", "api"],
+    &["telemetry", "auth"],
+    &["service"],
+    &["state"],
+    &["ws"],
+    &["api"],
     &["startup"],
     &["client"],
     &["lib", "main"],
@@ -32,6 +30,7 @@ const NEVER: &[(&str, &[&str])] = &[
     (
         "domain",
         &[
+            "identity",
             "metrics",
             "descriptors",
             "certificates",
@@ -54,7 +53,9 @@ const NEVER: &[(&str, &[&str])] = &[
         "storage",
         &["api", "ws", "service", "auth", "limits", "state"],
     ),
-    ("service", &["api", "ws"]),
+    ("service", &["api", "ws", "state"]),
+    // Who a request acts as is plain data: no authentication, services or HTTP state.
+    ("identity", &["auth", "service", "state", "ws", "api"]),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

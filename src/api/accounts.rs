@@ -5,8 +5,9 @@ use actix_web::{HttpResponse, web};
 use super::entities::{
     AccountAttributesJson, RegistrationRequestJson, RegistrationResponseJson, WhoAmIJson,
 };
-use crate::auth::{AuthenticatedDevice, ClientAddr, NewPassword};
+use crate::api::extract::NewPassword;
 use crate::error::AppError;
+use crate::identity::{AuthenticatedDevice, ClientAddr};
 use crate::state::AppState;
 
 #[utoipa::path(post, path = "/v1/registration", tag = "accounts",

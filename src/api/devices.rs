@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::entities::{LinkCodeJson, LinkDeviceRequestJson, LinkDeviceResponseJson};
-use crate::auth::{AuthenticatedDevice, NewPassword};
+use crate::api::extract::NewPassword;
 use crate::domain::encoding::encode_base64;
 use crate::domain::ids::DeviceId;
 use crate::error::AppError;
+use crate::identity::AuthenticatedDevice;
 use crate::state::AppState;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]

@@ -402,12 +402,7 @@ pub struct LinkDeviceResponseJson {
     pub device_id: u8,
 }
 
-/// The error body every endpoint uses.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct ErrorJson {
-    pub code: u16,
-    pub message: String,
-}
+pub use crate::error::ErrorJson;
 
 /// The answer of `PUT /v1/messages/multi_recipient`: recipients that do not exist (always
 /// empty: an unknown recipient fails the whole send with 404, as the access key cannot open it).

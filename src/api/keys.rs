@@ -7,11 +7,11 @@ use super::entities::{
     CheckKeysRequestJson, PreKeyCountJson, PreKeyJson, PreKeyResponseItemJson, PreKeyResponseJson,
     SetKeysRequestJson, SignedPreKeyJson,
 };
-use crate::auth::AuthenticatedDevice;
 use crate::domain::encoding::{decode_base64, encode_base64};
 use crate::domain::ids::Aci;
 use crate::error::AppError;
-use crate::service::access::Requester;
+use crate::identity::AuthenticatedDevice;
+use crate::identity::Requester;
 use crate::service::keys::DeviceSelector;
 use crate::state::AppState;
 

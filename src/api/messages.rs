@@ -12,7 +12,7 @@ use crate::auth::extract::{UNIDENTIFIED_ACCESS_KEY, access_key_header};
 use crate::domain::ids::Aci;
 use crate::domain::multi_recipient::MultiRecipientMessage;
 use crate::error::AppError;
-use crate::service::access::Requester;
+use crate::identity::Requester;
 use crate::service::messages::MultiRecipientOptions;
 use crate::state::AppState;
 

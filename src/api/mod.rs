@@ -7,6 +7,7 @@ pub mod admin;
 pub mod bounds;
 pub mod devices;
 pub mod entities;
+pub mod extract;
 pub mod keys;
 pub mod messages;
 pub mod middleware;
@@ -18,10 +19,48 @@ use actix_web::http::Method;
 use actix_web::{FromRequest, Handler, HttpRequest, HttpResponse, Responder, Route, web};
 
 use crate::error::AppError;
+use crate::state::AppState;
+use crate::ws::tunnel::AppService;
 
 /// Largest JSON body accepted: a full `PUT /v2/keys` (100 Kyber and 100 EC one-time keys,
 /// base64) is about 230 KiB.
 pub const JSON_LIMIT: usize = 512 * 1024;
+
+/// The public application: the route table behind the observing middleware. The HTTP
+/// server serves it (with each worker's tunnel as app data) and each worker's tunnel serves
+/// its own copy in process (`tunnel_app`), so both run the same handlers, limits and metrics.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_service::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(state)
+        .wrap(actix_web::middleware::from_fn(middleware::observe))
+        .configure(configure)
+}
+
+/// `app` as one service, for a worker's tunnel (`ws::tunnel::AppBuilder`).
+pub fn tunnel_app(
+    state: web::Data<AppState>,
+) -> futures_util::future::LocalBoxFuture<'static, Result<AppService, AppError>> {
+    use actix_service::{IntoServiceFactory, ServiceExt, ServiceFactory};
+    Box::pin(async move {
+        let service = app(state)
+            .into_factory()
+            .new_service(actix_web::dev::AppConfig::default())
+            .await
+            .map_err(|()| AppError::internal(anyhow::anyhow!("tunnel app failed")))?;
+        let service = service.map(actix_web::dev::ServiceResponse::map_into_boxed_body);
+        Ok(actix_service::boxed::rc_service(service))
+    })
+}
 
 /// The one route table of the public API. `configure` serves it; `routes` lists it (the
 /// OpenAPI document must describe exactly these, `tests/openapi.rs` checks).

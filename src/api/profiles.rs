@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-use crate::auth::AuthenticatedDevice;
 use crate::domain::encoding::encode_base64;
 use crate::domain::ids::Aci;
 use crate::error::AppError;
-use crate::service::access::Requester;
+use crate::identity::AuthenticatedDevice;
+use crate::identity::Requester;
 use crate::state::AppState;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]

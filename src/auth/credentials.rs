@@ -22,6 +22,7 @@ use super::password::{self, Passwords};
 use crate::domain::accounts::CredentialDigest;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::error::AppError;
+use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::AccountStore;
@@ -29,13 +30,6 @@ use crate::storage::AccountStore;
 /// Past this many cached devices the cache starts over (a bound, not a policy: entries are
 /// cheap to rebuild with one argon2 verification each).
 const CACHE_CAPACITY: usize = 100_000;
-
-/// Who a request acts as, once authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuthenticatedDevice {
-    pub aci: Aci,
-    pub device: DeviceId,
-}
 
 struct Verified {
     phc_digest: [u8; 32],

@@ -1,11 +1,12 @@
 //! Authentication: Basic credentials, argon2id password hashing (always off the async
-//! threads), the verified-credential cache, and the extractor that makes "this handler needs
-//! an authenticated device" a type in its signature.
+//! threads) and the verified-credential cache. The extractors that make "this handler needs
+//! an authenticated device" a type in its signature are `api::extract`'s; the types they
+//! produce are `identity`'s.
 
 pub mod basic;
 pub mod credentials;
 pub mod extract;
 pub mod password;
 
+pub use crate::identity::{AuthenticatedDevice, ClientAddr};
 pub use credentials::Authenticator;
-pub use extract::{AuthenticatedDevice, ClientAddr, NewPassword};

@@ -3,6 +3,7 @@
 //! (Redis shared by all pods, or memory). Knows nothing of HTTP.
 
 pub mod clients;
+pub mod sockets;
 
 use std::net::IpAddr;
 use std::sync::Arc;

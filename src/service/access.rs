@@ -2,18 +2,11 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::auth::AuthenticatedDevice;
 use crate::domain::accounts::{AccessKey, Account};
 use crate::error::AppError;
 use crate::metrics::Metrics;
 
-/// Who acts on another account: an authenticated device, or a holder of the target's
-/// access key (sealed sender).
-#[derive(Clone, Copy, Debug)]
-pub enum Requester {
-    Device(AuthenticatedDevice),
-    AccessKey(AccessKey),
-}
+pub use crate::identity::Requester;
 
 /// Whether `presented` opens `target`: an unrestricted account accepts any 16 bytes, any
 /// other compares in constant time with its stored key. An unknown target, an account

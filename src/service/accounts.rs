@@ -4,14 +4,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::messages::MessageService;
+use crate::auth::Authenticator;
 use crate::auth::password::Passwords;
-use crate::auth::{AuthenticatedDevice, Authenticator};
 use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Password, day_of};
 use crate::domain::accounts::{MAX_DEVICES, NewDevice};
 use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
 use crate::error::AppError;
+use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{AccountStore, LinkCodeStore};

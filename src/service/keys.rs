@@ -6,7 +6,6 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 use super::access::{Requester, check_access_key};
-use crate::auth::AuthenticatedDevice;
 use crate::domain::DomainError;
 use crate::domain::accounts::Device;
 use crate::domain::ids::{Aci, DeviceId};
@@ -14,6 +13,7 @@ use crate::domain::keys::{
     IdentityKey, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey, key_digest,
 };
 use crate::error::AppError;
+use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{AccountStore, KeyStore};

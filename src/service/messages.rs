@@ -12,7 +12,6 @@ use uuid::Uuid;
 use subtle::ConstantTimeEq;
 
 use super::access::{Requester, check_access_key, combined_access_key};
-use crate::auth::AuthenticatedDevice;
 use crate::delivery::{DeviceEvent, Notifier};
 use crate::domain::accounts::AccessKey;
 use crate::domain::clock::now_ms;
@@ -25,6 +24,7 @@ use crate::domain::messages::{mismatched_devices, stale_devices};
 use crate::domain::multi_recipient::{MultiRecipientMessage, Recipient};
 use crate::domain::queued::SharedMessage;
 use crate::error::AppError;
+use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{AccountStore, Inserted, MessageStore};

@@ -9,12 +9,12 @@ use prost::Message as _;
 use sha2::Sha256;
 
 use super::access::{Requester, check_access_key};
-use crate::auth::AuthenticatedDevice;
 use crate::domain::certificates::ServerSigner;
 use crate::domain::clock::now_ms;
 use crate::domain::ids::Aci;
 use crate::domain::keys::IdentityKey;
 use crate::error::AppError;
+use crate::identity::AuthenticatedDevice;
 use crate::metrics::Metrics;
 use crate::storage::AccountStore;
 

@@ -23,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::tunnel::{Tunnel, TunnelIdentity};
-use crate::auth::AuthenticatedDevice;
 use crate::delivery::{CloseCode, ConnectionHandle, DeviceEvent};
 use crate::domain::accounts::CredentialDigest;
 use crate::domain::messages::DeliveredMeta;
+use crate::identity::AuthenticatedDevice;
 use crate::proto::textsecure::{
     WebSocketMessage, WebSocketRequestMessage, WebSocketResponseMessage, web_socket_message,
 };

@@ -7,18 +7,14 @@ pub mod connection;
 pub mod provisioning;
 pub mod tunnel;
 
-use std::net::IpAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
-use crate::auth::ClientAddr;
 use crate::auth::basic::Credentials;
 use crate::error::AppError;
-use crate::limits::clients::{ClientHold, PerClient};
+use crate::identity::ClientAddr;
 use crate::state::AppState;
 use connection::Connection;
 use tunnel::Tunnel;
@@ -70,71 +66,26 @@ pub(crate) fn start(
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))
 }
 
-/// This process's sockets of every kind, counted against `max_websockets`: past it an upgrade
-/// gets a JSON 503 with `Retry-After` (another pod, or a retry, can serve it) instead of the
-/// process running out of memory or file descriptors. Each client address may hold at most
-/// `max_websockets_per_client` of them (429 past it), so one client cannot take them all.
-pub struct SocketSlots {
-    max: usize,
-    open: AtomicUsize,
-    per_client: Arc<PerClient>,
-}
-
-impl SocketSlots {
-    pub fn new(max: usize, per_client: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max,
-            open: AtomicUsize::new(0),
-            per_client: PerClient::new(per_client),
-        })
-    }
-
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
-    }
-
-    /// The process-wide maximum (after the descriptor limit had its say).
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    /// A slot for `client`, released when the returned guard drops (however the socket's
-    /// task ends).
-    pub fn try_acquire(self: &Arc<Self>, client: IpAddr) -> Result<SocketSlot, AppError> {
-        let hold = self
-            .per_client
-            .try_acquire(client)
-            .ok_or(AppError::ClientLimit)?;
-        self.open
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
-                (open < self.max).then_some(open + 1)
-            })
-            .map_err(|_| AppError::Overloaded)?;
-        Ok(SocketSlot(self.clone(), hold))
-    }
-}
-
-/// A socket's place: one of the process's and one of its client's (the hold gives that back).
-pub struct SocketSlot(Arc<SocketSlots>, #[allow(dead_code)] ClientHold);
-
-impl Drop for SocketSlot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+pub use crate::limits::sockets::{SlotRefused, SocketSlot, SocketSlots};
 
 /// Takes a slot for a new socket, or refuses the upgrade (and counts the refusal).
 pub(crate) fn take_slot(state: &AppState, client: ClientAddr) -> Result<SocketSlot, AppError> {
     state
         .sockets
         .try_acquire(client.0)
-        .inspect_err(|e| match e {
-            AppError::ClientLimit => state
-                .metrics
-                .client_limit_refusals
-                .with_label_values(&["websockets"])
-                .inc(),
-            _ => state.metrics.websocket_refusals.inc(),
+        .map_err(|refused| match refused {
+            SlotRefused::Client => {
+                state
+                    .metrics
+                    .client_limit_refusals
+                    .with_label_values(&["websockets"])
+                    .inc();
+                AppError::ClientLimit
+            }
+            SlotRefused::Process => {
+                state.metrics.websocket_refusals.inc();
+                AppError::Overloaded
+            }
         })
 }
 
@@ -150,10 +101,10 @@ pub fn is_socket_path(path: &str) -> bool {
     security((), ("basic" = [])),
     responses(
         (status = 101, description = "Upgraded"),
-        (status = 400, description = "Not a WebSocket upgrade", body = crate::api::entities::ErrorJson),
-        (status = 403, description = "Wrong credentials", body = crate::api::entities::ErrorJson),
-        (status = 429, description = "This address holds as many sockets as it may", body = crate::api::entities::ErrorJson),
-        (status = 503, description = "This process holds as many sockets as it may", body = crate::api::entities::ErrorJson),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorJson),
+        (status = 403, description = "Wrong credentials", body = crate::error::ErrorJson),
+        (status = 429, description = "This address holds as many sockets as it may", body = crate::error::ErrorJson),
+        (status = 503, description = "This process holds as many sockets as it may", body = crate::error::ErrorJson),
     ))]
 pub async fn upgrade(
     req: HttpRequest,

@@ -58,15 +58,15 @@ impl Drop for Address {
     summary = "A device waiting to be linked: announces an address, receives the provisioning message",
     responses(
         (status = 101, description = "Upgraded"),
-        (status = 400, description = "Not a WebSocket upgrade", body = crate::api::entities::ErrorJson),
-        (status = 429, description = "This address holds as many sockets as it may", body = crate::api::entities::ErrorJson),
-        (status = 503, description = "This process holds as many sockets as it may", body = crate::api::entities::ErrorJson),
+        (status = 400, description = "Not a WebSocket upgrade", body = crate::error::ErrorJson),
+        (status = 429, description = "This address holds as many sockets as it may", body = crate::error::ErrorJson),
+        (status = 503, description = "This process holds as many sockets as it may", body = crate::error::ErrorJson),
     ))]
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
     state: web::Data<AppState>,
-    client: crate::auth::ClientAddr,
+    client: crate::identity::ClientAddr,
 ) -> Result<HttpResponse, AppError> {
     if req
         .app_data::<std::rc::Rc<super::tunnel::Tunnel>>()

@@ -11,32 +11,34 @@ use std::rc::Rc;
 
 use actix_http::Request;
 use actix_http::header::{HeaderName, HeaderValue};
-use actix_service::boxed::{RcService, rc_service};
-use actix_service::{IntoServiceFactory, Service, ServiceExt, ServiceFactory};
-use actix_web::dev::{AppConfig, ServiceResponse};
-use actix_web::middleware::from_fn;
-use actix_web::{App, HttpMessage, ResponseError, web};
+use actix_service::Service;
+use actix_service::boxed::RcService;
+use actix_web::dev::ServiceResponse;
+use actix_web::{HttpMessage, ResponseError, web};
 use bytes::Bytes;
 use tokio::sync::OnceCell;
 
-use crate::auth::AuthenticatedDevice;
 use crate::error::AppError;
 use crate::proto::textsecure::{WebSocketRequestMessage, WebSocketResponseMessage};
 use crate::state::AppState;
 
-/// Who a tunnelled request acts as: the socket's device, or nobody.
-#[derive(Clone, Copy, Debug)]
-pub enum TunnelIdentity {
-    Device(AuthenticatedDevice),
-    Anonymous,
-}
+pub use crate::identity::TunnelIdentity;
 
-type AppService = RcService<Request, ServiceResponse, actix_web::Error>;
+/// The application a tunnel serves requests with, as one service.
+pub type AppService = RcService<Request, ServiceResponse, actix_web::Error>;
+
+/// Builds the application a tunnel serves: `api::tunnel_app`, handed in by the composition
+/// root, so that the socket layer never names the API above it.
+pub type AppBuilder =
+    fn(
+        web::Data<AppState>,
+    ) -> futures_util::future::LocalBoxFuture<'static, Result<AppService, AppError>>;
 
 /// One per worker thread: the in-process copy of the application that serves tunnelled
 /// requests, built on first use.
 pub struct Tunnel {
     state: web::Data<AppState>,
+    build: AppBuilder,
     service: OnceCell<AppService>,
 }
 
@@ -47,28 +49,17 @@ const DROPPED_HEADERS: [&str; 2] = ["x-forwarded-for", "forwarded"];
 const MAX_RESPONSE_BODY: usize = 1024 * 1024;
 
 impl Tunnel {
-    pub fn new(state: web::Data<AppState>) -> Self {
+    pub fn new(state: web::Data<AppState>, build: AppBuilder) -> Self {
         Self {
             state,
+            build,
             service: OnceCell::new(),
         }
     }
 
     async fn service(&self) -> Result<&AppService, AppError> {
         self.service
-            .get_or_try_init(|| async {
-                let app = App::new()
-                    .app_data(self.state.clone())
-                    .wrap(from_fn(crate::api::middleware::observe))
-                    .configure(crate::api::configure);
-                let service = app
-                    .into_factory()
-                    .new_service(AppConfig::default())
-                    .await
-                    .map_err(|()| AppError::internal(anyhow::anyhow!("tunnel app failed")))?;
-                let service = service.map(ServiceResponse::map_into_boxed_body);
-                Ok::<_, AppError>(rc_service(service))
-            })
+            .get_or_try_init(|| (self.build)(self.state.clone()))
             .await
     }
 
@@ -186,6 +177,6 @@ pub(super) fn error_message(id: Option<u64>, error: &AppError) -> WebSocketRespo
 }
 
 /// Builds the per-worker tunnel; the composition root calls it in the server factory.
-pub fn per_worker(state: web::Data<AppState>) -> Rc<Tunnel> {
-    Rc::new(Tunnel::new(state))
+pub fn per_worker(state: web::Data<AppState>, build: AppBuilder) -> Rc<Tunnel> {
+    Rc::new(Tunnel::new(state, build))
 }
