@@ -13,19 +13,12 @@ use sealpost::client::{AccountKeys, DeviceCredentials, KeyAccess};
 use sealpost::domain::encoding::{decode_base64, encode_base64};
 use sealpost::domain::ids::Aci;
 use sealpost::domain::keys::{EcPublicKey, KemPublicKey, Signature, SignedPreKey, key_digest};
-use sealpost::limits::{BucketSpec, Limit};
+use sealpost::limits::Limit;
 use serde_json::json;
 
 async fn app_with_prekey_bucket(backend: Backend, bucket_size: u64) -> (TestApp, TestStores) {
     let stores = TestStores::new(backend).await;
-    let mut config = stores.config();
-    config.rate_limits.specs.insert(
-        Limit::PreKeys,
-        BucketSpec {
-            bucket_size,
-            permit_period_ms: 600_000.0,
-        },
-    );
+    let config = stores.config_with_limit(Limit::PreKeys, bucket_size, 600_000.0);
     (TestApp::start(config).await, stores)
 }
 

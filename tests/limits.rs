@@ -576,17 +576,17 @@ async fn a_provisioning_socket_whose_client_stops_reading_is_closed_after_the_wr
     // Provisioning messages of 60 KiB, far more than the socket buffers hold, until the
     // server stops taking them (404 once the socket's queue is full or it is gone).
     let body = json!({ "body": encode_base64(&vec![0x33; 60 * 1024]) });
-    for _ in 0..200 {
-        let status = app
+    let provision = || {
+        let request = app
             .client
             .http()
             .put(app.client.url(&format!("/v1/provisioning/{address}")))
             .header("Authorization", primary.authorization())
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status();
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    for _ in 0..200 {
+        let status = provision().await;
         if status == StatusCode::NOT_FOUND {
             break;
         }
@@ -596,16 +596,7 @@ async fn a_provisioning_socket_whose_client_stops_reading_is_closed_after_the_wr
     // The address is released with the socket (its pub/sub subscription a moment later).
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let status = app
-            .client
-            .http()
-            .put(app.client.url(&format!("/v1/provisioning/{address}")))
-            .header("Authorization", primary.authorization())
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = provision().await;
         if status == StatusCode::NOT_FOUND {
             break;
         }

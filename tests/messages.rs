@@ -13,7 +13,7 @@ use sealpost::client::ws::{ServerRequest, WsClient};
 use sealpost::client::{DeviceCredentials, random_password};
 use sealpost::domain::encoding::encode_base64;
 use sealpost::domain::ids::Aci;
-use sealpost::limits::{BucketSpec, Limit};
+use sealpost::limits::Limit;
 use sealpost::proto::textsecure::Envelope;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -570,14 +570,7 @@ async fn online_messages_reach_connected_devices_only(backend: Backend) {
 
 async fn the_messages_limit_applies_per_sender_and_target(backend: Backend) {
     let stores = TestStores::new(backend).await;
-    let mut config = stores.config();
-    config.rate_limits.specs.insert(
-        Limit::Messages,
-        BucketSpec {
-            bucket_size: 2,
-            permit_period_ms: 60_000.0,
-        },
-    );
+    let config = stores.config_with_limit(Limit::Messages, 2, 60_000.0);
     let app = TestApp::start(config).await;
     let (alice, _) = app.client.register_new().await.unwrap();
     let (bob, _) = app.client.register_new().await.unwrap();
@@ -825,14 +818,7 @@ async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend:
 
 async fn inbound_bytes_are_limited_per_target(backend: Backend) {
     let stores = TestStores::new(backend).await;
-    let mut config = stores.config();
-    config.rate_limits.specs.insert(
-        Limit::InboundMessageBytes,
-        BucketSpec {
-            bucket_size: 1000,
-            permit_period_ms: 60_000.0,
-        },
-    );
+    let config = stores.config_with_limit(Limit::InboundMessageBytes, 1000, 60_000.0);
     let app = TestApp::start(config).await;
     let (alice, _) = app.client.register_new().await.unwrap();
     let (bob, _) = app.client.register_new().await.unwrap();
@@ -851,14 +837,7 @@ async fn inbound_bytes_are_limited_per_target(backend: Backend) {
 /// messages runs out of budget as fast as what it stores would fill Redis.
 async fn inbound_bytes_charge_every_message_what_queueing_it_stores(backend: Backend) {
     let stores = TestStores::new(backend).await;
-    let mut config = stores.config();
-    config.rate_limits.specs.insert(
-        Limit::InboundMessageBytes,
-        BucketSpec {
-            bucket_size: 1000,
-            permit_period_ms: 600_000.0,
-        },
-    );
+    let config = stores.config_with_limit(Limit::InboundMessageBytes, 1000, 600_000.0);
     let app = TestApp::start(config).await;
     let (alice, _) = app.client.register_new().await.unwrap();
     let (bob, _) = app.client.register_new().await.unwrap();

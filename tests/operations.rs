@@ -14,7 +14,7 @@ use common::{Backend, TestApp, TestStores};
 use sealpost::client::ws::WsClient;
 use sealpost::client::{Client, DeviceCredentials, KeyAccess, basic_auth};
 use sealpost::domain::encoding::encode_base64;
-use sealpost::limits::{BucketSpec, Limit};
+use sealpost::limits::Limit;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -149,14 +149,7 @@ fn sample(scrape: &str, series: &str) -> f64 {
 /// one refused registration; returns its scrape.
 async fn scrape_after_traffic() -> String {
     let stores = TestStores::new(Backend::External).await;
-    let mut config = stores.config();
-    config.rate_limits.specs.insert(
-        Limit::Registration,
-        BucketSpec {
-            bucket_size: 2,
-            permit_period_ms: 60_000.0,
-        },
-    );
+    let config = stores.config_with_limit(Limit::Registration, 2, 60_000.0);
     let app = TestApp::start(config).await;
     traffic(&app.address, &app.client).await;
     let refused = app

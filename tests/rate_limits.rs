@@ -7,18 +7,24 @@ mod common;
 use common::{Backend, TestApp, TestStores};
 use reqwest::StatusCode;
 use sealpost::client::{ClientError, basic_auth, random_password};
-use sealpost::limits::{BucketSpec, Limit};
+use sealpost::limits::Limit;
 
 fn tight(stores: &TestStores, limit: Limit, bucket_size: u64) -> sealpost::config::Config {
-    let mut config = stores.config();
-    config.rate_limits.specs.insert(
-        limit,
-        BucketSpec {
-            bucket_size,
-            permit_period_ms: 60_000.0,
-        },
-    );
-    config
+    stores.config_with_limit(limit, bucket_size, 60_000.0)
+}
+
+/// The status of `GET /v1/accounts/whoami` with `authorization`, and `X-Forwarded-For` if
+/// given.
+async fn whoami_status(app: &TestApp, authorization: &str, forwarded: Option<&str>) -> StatusCode {
+    let mut request = app
+        .client
+        .http()
+        .get(app.client.url("/v1/accounts/whoami"))
+        .header("Authorization", authorization);
+    if let Some(forwarded) = forwarded {
+        request = request.header("X-Forwarded-For", forwarded);
+    }
+    request.send().await.unwrap().status()
 }
 
 fn retry_after(err: &ClientError) -> u64 {
@@ -104,16 +110,11 @@ async fn forwarded_addresses_are_separate_buckets_only_when_trusted(backend: Bac
     let mut config = tight(&stores, Limit::AuthFailures, 1);
     config.trust_forwarded_for = true;
     let app = TestApp::start(config).await;
-    let url = app.client.url("/v1/accounts/whoami");
     let header = basic_auth(&uuid::Uuid::new_v4().to_string(), &random_password());
     let status_from = |addr: &'static str| {
-        let request = app
-            .client
-            .http()
-            .get(&url)
-            .header("Authorization", &header)
-            .header("X-Forwarded-For", format!("10.9.9.9, {addr}"));
-        async move { request.send().await.unwrap().status() }
+        let forwarded = format!("10.9.9.9, {addr}");
+        let (app, header) = (&app, &header);
+        async move { whoami_status(app, header, Some(&forwarded)).await }
     };
     assert_eq!(status_from("192.0.2.1").await, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -127,15 +128,7 @@ async fn forwarded_addresses_are_separate_buckets_only_when_trusted(backend: Bac
     let mut config = tight(&stores, Limit::AuthFailures, 2);
     config.trust_forwarded_for = false;
     let app = TestApp::start(config).await;
-    let send = |addr: &'static str| {
-        let request = app
-            .client
-            .http()
-            .get(app.client.url("/v1/accounts/whoami"))
-            .header("Authorization", &header)
-            .header("X-Forwarded-For", addr);
-        async move { request.send().await.unwrap().status() }
-    };
+    let send = |addr: &'static str| whoami_status(&app, &header, Some(addr));
     assert_eq!(send("192.0.2.3").await, StatusCode::UNAUTHORIZED);
     assert_eq!(send("192.0.2.4").await, StatusCode::UNAUTHORIZED);
     assert_eq!(send("192.0.2.5").await, StatusCode::TOO_MANY_REQUESTS);
@@ -151,16 +144,10 @@ async fn only_the_last_forwarded_hop_counts_even_when_it_does_not_parse(backend:
     let mut config = tight(&stores, Limit::AuthFailures, 1);
     config.trust_forwarded_for = true;
     let app = TestApp::start(config).await;
-    let url = app.client.url("/v1/accounts/whoami");
     let header = basic_auth(&uuid::Uuid::new_v4().to_string(), &random_password());
     let status_with = |forwarded: String| {
-        let request = app
-            .client
-            .http()
-            .get(&url)
-            .header("Authorization", &header)
-            .header("X-Forwarded-For", forwarded);
-        async move { request.send().await.unwrap().status() }
+        let (app, header) = (&app, &header);
+        async move { whoami_status(app, header, Some(&forwarded)).await }
     };
 
     // `ip:port` is its address: the port does not make a new bucket.
@@ -197,15 +184,10 @@ async fn only_the_last_forwarded_hop_counts_even_when_it_does_not_parse(backend:
         }
     }
     // Without the header at all, the peer's bucket is the same one.
-    let plain = app
-        .client
-        .http()
-        .get(&url)
-        .header("Authorization", &header)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(plain.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        whoami_status(&app, &header, None).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     app.stop().await;
 }
 
@@ -253,15 +235,7 @@ async fn no_redis_key_names_a_client_address() {
     let a = TestApp::start(config.clone()).await;
     let b = TestApp::start(config).await;
     let header = basic_auth(&uuid::Uuid::new_v4().to_string(), &random_password());
-    let whoami = |app: &TestApp| {
-        let request = app
-            .client
-            .http()
-            .get(app.client.url("/v1/accounts/whoami"))
-            .header("Authorization", &header)
-            .header("X-Forwarded-For", "192.0.2.199");
-        async move { request.send().await.unwrap().status() }
-    };
+    let whoami = |app| whoami_status(app, &header, Some("192.0.2.199"));
     assert_eq!(whoami(&a).await, StatusCode::UNAUTHORIZED);
     assert_eq!(
         whoami(&b).await,

@@ -477,16 +477,9 @@ mod multi_recipient {
         backend: Backend,
     ) {
         use sealpost::domain::messages::QUEUED_MESSAGE_OVERHEAD;
-        use sealpost::limits::{BucketSpec, Limit};
+        use sealpost::limits::Limit;
         let stores = TestStores::new(backend).await;
-        let mut config = stores.config();
-        config.rate_limits.specs.insert(
-            Limit::InboundMessageBytes,
-            BucketSpec {
-                bucket_size: 2000,
-                permit_period_ms: 600_000.0,
-            },
-        );
+        let config = stores.config_with_limit(Limit::InboundMessageBytes, 2000, 600_000.0);
         let app = TestApp::start(config).await;
         let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
         let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
@@ -578,16 +571,9 @@ mod multi_recipient {
     /// no device list: it costs per recipient what a refused single sealed send costs.
     #[tokio::test]
     async fn a_refused_multi_recipient_send_reads_each_recipient_once() {
-        use sealpost::limits::{BucketSpec, Limit};
+        use sealpost::limits::Limit;
         let stores = TestStores::new(Backend::External).await;
-        let mut config = stores.config();
-        config.rate_limits.specs.insert(
-            Limit::Registration,
-            BucketSpec {
-                bucket_size: 100,
-                permit_period_ms: 1.0,
-            },
-        );
+        let config = stores.config_with_limit(Limit::Registration, 100, 1.0);
         let app = TestApp::start(config).await;
         let mut recipients = Vec::new();
         for i in 0..10u8 {

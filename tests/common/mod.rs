@@ -164,6 +164,25 @@ impl TestStores {
         }
     }
 
+    /// `config()` with one rate limit set to `bucket_size` permits, regaining one every
+    /// `permit_period_ms`.
+    pub fn config_with_limit(
+        &self,
+        limit: sealpost::limits::Limit,
+        bucket_size: u64,
+        permit_period_ms: f64,
+    ) -> Config {
+        let mut config = self.config();
+        config.rate_limits.specs.insert(
+            limit,
+            sealpost::limits::BucketSpec {
+                bucket_size,
+                permit_period_ms,
+            },
+        );
+        config
+    }
+
     /// A configuration on ephemeral ports against these stores.
     pub fn config(&self) -> Config {
         let mut config = Config::embedded_for_tests();
