@@ -15,7 +15,7 @@ use crate::error::AppError;
 use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
-use crate::storage::{AccountStore, LinkCodeStore};
+use crate::storage::{AccountStore, DeviceAdded, LinkCodeStore};
 
 /// A registration request, parsed; signatures not yet checked.
 #[derive(Clone, Debug)]
@@ -162,9 +162,9 @@ impl AccountService {
             pq_last_resort_pre_key: request.pq_last_resort_pre_key,
         };
         match self.accounts.add_device(aci, &new, MAX_DEVICES).await? {
-            Ok(id) => Ok((aci, id)),
-            Err(0) => Err(bad_code()),
-            Err(current) => Err(AppError::DeviceLimit {
+            DeviceAdded::Added(id) => Ok((aci, id)),
+            DeviceAdded::NoAccount => Err(bad_code()),
+            DeviceAdded::Full(current) => Err(AppError::DeviceLimit {
                 current,
                 max: MAX_DEVICES,
             }),

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{AccountStore, StorageResult};
+use super::{AccountStore, DeviceAdded, StorageResult};
 use crate::domain::accounts::{
     AccessSettings, Account, Device, DeviceAttributes, NewAccount, NewDevice,
 };
@@ -288,7 +288,7 @@ impl AccountStore for CachedAccountStore {
         aci: Aci,
         device: &NewDevice,
         max_devices: usize,
-    ) -> StorageResult<Result<DeviceId, usize>> {
+    ) -> StorageResult<DeviceAdded> {
         let result = self.inner.add_device(aci, device, max_devices).await;
         self.changed(aci).await;
         result

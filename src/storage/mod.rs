@@ -63,14 +63,13 @@ pub trait AccountStore: Send + Sync {
     async fn delete(&self, aci: Aci) -> StorageResult<bool>;
 
     /// Adds a device to the account with the lowest free id (2 or more), with its signed
-    /// keys, in one transaction. `Ok(Err(current))` when the account already has
-    /// `max_devices` devices; `Ok(Err(0))` when the account does not exist.
+    /// keys, in one transaction (nothing is stored unless it is `Added`).
     async fn add_device(
         &self,
         aci: Aci,
         device: &NewDevice,
         max_devices: usize,
-    ) -> StorageResult<Result<DeviceId, usize>>;
+    ) -> StorageResult<DeviceAdded>;
 
     /// Deletes one device with its keys; `false` when it did not exist.
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool>;
@@ -112,6 +111,17 @@ pub trait KeyStore: Send + Sync {
         aci: Aci,
         id: DeviceId,
     ) -> StorageResult<Option<KemSignedPreKey>>;
+}
+
+/// What `AccountStore::add_device` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceAdded {
+    /// Linked with this id.
+    Added(DeviceId),
+    /// The account does not exist (nothing was stored).
+    NoAccount,
+    /// The account already has this many devices, `max_devices` or more (nothing was stored).
+    Full(usize),
 }
 
 /// A queued message: its position in the device's queue, its server GUID and the serialized

@@ -12,7 +12,7 @@ use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
     ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey,
 };
-use crate::storage::{AccountStore, KeyStore, StorageError, StorageResult};
+use crate::storage::{AccountStore, DeviceAdded, KeyStore, StorageError, StorageResult};
 
 #[derive(Default)]
 struct OneTimeKeys {
@@ -139,16 +139,16 @@ impl AccountStore for MemoryAccountStore {
         aci: Aci,
         new: &NewDevice,
         max_devices: usize,
-    ) -> StorageResult<Result<DeviceId, usize>> {
+    ) -> StorageResult<DeviceAdded> {
         let mut accounts = self.lock()?;
         let Some(account) = accounts.get_mut(&aci) else {
-            return Ok(Err(0));
+            return Ok(DeviceAdded::NoAccount);
         };
         if account.devices.len() >= max_devices {
-            return Ok(Err(account.devices.len()));
+            return Ok(DeviceAdded::Full(account.devices.len()));
         }
         let Some(id) = lowest_free_device_id(account.devices.keys().copied()) else {
-            return Ok(Err(account.devices.len()));
+            return Ok(DeviceAdded::Full(account.devices.len()));
         };
         account.devices.insert(
             id,
@@ -166,7 +166,7 @@ impl AccountStore for MemoryAccountStore {
                 one_time: OneTimeKeys::default(),
             },
         );
-        Ok(Ok(id))
+        Ok(DeviceAdded::Added(id))
     }
 
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {

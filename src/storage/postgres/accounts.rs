@@ -12,7 +12,7 @@ use crate::domain::accounts::{
 use crate::domain::ids::{Aci, DeviceId, RegistrationId};
 use crate::domain::keys::EcPublicKey;
 use crate::domain::keys::{KemSignedPreKey, SignedEcPreKey};
-use crate::storage::{AccountStore, StorageResult};
+use crate::storage::{AccountStore, DeviceAdded, StorageResult};
 
 const DEVICE_COLUMNS: &str = "device_id, password_hash, registration_id, name, fetches_messages, \
                               capabilities, created_ms, last_seen_day_ms";
@@ -243,7 +243,7 @@ impl AccountStore for PgStore {
         aci: Aci,
         new: &NewDevice,
         max_devices: usize,
-    ) -> StorageResult<Result<DeviceId, usize>> {
+    ) -> StorageResult<DeviceAdded> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         // Lock the account: two links at once cannot both take the last free id.
@@ -255,7 +255,7 @@ impl AccountStore for PgStore {
             .await
             .map_err(pg_error)?;
         if exists.is_none() {
-            return Ok(Err(0));
+            return Ok(DeviceAdded::NoAccount);
         }
         let taken: Vec<DeviceId> = tx
             .query(
@@ -270,10 +270,10 @@ impl AccountStore for PgStore {
             })
             .collect::<StorageResult<_>>()?;
         if taken.len() >= max_devices {
-            return Ok(Err(taken.len()));
+            return Ok(DeviceAdded::Full(taken.len()));
         }
         let Some(id) = lowest_free_device_id(taken.iter().copied()) else {
-            return Ok(Err(taken.len()));
+            return Ok(DeviceAdded::Full(taken.len()));
         };
         let device = Device {
             aci,
@@ -293,7 +293,7 @@ impl AccountStore for PgStore {
         )
         .await?;
         tx.commit().await.map_err(pg_error)?;
-        Ok(Ok(id))
+        Ok(DeviceAdded::Added(id))
     }
 
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {
