@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
+use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
 use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
@@ -253,6 +254,12 @@ impl Application {
             config.sender_certificate_ttl,
             metrics.clone(),
         );
+        let presence = PresenceService::new(
+            registry.clone(),
+            provisioning.clone(),
+            notifier.clone(),
+            authenticator.clone(),
+        );
         let budget = descriptor_budget(&config);
         let state = web::Data::new(AppState {
             config: config.clone(),
@@ -262,6 +269,7 @@ impl Application {
             keys,
             messages,
             profiles,
+            presence,
             metrics,
             readiness: Readiness::default(),
             registry,

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
+use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
 use crate::storage::Stores;
 
@@ -24,6 +25,8 @@ pub struct AppState {
     pub keys: KeyService,
     pub messages: MessageService,
     pub profiles: ProfileService,
+    /// Which pod holds which socket (device and provisioning sockets alike).
+    pub presence: PresenceService,
     pub metrics: Metrics,
     pub readiness: Readiness,
     /// This pod's authenticated sockets.

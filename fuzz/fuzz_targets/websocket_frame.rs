@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sealpost::ws::connection::ClientFrame;
+use sealpost::ws::frames::ClientFrame;
 use sealpost::ws::tunnel::{TunnelIdentity, to_http_request};
 
 fuzz_target!(|data: &[u8]| {

@@ -160,13 +160,9 @@ pub async fn provision(
         return Err(AppError::bad_request("invalid provisioning address"));
     }
     let message = crate::domain::encoding::decode_base64("body", &body.body)?;
-    if state
-        .notifier
-        .publish_provisioning(&address, bytes::Bytes::from(message))
-        .await?
-    {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(AppError::NotFound("no device waits at that address".into()))
-    }
+    state
+        .presence
+        .provision(&address, bytes::Bytes::from(message))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

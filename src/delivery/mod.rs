@@ -4,6 +4,7 @@
 //! channel) or, in the embedded mode, straight to the registry. Owns no messages: the
 //! queues are in `storage`.
 
+mod close;
 pub mod memory;
 pub mod redis;
 mod registry;
@@ -13,7 +14,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use registry::{CloseCode, ConnectionHandle, ProvisioningSockets, Registry};
+pub use close::CloseCode;
+pub use registry::{ConnectionHandle, HandleEvent, ProvisioningSockets, Registry};
 
 use crate::domain::accounts::CredentialDigest;
 use crate::domain::ids::{Aci, DeviceId};

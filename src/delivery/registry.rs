@@ -3,39 +3,14 @@
 //! task ends.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::DeviceEvent;
+use super::{CloseCode, DeviceEvent};
 use crate::domain::accounts::CredentialDigest;
 use crate::domain::ids::{Aci, DeviceId};
-
-/// Why the server closes a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseCode {
-    /// 1001: the server is shutting down.
-    GoingAway,
-    /// 4401: the device or account was removed.
-    Removed,
-    /// 4409: a newer socket for the same device opened.
-    Displaced,
-    /// 1011: the server could not check that the socket's device still exists (the store
-    /// did not answer); the client reconnects.
-    Unavailable,
-}
-
-impl CloseCode {
-    pub fn code(self) -> u16 {
-        match self {
-            CloseCode::GoingAway => 1001,
-            CloseCode::Removed => 4401,
-            CloseCode::Displaced => 4409,
-            CloseCode::Unavailable => 1011,
-        }
-    }
-}
 
 /// The registry's side of one socket: how to wake it and how to close it.
 pub struct ConnectionHandle {
@@ -43,9 +18,19 @@ pub struct ConnectionHandle {
     /// The credential the socket authenticated with (`None` for an anonymous socket, which
     /// is never registered): a device that no longer has it is not this socket's device.
     pub credential: Option<CredentialDigest>,
-    messages: Notify,
-    close: Notify,
+    /// Woken for either event; the flags below say which (one waiter, the socket's task).
+    wake: Notify,
+    messages: AtomicBool,
     close_code: AtomicU16,
+}
+
+/// What a socket's handle woke it for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandleEvent {
+    /// Its queue may hold more (coalesced: many wake-ups, one event).
+    MessagesAvailable,
+    /// It must close (the first requested reason).
+    Close(CloseCode),
 }
 
 impl ConnectionHandle {
@@ -58,19 +43,16 @@ impl ConnectionHandle {
         Arc::new(Self {
             id,
             credential,
-            messages: Notify::new(),
-            close: Notify::new(),
+            wake: Notify::new(),
+            messages: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
         })
     }
 
     /// Wakes the socket to read its queue (coalesces: many wake-ups, one read).
     pub fn message_available(&self) {
-        self.messages.notify_one();
-    }
-
-    pub async fn wait_for_messages(&self) {
-        self.messages.notified().await;
+        self.messages.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     pub fn request_close(&self, code: CloseCode) {
@@ -78,7 +60,7 @@ impl ConnectionHandle {
         let _ =
             self.close_code
                 .compare_exchange(0, code.code(), Ordering::SeqCst, Ordering::SeqCst);
-        self.close.notify_one();
+        self.wake.notify_one();
     }
 
     /// Whether a close was requested (the socket is on its way out).
@@ -87,18 +69,32 @@ impl ConnectionHandle {
     }
 
     /// The requested close code, once a close was requested.
-    pub fn close_code(&self) -> Option<u16> {
-        Some(self.close_code.load(Ordering::SeqCst)).filter(|&code| code != 0)
+    pub fn close_code(&self) -> Option<CloseCode> {
+        Some(self.close_code.load(Ordering::SeqCst))
+            .filter(|&code| code != 0)
+            .map(CloseCode::from_code)
+    }
+
+    /// Resolves with the next event: a requested close first, then a wake-up. Cancel-safe
+    /// (a wake-up that arrives while nobody waits is kept for the next call).
+    pub async fn next_event(&self) -> HandleEvent {
+        loop {
+            if let Some(code) = self.close_code() {
+                return HandleEvent::Close(code);
+            }
+            if self.messages.swap(false, Ordering::SeqCst) {
+                return HandleEvent::MessagesAvailable;
+            }
+            self.wake.notified().await;
+        }
     }
 
     /// Resolves with the close code once a close was requested.
-    pub async fn wait_for_close(&self) -> u16 {
+    pub async fn wait_for_close(&self) -> CloseCode {
         loop {
-            let code = self.close_code.load(Ordering::SeqCst);
-            if code != 0 {
+            if let HandleEvent::Close(code) = self.next_event().await {
                 return code;
             }
-            self.close.notified().await;
         }
     }
 }
@@ -176,11 +172,6 @@ impl Registry {
         }
     }
 
-    /// Every device with a socket here (to resubscribe after a pub/sub reconnect).
-    pub fn devices(&self) -> Vec<(Aci, DeviceId)> {
-        self.lock().keys().copied().collect()
-    }
-
     /// Every socket here with its device (to re-validate them after a pub/sub reconnect).
     pub fn sockets(&self) -> Vec<(Aci, DeviceId, Arc<ConnectionHandle>)> {
         self.lock()
@@ -193,13 +184,6 @@ impl Registry {
     pub fn wake_all(&self) {
         for handle in self.lock().values() {
             handle.message_available();
-        }
-    }
-
-    /// Asks every socket to close (shutdown).
-    pub fn close_all(&self, code: CloseCode) {
-        for handle in self.lock().values() {
-            handle.request_close(code);
         }
     }
 
@@ -223,7 +207,7 @@ mod tests {
         let first = ConnectionHandle::new(1);
         assert!(!registry.register(aci, id, first.clone()));
         assert!(registry.register(aci, id, ConnectionHandle::new(2)));
-        assert_eq!(first.wait_for_close().await, 4409);
+        assert_eq!(first.wait_for_close().await, CloseCode::Displaced);
         // The displaced socket's guard must not remove the new entry.
         registry.unregister(aci, id, 1);
         assert_eq!(registry.get(aci, id).map(|h| h.id), Some(2));
@@ -238,13 +222,13 @@ mod tests {
         let handle = ConnectionHandle::new(7);
         registry.register(aci, id, handle.clone());
         registry.dispatch(aci, id, DeviceEvent::MessageAvailable);
-        handle.wait_for_messages().await;
+        assert_eq!(handle.next_event().await, HandleEvent::MessagesAvailable);
         assert_eq!(registry.dispatch(aci, id, DeviceEvent::Connected(7)), None);
         assert_eq!(
             registry.dispatch(aci, id, DeviceEvent::Connected(8)),
             Some(CloseCode::Displaced)
         );
-        assert_eq!(handle.wait_for_close().await, 4409);
+        assert_eq!(handle.wait_for_close().await, CloseCode::Displaced);
         assert_eq!(
             registry.dispatch(Aci::random(), id, DeviceEvent::Removed),
             None

@@ -136,6 +136,17 @@ pub struct KeyUpload {
     pub pq_last_resort_pre_key: Option<KemSignedPreKey>,
 }
 
+/// Checks the two signed keys every new device brings (registration, linking) against the
+/// account's identity key.
+pub fn verify_device_keys(
+    identity: &IdentityKey,
+    signed_pre_key: &SignedEcPreKey,
+    pq_last_resort_pre_key: &KemSignedPreKey,
+) -> Result<(), DomainError> {
+    signed_pre_key.verify(identity, "aciSignedPreKey")?;
+    pq_last_resort_pre_key.verify(identity, "aciPqLastResortPreKey")
+}
+
 impl KeyUpload {
     /// Checks every signed key against `identity`; nothing may be stored unless all verify.
     pub fn verify(&self, identity: &IdentityKey) -> Result<(), DomainError> {

@@ -191,37 +191,44 @@ pub struct Source {
     pub device: DeviceId,
 }
 
-/// Builds the envelope queued for one device.
-#[allow(clippy::too_many_arguments)]
-pub fn build_envelope(
-    kind: MessageType,
-    source: Option<Source>,
-    destination: Aci,
-    client_timestamp: u64,
-    server_timestamp: u64,
-    content: Bytes,
-    urgent: bool,
-    ephemeral: bool,
-) -> (Uuid, Envelope) {
-    let guid = Uuid::new_v4();
-    let envelope = Envelope {
-        r#type: Some(kind.envelope_type() as i32),
-        client_timestamp: Some(client_timestamp),
-        source_device: source.map(|s| u32::from(s.device.get())),
-        content: Some(content),
-        server_timestamp: Some(server_timestamp),
-        ephemeral: Some(ephemeral),
-        urgent: Some(urgent),
-        story: None,
-        source_service_id: source.map(|s| Bytes::copy_from_slice(s.aci.as_bytes())),
-        destination_service_id: Some(Bytes::copy_from_slice(destination.as_bytes())),
-        server_guid: Some(Bytes::copy_from_slice(guid.as_bytes())),
-        updated_pni: None,
-    };
-    (guid, envelope)
+/// The envelope queued for one device, field by field.
+#[derive(Clone, Debug)]
+pub struct NewEnvelope {
+    pub kind: MessageType,
+    /// `None` for a sealed-sender message: the server does not know its sender.
+    pub source: Option<Source>,
+    pub destination: Aci,
+    pub client_timestamp: u64,
+    pub server_timestamp: u64,
+    pub content: Bytes,
+    pub urgent: bool,
+    pub ephemeral: bool,
 }
 
-/// What every copy of one multi-recipient send shares: the envelope `build_envelope` would
+impl NewEnvelope {
+    /// The envelope with a fresh server GUID.
+    pub fn build(self) -> (Uuid, Envelope) {
+        let guid = Uuid::new_v4();
+        let source = self.source;
+        let envelope = Envelope {
+            r#type: Some(self.kind.envelope_type() as i32),
+            client_timestamp: Some(self.client_timestamp),
+            source_device: source.map(|s| u32::from(s.device.get())),
+            content: Some(self.content),
+            server_timestamp: Some(self.server_timestamp),
+            ephemeral: Some(self.ephemeral),
+            urgent: Some(self.urgent),
+            story: None,
+            source_service_id: source.map(|s| Bytes::copy_from_slice(s.aci.as_bytes())),
+            destination_service_id: Some(Bytes::copy_from_slice(self.destination.as_bytes())),
+            server_guid: Some(Bytes::copy_from_slice(guid.as_bytes())),
+            updated_pni: None,
+        };
+        (guid, envelope)
+    }
+}
+
+/// What every copy of one multi-recipient send shares: the envelope `NewEnvelope::build` would
 /// make for an UNIDENTIFIED_SENDER message, without destination, server GUID and content
 /// (the store completes those per device).
 pub fn multi_recipient_template(
@@ -230,16 +237,17 @@ pub fn multi_recipient_template(
     urgent: bool,
     ephemeral: bool,
 ) -> Envelope {
-    let (_, mut envelope) = build_envelope(
-        MessageType::UnidentifiedSender,
-        None,
-        Aci::from_uuid(Uuid::nil()),
+    let (_, mut envelope) = NewEnvelope {
+        kind: MessageType::UnidentifiedSender,
+        source: None,
+        destination: Aci::from_uuid(Uuid::nil()),
         client_timestamp,
         server_timestamp,
-        Bytes::new(),
+        content: Bytes::new(),
         urgent,
         ephemeral,
-    );
+    }
+    .build();
     envelope.destination_service_id = None;
     envelope.server_guid = None;
     envelope.content = None;
@@ -280,6 +288,23 @@ pub struct DeliveredMeta {
     pub is_receipt: bool,
 }
 
+/// What acknowledging one delivered message needs: which message, and what its ack
+/// records (latency, the sender's delivery receipt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveryAck {
+    pub guid: Uuid,
+    pub meta: Option<DeliveredMeta>,
+}
+
+/// A queued message read for delivery: its place in the queue, the envelope to send, and
+/// what its acknowledgement will need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub seq: u64,
+    pub envelope: Bytes,
+    pub ack: DeliveryAck,
+}
+
 impl DeliveredMeta {
     /// Reads back the fields of a stored envelope (the server wrote it, so it parses).
     pub fn of(bytes: &[u8]) -> Option<Self> {
@@ -309,16 +334,17 @@ mod tests {
 
     #[test]
     fn a_completed_multi_recipient_template_is_the_envelope_a_single_send_would_make() {
-        let (guid, single) = build_envelope(
-            MessageType::UnidentifiedSender,
-            None,
-            Aci::random(),
-            5,
-            6,
-            Bytes::from_static(b"prefix+payload"),
-            true,
-            false,
-        );
+        let (guid, single) = NewEnvelope {
+            kind: MessageType::UnidentifiedSender,
+            source: None,
+            destination: Aci::random(),
+            client_timestamp: 5,
+            server_timestamp: 6,
+            content: Bytes::from_static(b"prefix+payload"),
+            urgent: true,
+            ephemeral: false,
+        }
+        .build();
         let template = Bytes::from(multi_recipient_template(5, 6, true, false).encode_to_vec());
         let aci = Aci::from_uuid(
             Uuid::from_slice(&single.destination_service_id.clone().unwrap()).unwrap(),
@@ -451,16 +477,17 @@ mod tests {
             device: DeviceId::new(2).unwrap(),
         };
         let destination = Aci::random();
-        let (guid, envelope) = build_envelope(
-            MessageType::Ciphertext,
-            Some(source),
+        let (guid, envelope) = NewEnvelope {
+            kind: MessageType::Ciphertext,
+            source: Some(source),
             destination,
-            111,
-            222,
-            Bytes::from_static(b"sealed"),
-            true,
-            false,
-        );
+            client_timestamp: 111,
+            server_timestamp: 222,
+            content: Bytes::from_static(b"sealed"),
+            urgent: true,
+            ephemeral: false,
+        }
+        .build();
         assert_eq!(envelope.server_guid.as_deref(), Some(&guid.as_bytes()[..]));
         assert_eq!(
             envelope.destination_service_id.as_deref(),
@@ -471,16 +498,17 @@ mod tests {
         assert_eq!((meta.client_timestamp, meta.server_timestamp), (111, 222));
         assert!(!meta.is_receipt);
 
-        let (_, sealed) = build_envelope(
-            MessageType::UnidentifiedSender,
-            None,
+        let (_, sealed) = NewEnvelope {
+            kind: MessageType::UnidentifiedSender,
+            source: None,
             destination,
-            1,
-            2,
-            Bytes::from_static(b"x"),
-            true,
-            true,
-        );
+            client_timestamp: 1,
+            server_timestamp: 2,
+            content: Bytes::from_static(b"x"),
+            urgent: true,
+            ephemeral: true,
+        }
+        .build();
         assert_eq!(sealed.source_service_id, None);
         assert_eq!(sealed.source_device, None);
         assert_eq!(

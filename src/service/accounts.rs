@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::keys::signatures_checked;
 use super::messages::MessageService;
 use crate::auth::Authenticator;
 use crate::auth::password::Passwords;
@@ -10,6 +11,7 @@ use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Pa
 use crate::domain::accounts::{MAX_DEVICES, NewDevice};
 use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
+use crate::domain::keys::verify_device_keys;
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
 use crate::error::AppError;
 use crate::identity::AuthenticatedDevice;
@@ -131,18 +133,14 @@ impl AccountService {
             .check(Limit::VerifyDevice, &aci.to_string())
             .await?;
         let account = self.accounts.account(aci).await?.ok_or_else(bad_code)?;
-        let verified = request
-            .signed_pre_key
-            .verify(&account.identity_key, "aciSignedPreKey")
-            .and_then(|()| {
-                request
-                    .pq_last_resort_pre_key
-                    .verify(&account.identity_key, "aciPqLastResortPreKey")
-            });
-        if let Err(e) = verified {
-            self.metrics.prekey_signature_rejections.inc();
-            return Err(e.into());
-        }
+        signatures_checked(
+            &self.metrics,
+            verify_device_keys(
+                &account.identity_key,
+                &request.signed_pre_key,
+                &request.pq_last_resort_pre_key,
+            ),
+        )?;
         if self
             .link_codes
             .take_code(&request.verification_code)
@@ -182,18 +180,14 @@ impl AccountService {
         self.limiter
             .check(Limit::Registration, &self.limiter.address_key(client))
             .await?;
-        let verified = registration
-            .signed_pre_key
-            .verify(&registration.identity_key, "aciSignedPreKey")
-            .and_then(|()| {
-                registration
-                    .pq_last_resort_pre_key
-                    .verify(&registration.identity_key, "aciPqLastResortPreKey")
-            });
-        if let Err(e) = verified {
-            self.metrics.prekey_signature_rejections.inc();
-            return Err(e.into());
-        }
+        signatures_checked(
+            &self.metrics,
+            verify_device_keys(
+                &registration.identity_key,
+                &registration.signed_pre_key,
+                &registration.pq_last_resort_pre_key,
+            ),
+        )?;
 
         let password_hash = self.passwords.hash(password.expose().to_owned()).await?;
         let aci = Aci::random();

@@ -98,10 +98,7 @@ impl KeyService {
             .account(caller.aci)
             .await?
             .ok_or(AppError::Unauthorized)?;
-        if let Err(e) = upload.verify(&account.identity_key) {
-            self.metrics.prekey_signature_rejections.inc();
-            return Err(e.into());
-        }
+        signatures_checked(&self.metrics, upload.verify(&account.identity_key))?;
         if !self
             .keys
             .store_keys(caller.aci, caller.device, &upload)
@@ -231,4 +228,16 @@ impl KeyService {
         let ours = key_digest(&account.identity_key, &signed, &last_resort);
         Ok(bool::from(ours.ct_eq(digest)))
     }
+}
+
+/// The outcome of a signed-key check (uploads, registration, linking: every one goes
+/// through here), with a refusal counted: 422 and nothing stored.
+pub(crate) fn signatures_checked(
+    metrics: &Metrics,
+    verified: Result<(), DomainError>,
+) -> Result<(), AppError> {
+    verified.map_err(|e| {
+        metrics.prekey_signature_rejections.inc();
+        e.into()
+    })
 }

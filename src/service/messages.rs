@@ -17,8 +17,9 @@ use crate::domain::accounts::AccessKey;
 use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::messages::{
-    ContentError, DeliveredMeta, DeviceMismatch, OutgoingMessages, QUEUED_MESSAGE_OVERHEAD, Source,
-    build_envelope, check_devices, delivery_receipt, multi_recipient_template,
+    ContentError, DeliveredMeta, Delivery, DeliveryAck, DeviceMismatch, NewEnvelope,
+    OutgoingMessages, QUEUED_MESSAGE_OVERHEAD, Source, check_devices, delivery_receipt,
+    multi_recipient_template,
 };
 use crate::domain::messages::{mismatched_devices, stale_devices};
 use crate::domain::multi_recipient::{MultiRecipientMessage, Recipient};
@@ -152,16 +153,17 @@ impl MessageService {
             "identified"
         };
         let inserts = outgoing.messages.iter().map(|message| {
-            let (guid, envelope) = build_envelope(
-                message.kind,
+            let (guid, envelope) = NewEnvelope {
+                kind: message.kind,
                 source,
-                target,
+                destination: target,
                 client_timestamp,
                 server_timestamp,
-                message.content.clone(),
-                outgoing.urgent,
-                outgoing.online,
-            );
+                content: message.content.clone(),
+                urgent: outgoing.urgent,
+                ephemeral: outgoing.online,
+            }
+            .build();
             let device = message.device;
             async move {
                 let inserted = self
@@ -404,9 +406,9 @@ impl MessageService {
     pub async fn acknowledge(
         &self,
         recipient: AuthenticatedDevice,
-        acks: &[(Uuid, Option<DeliveredMeta>)],
+        acks: &[DeliveryAck],
     ) -> Result<(), AppError> {
-        let guids: Vec<Uuid> = acks.iter().map(|(guid, _)| *guid).collect();
+        let guids: Vec<Uuid> = acks.iter().map(|ack| ack.guid).collect();
         let removed = self
             .messages
             .remove_many(recipient.aci, recipient.device, &guids)
@@ -417,12 +419,12 @@ impl MessageService {
             device: recipient.device,
         };
         let mut receipts = Vec::new();
-        for ((_, meta), removed) in acks.iter().zip(removed) {
+        for (ack, removed) in acks.iter().zip(removed) {
             if !removed {
                 continue;
             }
             self.metrics.queue_acks.inc();
-            let Some(meta) = meta else { continue };
+            let Some(meta) = ack.meta else { continue };
             self.metrics
                 .delivery_latency
                 .observe(now.saturating_sub(meta.server_timestamp) as f64 / 1000.0);
@@ -463,12 +465,23 @@ impl MessageService {
         device: AuthenticatedDevice,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<crate::storage::QueuedMessage>, AppError> {
+    ) -> Result<Vec<Delivery>, AppError> {
         self.metrics.queue_reads.inc();
-        Ok(self
+        let queued = self
             .messages
             .read(device.aci, device.device, after, limit)
-            .await?)
+            .await?;
+        Ok(queued
+            .into_iter()
+            .map(|message| Delivery {
+                seq: message.seq,
+                ack: DeliveryAck {
+                    guid: message.guid,
+                    meta: DeliveredMeta::of(&message.envelope),
+                },
+                envelope: message.envelope,
+            })
+            .collect())
     }
 
     /// Drops the queues of `devices` and closes their sockets on every pod (4401). A

@@ -5,4 +5,5 @@ pub mod access;
 pub mod accounts;
 pub mod keys;
 pub mod messages;
+pub mod presence;
 pub mod profiles;

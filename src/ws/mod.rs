@@ -1,11 +1,17 @@
-//! The WebSocket endpoint `/v1/websocket/`: authentication before the upgrade (403 when the
-//! credentials are wrong, an anonymous socket without them), then one task per connection
-//! (`connection`) that speaks the `WebSocketMessage` protocol, with tunnelled requests served
-//! by the same application (`tunnel`).
+//! The WebSocket endpoints: `/v1/websocket/` (authentication before the upgrade, 403 when
+//! the credentials are wrong, an anonymous socket without them) and
+//! `/v1/websocket/provisioning/`. Every socket is one task running the one loop (`socket`)
+//! with its kind's behaviour: a device's or anonymous socket (`connection`, delivering
+//! through its `window`, tunnelled requests served by the same application: `tunnel`) or a
+//! device waiting to be linked (`provisioning`). `frames` is the `WebSocketMessage` wire
+//! form.
 
 pub mod connection;
+pub mod frames;
 pub mod provisioning;
+mod socket;
 pub mod tunnel;
+mod window;
 
 use std::rc::Rc;
 
@@ -22,23 +28,6 @@ use tunnel::Tunnel;
 /// Frames (and reassembled messages) above this close the socket with 1009.
 pub const MAX_FRAME_BYTES: usize = 512 * 1024;
 
-/// The close code for a frame the incoming stream refused: 1009 (too big) for a message over
-/// `MAX_FRAME_BYTES`, whether it came as one frame (`Overflow`) or as fragments (the
-/// aggregator's continuation bound, which actix-ws reports as an I/O error with this text);
-/// 1002 (protocol error) for anything else.
-pub(crate) fn refused_frame_code(error: &actix_ws::ProtocolError) -> u16 {
-    match error {
-        actix_ws::ProtocolError::Overflow => 1009,
-        actix_ws::ProtocolError::Io(e)
-            if e.kind() == std::io::ErrorKind::Other
-                && e.to_string() == "Exceeded maximum continuation size" =>
-        {
-            1009
-        }
-        _ => 1002,
-    }
-}
-
 /// Starts the WebSocket protocol on an upgrade request (`actix_ws::handle`), with the
 /// incoming bytes copied out of the connection's read buffer first.
 ///
@@ -47,7 +36,7 @@ pub(crate) fn refused_frame_code(error: &actix_ws::ProtocolError) -> u16 {
 /// frame would keep 8 KiB alive while idle. A right-sized copy per chunk (frames are a
 /// few hundred bytes) lets the read buffer go as soon as the connection sleeps
 /// (vendor/actix-http/SEALPOST-PATCH.md).
-pub(crate) fn start(
+fn start(
     req: &HttpRequest,
     body: web::Payload,
 ) -> Result<(HttpResponse, actix_ws::Session, actix_ws::MessageStream), AppError> {
@@ -66,10 +55,17 @@ pub(crate) fn start(
         .map_err(|e| AppError::bad_request(format!("not a WebSocket upgrade: {e}")))
 }
 
-pub use crate::limits::sockets::{SlotRefused, SocketSlot, SocketSlots};
+use crate::limits::sockets::{SlotRefused, SocketSlot};
+
+/// Refuses a socket opened through the tunnel: only the outer application carries one.
+fn outside_the_tunnel(req: &HttpRequest) -> Result<Rc<Tunnel>, AppError> {
+    req.app_data::<Rc<Tunnel>>()
+        .cloned()
+        .ok_or_else(|| AppError::bad_request("not available through the tunnel"))
+}
 
 /// Takes a slot for a new socket, or refuses the upgrade (and counts the refusal).
-pub(crate) fn take_slot(state: &AppState, client: ClientAddr) -> Result<SocketSlot, AppError> {
+fn take_slot(state: &AppState, client: ClientAddr) -> Result<SocketSlot, AppError> {
     state
         .sockets
         .try_acquire(client.0)
@@ -112,10 +108,7 @@ pub async fn upgrade(
     state: web::Data<AppState>,
     client: ClientAddr,
 ) -> Result<HttpResponse, AppError> {
-    // Only the outer application carries a tunnel: a socket cannot be opened through one.
-    let Some(tunnel) = req.app_data::<Rc<Tunnel>>().cloned() else {
-        return Err(AppError::bad_request("not available through the tunnel"));
-    };
+    let tunnel = outside_the_tunnel(&req)?;
     // Before authentication: a full process refuses without spending a password check.
     let slot = take_slot(&state, client)?;
     let identity = match req.headers().get(header::AUTHORIZATION) {
@@ -138,19 +131,10 @@ pub async fn upgrade(
         }
     };
     let (response, session, stream) = start(&req, body)?;
-    let connection = Connection {
-        shutdown: state.shutdown.clone(),
-        state,
-        tunnel,
-        session,
-        identity: identity.map(|(device, _)| device),
-        credential: identity.map(|(_, credential)| credential),
-        peer: Some(std::net::SocketAddr::new(client.0, 0)),
-        stalled: tokio_util::sync::CancellationToken::new(),
-    };
+    let connection = Connection::new(state, tunnel, identity, client.0);
     // The socket's log lines carry the upgrade request's id (its tunnelled requests get their own).
     actix_web::rt::spawn(tracing::Instrument::instrument(
-        connection.run(stream, slot),
+        connection.run(session, stream, slot),
         tracing::Span::current(),
     ));
     Ok(response)
