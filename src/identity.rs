@@ -17,6 +17,22 @@ pub struct AuthenticatedDevice {
     pub device: DeviceId,
 }
 
+/// An authenticated account's primary device (device 1): what only the primary may do takes
+/// this instead of an `AuthenticatedDevice`, so the check cannot be forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrimaryDevice(AuthenticatedDevice);
+
+impl PrimaryDevice {
+    /// `None` for a linked device.
+    pub fn of(device: AuthenticatedDevice) -> Option<Self> {
+        device.device.is_primary().then_some(Self(device))
+    }
+
+    pub fn device(self) -> AuthenticatedDevice {
+        self.0
+    }
+}
+
 /// Who acts on another account: an authenticated device, or a holder of the target's
 /// access key (sealed sender).
 #[derive(Clone, Copy, Debug)]

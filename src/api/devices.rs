@@ -9,7 +9,7 @@ use crate::api::extract::NewPassword;
 use crate::domain::encoding::encode_base64;
 use crate::domain::ids::DeviceId;
 use crate::error::AppError;
-use crate::identity::AuthenticatedDevice;
+use crate::identity::{AuthenticatedDevice, PrimaryDevice};
 use crate::state::AppState;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -67,7 +67,7 @@ pub async fn list(
 /// `GET /v1/devices/provisioning/code`.
 pub async fn link_code(
     state: web::Data<AppState>,
-    caller: AuthenticatedDevice,
+    caller: PrimaryDevice,
 ) -> Result<HttpResponse, AppError> {
     let code = state.accounts.link_code(caller).await?;
     Ok(HttpResponse::Ok().json(LinkCodeJson {

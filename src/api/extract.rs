@@ -1,5 +1,6 @@
-//! Request extractors: the authenticated device, the requester (device or access key), the
-//! client's address and a new device's password, each a type in a handler's signature.
+//! Request extractors: the authenticated device (and the primary one), the requester (device
+//! or access key), the client's address, a new device's password and a multi-recipient send,
+//! each a type in a handler's signature.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
@@ -8,11 +9,15 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use futures_util::StreamExt;
 
+use super::messages::{MULTI_RECIPIENT_CONTENT_TYPE, MULTI_RECIPIENT_LIMIT};
 use crate::auth::basic::Credentials;
 use crate::auth::extract::{UNIDENTIFIED_ACCESS_KEY, access_key_header};
+use crate::domain::accounts::AccessKey;
+use crate::domain::multi_recipient::MultiRecipientMessage;
 use crate::error::AppError;
-use crate::identity::{AuthenticatedDevice, ClientAddr, Requester, TunnelIdentity};
+use crate::identity::{AuthenticatedDevice, ClientAddr, PrimaryDevice, Requester, TunnelIdentity};
 use crate::state::AppState;
 
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
@@ -73,6 +78,20 @@ impl FromRequest for AuthenticatedDevice {
     }
 }
 
+/// The caller, authenticated as its account's primary device; 403 for a linked device.
+impl FromRequest for PrimaryDevice {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let device = AuthenticatedDevice::from_request(req, payload);
+        Box::pin(async move {
+            PrimaryDevice::of(device.await?)
+                .ok_or_else(|| AppError::Forbidden("only the primary device may do this".into()))
+        })
+    }
+}
+
 /// A caller that is either an authenticated device or holds the target's access key. Both
 /// at once is a 400 (as in Signal); neither is a 401.
 impl FromRequest for Requester {
@@ -127,5 +146,63 @@ impl FromRequest for NewPassword {
                 crate::domain::accounts::Password::parse(password).map_err(AppError::from)
             });
         std::future::ready(password.map(NewPassword))
+    }
+}
+
+/// The request of a multi-recipient send, checked in this order: `Content-Type:
+/// application/vnd.signal-messenger.mrm` (415 otherwise), the `Unidentified-Access-Key`
+/// header when present (the recipients' combined key; 401 when malformed), then the body,
+/// read to at most `MULTI_RECIPIENT_LIMIT` bytes (a JSON 413 past it, 408 when it stops
+/// arriving) and parsed (400).
+pub struct MultiRecipientSend {
+    pub access_key: Option<AccessKey>,
+    pub message: MultiRecipientMessage,
+}
+
+impl FromRequest for MultiRecipientSend {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !content_type.starts_with(MULTI_RECIPIENT_CONTENT_TYPE) {
+            return Box::pin(std::future::ready(Err(AppError::UnsupportedMediaType(
+                format!("expected Content-Type: {MULTI_RECIPIENT_CONTENT_TYPE}"),
+            ))));
+        }
+        let access_key = match req.headers().get(UNIDENTIFIED_ACCESS_KEY) {
+            None => None,
+            Some(value) => match value
+                .to_str()
+                .map_err(|_| AppError::Unauthorized)
+                .and_then(access_key_header)
+            {
+                Ok(key) => Some(key),
+                Err(e) => return Box::pin(std::future::ready(Err(e))),
+            },
+        };
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| match e {
+                    e if super::bounds::is_timeout(&e) => AppError::RequestTimeout,
+                    e => AppError::bad_request(format!("reading the body: {e}")),
+                })?;
+                if body.len() + chunk.len() > MULTI_RECIPIENT_LIMIT {
+                    return Err(AppError::PayloadTooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let message = MultiRecipientMessage::parse(&body.freeze())?;
+            Ok(Self {
+                access_key,
+                message,
+            })
+        })
     }
 }

@@ -1,16 +1,13 @@
 //! `PUT /v1/messages/{aci}` and `GET /v1/keepalive`: thin handlers over `service::messages`.
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::StreamExt;
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::entities::{
     IncomingMessageListJson, MultiRecipientResponseJson, SendMessageResponseJson,
 };
-use crate::auth::extract::{UNIDENTIFIED_ACCESS_KEY, access_key_header};
+use super::extract::MultiRecipientSend;
 use crate::domain::ids::Aci;
-use crate::domain::multi_recipient::MultiRecipientMessage;
 use crate::error::AppError;
 use crate::identity::Requester;
 use crate::service::messages::MultiRecipientOptions;
@@ -93,39 +90,13 @@ fn default_true() -> bool {
 /// `PUT /v1/messages/multi_recipient`: sealed only, authorized by the combined access key.
 pub async fn send_multi(
     state: web::Data<AppState>,
-    req: HttpRequest,
     query: web::Query<MultiRecipientQuery>,
-    mut payload: web::Payload,
+    send: MultiRecipientSend,
 ) -> Result<HttpResponse, AppError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !content_type.starts_with(MULTI_RECIPIENT_CONTENT_TYPE) {
-        return Err(AppError::UnsupportedMediaType(format!(
-            "expected Content-Type: {MULTI_RECIPIENT_CONTENT_TYPE}"
-        )));
-    }
-    let access_key = match req.headers().get(UNIDENTIFIED_ACCESS_KEY) {
-        Some(value) => Some(access_key_header(
-            value.to_str().map_err(|_| AppError::Unauthorized)?,
-        )?),
-        None => None,
-    };
-    // Read the body by hand so an oversized one gets the usual JSON 413.
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| match e {
-            e if crate::api::bounds::is_timeout(&e) => AppError::RequestTimeout,
-            e => AppError::bad_request(format!("reading the body: {e}")),
-        })?;
-        if body.len() + chunk.len() > MULTI_RECIPIENT_LIMIT {
-            return Err(AppError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let message = MultiRecipientMessage::parse(&body.freeze())?;
+    let MultiRecipientSend {
+        access_key,
+        message,
+    } = send;
     state
         .messages
         .send_multi(

@@ -14,7 +14,7 @@ use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::verify_device_keys;
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
 use crate::error::AppError;
-use crate::identity::AuthenticatedDevice;
+use crate::identity::{AuthenticatedDevice, PrimaryDevice};
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{AccountStore, DeviceAdded, LinkCodeStore};
@@ -81,12 +81,8 @@ impl AccountService {
 
     /// A single-use code (10 minutes) with which a new device joins the caller's account.
     /// Primary device only; limited by `allocateDevice`.
-    pub async fn link_code(&self, caller: AuthenticatedDevice) -> Result<LinkCode, AppError> {
-        if !caller.device.is_primary() {
-            return Err(AppError::Forbidden(
-                "only the primary device may link devices".into(),
-            ));
-        }
+    pub async fn link_code(&self, caller: PrimaryDevice) -> Result<LinkCode, AppError> {
+        let caller = caller.device();
         self.limiter
             .check(Limit::AllocateDevice, &caller.aci.to_string())
             .await?;

@@ -89,28 +89,37 @@ impl Tunnel {
             Ok(response) => response.into_parts().1,
             Err(error) => error.error_response(),
         };
-        let status = response.status();
-        let headers = response
-            .headers()
-            .iter()
-            .filter_map(|(name, value)| {
-                value
-                    .to_str()
-                    .ok()
-                    .map(|v| format!("{}:{v}", name.as_str()))
-            })
-            .collect();
+        let (status, headers) = (response.status(), response.headers().clone());
         let body = actix_web::body::to_bytes_limited(response.into_body(), MAX_RESPONSE_BODY)
             .await
             .map_err(|_| AppError::internal(anyhow::anyhow!("tunnelled response too large")))?
             .map_err(|_| AppError::internal(anyhow::anyhow!("tunnelled response body failed")))?;
-        Ok(WebSocketResponseMessage {
-            id: None,
-            status: Some(u32::from(status.as_u16())),
-            message: Some(status.canonical_reason().unwrap_or("").to_owned()),
-            headers,
-            body: Some(body),
+        Ok(message_of(None, status, &headers, body))
+    }
+}
+
+/// An HTTP response as the tunnel's answer: status, `name:value` headers, body.
+fn message_of(
+    id: Option<u64>,
+    status: actix_http::StatusCode,
+    headers: &actix_http::header::HeaderMap,
+    body: Bytes,
+) -> WebSocketResponseMessage {
+    let headers = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| format!("{}:{v}", name.as_str()))
         })
+        .collect();
+    WebSocketResponseMessage {
+        id,
+        status: Some(u32::from(status.as_u16())),
+        message: Some(status.canonical_reason().unwrap_or("").to_owned()),
+        headers,
+        body: Some(body),
     }
 }
 
@@ -155,25 +164,20 @@ pub fn to_http_request(
     Ok(http)
 }
 
+/// An error as the tunnel's answer, for a request the application never saw (malformed, or
+/// on a closing socket): rendered by the one renderer every error has
+/// (`AppError::error_response`, as over HTTP), with the timestamp header the application's
+/// middleware adds to everything else.
 pub(super) fn error_message(id: Option<u64>, error: &AppError) -> WebSocketResponseMessage {
-    let status = error.status_code();
-    let mut headers = vec![
-        "content-type:application/json".to_owned(),
-        format!("x-signal-timestamp:{}", crate::domain::clock::now_ms()),
-    ];
-    headers.extend(
-        error
-            .headers()
-            .into_iter()
-            .map(|(name, value)| format!("{}:{value}", name.as_str())),
+    let mut response = error.error_response();
+    response.headers_mut().insert(
+        HeaderName::from_static("x-signal-timestamp"),
+        HeaderValue::from(crate::domain::clock::now_ms()),
     );
-    WebSocketResponseMessage {
-        id,
-        status: Some(u32::from(status.as_u16())),
-        message: Some(status.canonical_reason().unwrap_or("").to_owned()),
-        headers,
-        body: Some(Bytes::from(error.body())),
-    }
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body =
+        actix_web::body::MessageBody::try_into_bytes(response.into_body()).unwrap_or_default();
+    message_of(id, status, &headers, body)
 }
 
 /// Builds the per-worker tunnel; the composition root calls it in the server factory.
