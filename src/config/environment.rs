@@ -1,0 +1,131 @@
+//! The `SEALPOST_*` environment variables, overlaid on the file: a variable that is set
+//! (and not empty) wins over the file's value.
+
+use std::path::PathBuf;
+
+use super::file::FileConfig;
+use super::{ConfigError, LogFormat};
+
+/// Reads a variable, treating an empty value as unset (compose files often pass `VAR=`).
+fn var(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.trim().is_empty())
+}
+
+fn parse_var<T: std::str::FromStr>(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>, ConfigError> {
+    match var(env, name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::new(format!("{name}={v:?} is not {what}"))),
+    }
+}
+
+pub(super) fn overlay_env(
+    raw: &mut FileConfig,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    if let Some(v) = var(env, "SEALPOST_LISTEN") {
+        raw.listen = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_ADMIN_LISTEN") {
+        raw.admin_listen = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_DATABASE_URL") {
+        raw.database_url = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_REDIS_URL") {
+        raw.redis_url = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_REDIS_KEY_PREFIX") {
+        raw.redis_key_prefix = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_CERTIFICATE_DIR") {
+        raw.certificate_dir = Some(PathBuf::from(v));
+    }
+    if let Some(v) = var(env, "SEALPOST_RATE_LIMITS") {
+        raw.rate_limits.enabled = Some(match v.trim() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(ConfigError::new(format!(
+                    "SEALPOST_RATE_LIMITS={other:?}: expected \"on\" or \"off\""
+                )));
+            }
+        });
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_DATABASE_POOL_SIZE", "a whole number")? {
+        raw.database_pool_size = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_WORKERS", "a whole number")? {
+        raw.workers = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_SHUTDOWN_TIMEOUT_SECS", "a whole number")? {
+        raw.shutdown_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_QUEUE_TTL_SECS", "a whole number")? {
+        raw.queue_ttl_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_QUEUE_MAX_MESSAGES", "a whole number")? {
+        raw.queue_max_messages = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_QUEUE_MAX_BYTES", "a whole number")? {
+        raw.queue_max_bytes = Some(v);
+    }
+    if let Some(v) = parse_var(
+        env,
+        "SEALPOST_WEBSOCKET_IDLE_TIMEOUT_SECS",
+        "a whole number",
+    )? {
+        raw.websocket_idle_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_MAX_WEBSOCKETS", "a whole number")? {
+        raw.max_websockets = Some(v);
+    }
+    if let Some(v) = parse_var(
+        env,
+        "SEALPOST_WEBSOCKET_WRITE_TIMEOUT_SECS",
+        "a whole number",
+    )? {
+        raw.websocket_write_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(
+        env,
+        "SEALPOST_SENDER_CERTIFICATE_TTL_SECS",
+        "a whole number",
+    )? {
+        raw.sender_certificate_ttl_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_REQUEST_HEAD_TIMEOUT_SECS", "a whole number")? {
+        raw.request_head_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_REQUEST_BODY_TIMEOUT_SECS", "a whole number")? {
+        raw.request_body_timeout_secs = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_MAX_WEBSOCKETS_PER_CLIENT", "a whole number")? {
+        raw.max_websockets_per_client = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_MAX_CONNECTIONS_PER_CLIENT", "a whole number")? {
+        raw.max_connections_per_client = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
+        raw.trust_forwarded_for = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_LOG_FORMAT") {
+        raw.log_format = Some(match v.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(format!(
+                    "SEALPOST_LOG_FORMAT={other:?}: expected \"text\" or \"json\""
+                )));
+            }
+        });
+    }
+    Ok(())
+}

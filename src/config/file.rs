@@ -1,0 +1,55 @@
+//! The configuration file as written: every field optional, so that the environment can
+//! fill it in; `validate` gives the defaults and checks the values.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::LogFormat;
+
+/// The file as written; every field optional so that the environment can fill it in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    pub(super) listen: Option<String>,
+    pub(super) admin_listen: Option<String>,
+    pub(super) database_url: Option<String>,
+    pub(super) database_pool_size: Option<usize>,
+    pub(super) redis_url: Option<String>,
+    pub(super) redis_key_prefix: Option<String>,
+    pub(super) certificate_dir: Option<PathBuf>,
+    pub(super) workers: Option<usize>,
+    pub(super) shutdown_timeout_secs: Option<u64>,
+    pub(super) trust_forwarded_for: Option<bool>,
+    pub(super) log_format: Option<LogFormat>,
+    pub(super) queue_ttl_secs: Option<u64>,
+    pub(super) queue_max_messages: Option<u64>,
+    pub(super) queue_max_bytes: Option<u64>,
+    pub(super) websocket_idle_timeout_secs: Option<u64>,
+    pub(super) max_websockets: Option<usize>,
+    pub(super) websocket_write_timeout_secs: Option<u64>,
+    pub(super) sender_certificate_ttl_secs: Option<u64>,
+    pub(super) request_head_timeout_secs: Option<u64>,
+    pub(super) request_body_timeout_secs: Option<u64>,
+    pub(super) max_websockets_per_client: Option<usize>,
+    pub(super) max_connections_per_client: Option<usize>,
+    #[serde(default)]
+    pub(super) rate_limits: FileRateLimits,
+}
+
+// No `deny_unknown_fields` here: serde does not support it with `flatten`; unknown limit
+// names are rejected in `validate` instead.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct FileRateLimits {
+    pub(super) enabled: Option<bool>,
+    #[serde(flatten)]
+    pub(super) limits: BTreeMap<String, FileBucket>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileBucket {
+    pub(super) bucket_size: Option<u64>,
+    pub(super) permit_period_ms: Option<f64>,
+}

@@ -1,0 +1,35 @@
+//! [`SecretUrl`]: a store URL whose password never reaches a log line.
+
+use std::fmt;
+
+/// A URL that may carry a password: `Debug` and `Display` hide the credentials.
+#[derive(Clone)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // scheme://user:password@host/db -> scheme://***@host/db
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                write!(f, "{}://***{}", &self.0[..scheme_end], &self.0[at..])
+            }
+            _ => f.write_str(&self.0),
+        }
+    }
+}

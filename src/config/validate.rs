@@ -1,0 +1,195 @@
+//! From the file overlaid by the environment to a [`Config`]: defaults for what is unset,
+//! and every value checked, each problem phrased for the operator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::file::FileConfig;
+use super::{
+    Config, ConfigError, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_WEBSOCKETS,
+    DEFAULT_MAX_WEBSOCKETS_PER_CLIENT, DEFAULT_QUEUE_MAX_BYTES, DEFAULT_QUEUE_MAX_MESSAGES,
+    DEFAULT_QUEUE_TTL, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_REQUEST_HEAD_TIMEOUT,
+    DEFAULT_SENDER_CERTIFICATE_TTL, DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+    DEFAULT_WEBSOCKET_WRITE_TIMEOUT, LogFormat, RateLimitsConfig, SecretUrl, StoreConfig,
+};
+use crate::limits::{BucketSpec, Limit};
+
+fn parse_addr(value: Option<String>, default: &str, name: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    value.trim().parse().map_err(|_| {
+        ConfigError::new(format!(
+            "{name} = {value:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8080)"
+        ))
+    })
+}
+
+pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
+    let listen = parse_addr(raw.listen, "127.0.0.1:8080", "listen (SEALPOST_LISTEN)")?;
+    let admin_listen = parse_addr(
+        raw.admin_listen,
+        "127.0.0.1:9090",
+        "admin_listen (SEALPOST_ADMIN_LISTEN)",
+    )?;
+    if listen == admin_listen && listen.port() != 0 {
+        return Err(ConfigError::new(format!(
+            "listen and admin_listen are both {listen}: they must differ"
+        )));
+    }
+
+    let stores = match (raw.database_url, raw.redis_url) {
+        (None, None) => StoreConfig::Embedded,
+        (Some(db), Some(redis)) => {
+            if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+                return Err(ConfigError::new(
+                    "database_url (SEALPOST_DATABASE_URL) must start with postgres://",
+                ));
+            }
+            if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    "redis_url (SEALPOST_REDIS_URL) must start with redis://",
+                ));
+            }
+            let pool = raw.database_pool_size.unwrap_or(16);
+            if pool == 0 {
+                return Err(ConfigError::new("database_pool_size must be at least 1"));
+            }
+            StoreConfig::External {
+                database_url: SecretUrl::new(db),
+                database_pool_size: pool,
+                redis_url: SecretUrl::new(redis),
+                redis_key_prefix: raw.redis_key_prefix.unwrap_or_else(|| "sealpost:".into()),
+            }
+        }
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "SEALPOST_DATABASE_URL is set but SEALPOST_REDIS_URL is not: set both for \
+                 production, or neither for the embedded in-memory mode",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "SEALPOST_REDIS_URL is set but SEALPOST_DATABASE_URL is not: set both for \
+                 production, or neither for the embedded in-memory mode",
+            ));
+        }
+    };
+
+    let mut specs: BTreeMap<Limit, BucketSpec> =
+        Limit::ALL.iter().map(|l| (*l, l.default_spec())).collect();
+    for (name, bucket) in raw.rate_limits.limits {
+        let limit = Limit::from_name(&name).ok_or_else(|| {
+            let known: Vec<_> = Limit::ALL.iter().map(|l| l.name()).collect();
+            ConfigError::new(format!(
+                "[rate_limits.{name}]: no such limit (known: {})",
+                known.join(", ")
+            ))
+        })?;
+        let spec = specs.get_mut(&limit).expect("every limit has a default");
+        if let Some(size) = bucket.bucket_size {
+            if size == 0 {
+                return Err(ConfigError::new(format!(
+                    "[rate_limits.{name}] bucket_size must be at least 1"
+                )));
+            }
+            spec.bucket_size = size;
+        }
+        if let Some(ms) = bucket.permit_period_ms {
+            if !(ms.is_finite() && ms > 0.0) {
+                return Err(ConfigError::new(format!(
+                    "[rate_limits.{name}] permit_period_ms must be a positive number"
+                )));
+            }
+            spec.permit_period_ms = ms;
+        }
+    }
+
+    if raw.sender_certificate_ttl_secs == Some(0) {
+        return Err(ConfigError::new(
+            "sender_certificate_ttl_secs must be at least 1",
+        ));
+    }
+    if raw.websocket_idle_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "websocket_idle_timeout_secs must be at least 1",
+        ));
+    }
+    if raw.max_websockets == Some(0) {
+        return Err(ConfigError::new("max_websockets must be at least 1"));
+    }
+    if raw.websocket_write_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "websocket_write_timeout_secs must be at least 1",
+        ));
+    }
+    if raw.request_head_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "request_head_timeout_secs must be at least 1",
+        ));
+    }
+    if raw.request_body_timeout_secs == Some(0) {
+        return Err(ConfigError::new(
+            "request_body_timeout_secs must be at least 1",
+        ));
+    }
+    if raw.queue_ttl_secs == Some(0) {
+        return Err(ConfigError::new("queue_ttl_secs must be at least 1"));
+    }
+    if raw.queue_max_messages == Some(0) {
+        return Err(ConfigError::new("queue_max_messages must be at least 1"));
+    }
+    if raw.queue_max_bytes == Some(0) {
+        return Err(ConfigError::new("queue_max_bytes must be at least 1"));
+    }
+    if raw.workers == Some(0) {
+        return Err(ConfigError::new("workers must be at least 1"));
+    }
+
+    Ok(Config {
+        listen,
+        admin_listen,
+        stores,
+        certificate_dir: raw.certificate_dir,
+        rate_limits: RateLimitsConfig {
+            enabled: raw.rate_limits.enabled.unwrap_or(true),
+            specs,
+        },
+        workers: raw.workers,
+        shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(30)),
+        trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
+        log_format: raw.log_format.unwrap_or(LogFormat::Text),
+        queue_ttl: raw
+            .queue_ttl_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_QUEUE_TTL),
+        queue_max_messages: raw.queue_max_messages.unwrap_or(DEFAULT_QUEUE_MAX_MESSAGES),
+        queue_max_bytes: raw.queue_max_bytes.unwrap_or(DEFAULT_QUEUE_MAX_BYTES),
+        websocket_idle_timeout: raw
+            .websocket_idle_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
+        max_websockets: raw.max_websockets.unwrap_or(DEFAULT_MAX_WEBSOCKETS),
+        websocket_write_timeout: raw
+            .websocket_write_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_WEBSOCKET_WRITE_TIMEOUT),
+        sender_certificate_ttl: raw
+            .sender_certificate_ttl_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_SENDER_CERTIFICATE_TTL),
+        request_head_timeout: raw
+            .request_head_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_REQUEST_HEAD_TIMEOUT),
+        request_body_timeout: raw
+            .request_body_timeout_secs
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_REQUEST_BODY_TIMEOUT),
+        max_websockets_per_client: raw
+            .max_websockets_per_client
+            .unwrap_or(DEFAULT_MAX_WEBSOCKETS_PER_CLIENT),
+        max_connections_per_client: raw
+            .max_connections_per_client
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
+    })
+}
