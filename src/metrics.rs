@@ -1,7 +1,7 @@
 //! The one metrics registry and every metric sealpost exports, declared here and nowhere else.
 //! Names follow `sealpost_<subsystem>_<what>_<unit>`; label values are bounded (route
 //! templates, outcomes, limit names) and never identities. `docs/metrics.md` lists them all
-//! (`tests/operations.rs` checks that list against a real scrape).
+//! (`tests/api/operations.rs` checks that list against a real scrape).
 
 use std::sync::Arc;
 

@@ -63,7 +63,7 @@ pub fn tunnel_app(
 }
 
 /// The one route table of the public API. `configure` serves it; `routes` lists it (the
-/// OpenAPI document must describe exactly these, `tests/openapi.rs` checks).
+/// OpenAPI document must describe exactly these, `tests/repo/openapi.rs` checks).
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint::new("/v1/registration").post(accounts::register),

@@ -4,13 +4,11 @@
 //! probe the admin port and give shutdown time to drain; the image's health check is the
 //! binary's own `healthcheck` command, exercised against a real server process.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::process::{Server, free_port};
+use crate::common::process::{Server, free_port};
 use serde_norway::Value;
 
 fn repo(path: &str) -> PathBuf {

@@ -3,11 +3,9 @@
 //! this test's own Redis prefix. Killing and restarting the stores themselves is
 //! `scripts/faults`'s work, on private instances.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use sealpost::client::ws::WsClient;
 use sealpost::domain::encoding::encode_base64;
 use serde_json::json;
@@ -50,7 +48,7 @@ async fn a_live_socket_still_gets_new_messages_after_redis_lost_its_queue() {
     // Redis comes back without bob's queue (and its position counter).
     let prefix = &stores.redis.as_ref().unwrap().prefix;
     let base = format!("{prefix}q:{{{}:1}}", bob.aci);
-    let client = redis::Client::open(common::redis_url()).unwrap();
+    let client = redis::Client::open(crate::common::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let deleted: i64 = redis::cmd("DEL")
         .arg(format!("{base}:i"))

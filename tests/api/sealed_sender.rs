@@ -1,11 +1,9 @@
 //! Sealed sender through the real server: sender certificates verified along their chain as
 //! a client does, profiles with the access-key checksum, and the certificate tooling.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use hmac::{Hmac, Mac};
 use prost::Message as _;
 use reqwest::StatusCode;
@@ -106,8 +104,8 @@ async fn profiles_answer_with_the_access_checksum_and_follow_the_access_rules(ba
     let (app, _stores, _certs, _) = app_with_certificates(backend).await;
     let (caller, _) = app.client.register_new().await.unwrap();
     let key = [3u8; 16];
-    let (target, keys) = common::register_with(&app, Some(key), false).await;
-    let (open, _) = common::register_with(&app, None, true).await;
+    let (target, keys) = crate::common::register_with(&app, Some(key), false).await;
+    let (open, _) = crate::common::register_with(&app, None, true).await;
     let get = |path: String, header: Option<(&'static str, String)>| {
         let mut request = app.client.http().get(app.client.url(&path));
         if let Some((k, v)) = header {
@@ -224,7 +222,7 @@ fn the_certificates_command_writes_the_four_files_and_never_overwrites() {
 
 #[tokio::test]
 async fn without_a_certificate_folder_the_trust_root_is_logged() {
-    let server = common::process::Server::start(&[]).await;
+    let server = crate::common::process::Server::start(&[]).await;
     let (code, log) = server.terminate();
     assert_eq!(code, Some(0));
     assert!(log.contains("trust_root="), "{log}");
@@ -278,10 +276,10 @@ mod multi_recipient {
     async fn one_upload_reaches_every_device_of_every_recipient_byte_exact() {
         let stores = TestStores::new(Backend::External).await;
         let app = TestApp::start(stores.config()).await;
-        let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
-        let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
-        let alice2 = common::add_device(&stores, &alice, 2, 222).await;
-        let bob3 = common::add_device(&stores, &bob, 3, 333).await;
+        let (alice, _) = crate::common::register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = crate::common::register_with(&app, Some([2; 16]), false).await;
+        let alice2 = crate::common::add_device(&stores, &alice, 2, 222).await;
+        let bob3 = crate::common::add_device(&stores, &bob, 3, 333).await;
         let body = encode(
             VERSION_SERVICE_ID,
             &[
@@ -338,9 +336,9 @@ mod multi_recipient {
 
     async fn refusals_follow_the_contract(backend: Backend) {
         let (app, _stores, _certs, _) = app_with_certificates(backend).await;
-        let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
-        let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
-        let (open, _) = common::register_with(&app, None, true).await;
+        let (alice, _) = crate::common::register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = crate::common::register_with(&app, Some([2; 16]), false).await;
+        let (open, _) = crate::common::register_with(&app, None, true).await;
         let key = xor([1; 16], [2; 16]);
         let both = |alice_devices: Vec<(u8, u16)>, bob_devices: Vec<(u8, u16)>| {
             encode(
@@ -481,8 +479,8 @@ mod multi_recipient {
         let stores = TestStores::new(backend).await;
         let config = stores.config_with_limit(Limit::InboundMessageBytes, 2000, 600_000.0);
         let app = TestApp::start(config).await;
-        let (alice, _) = common::register_with(&app, Some([1; 16]), false).await;
-        let (bob, _) = common::register_with(&app, Some([2; 16]), false).await;
+        let (alice, _) = crate::common::register_with(&app, Some([1; 16]), false).await;
+        let (bob, _) = crate::common::register_with(&app, Some([2; 16]), false).await;
         // Per device: the 49-byte prefix, 32 + 568 shared bytes and the overhead, 905 bytes
         // in all, so two fit in a 2000-byte bucket and a third does not.
         let ciphertext = [0x5a; 568];
@@ -578,7 +576,7 @@ mod multi_recipient {
         let mut recipients = Vec::new();
         for i in 0..10u8 {
             recipients.push(
-                common::register_with(&app, Some([i + 1; 16]), false)
+                crate::common::register_with(&app, Some([i + 1; 16]), false)
                     .await
                     .0,
             );

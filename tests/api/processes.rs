@@ -1,13 +1,11 @@
 //! The real `sealpost` binary as operators run it: configuration errors, persistence across
 //! a restart, two processes on the same stores, readiness, and SIGTERM.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{Server, free_port};
-use common::{Backend, TestStores};
+use crate::common::process::{Server, free_port};
+use crate::common::{Backend, TestStores};
 use reqwest::StatusCode;
 
 /// Polls `check` until it holds or `limit` passes; how long it took when it held.

@@ -4,15 +4,12 @@
 //! carries another account's data. One row per endpoint, one column per caller: a gap in
 //! the table is a gap in the checks.
 
-mod common;
-#[path = "authorization/requests.rs"]
 mod requests;
-#[path = "authorization/world.rs"]
 mod world;
 
 use std::time::Duration;
 
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use requests::{Endpoint, Target, check_body, request, send_http, send_tunnel, upgrade};
 use world::{CALLERS, Sockets, World};
 
@@ -89,7 +86,7 @@ async fn start(backend: Backend) -> (TestApp, TestStores) {
     let stores = TestStores::new(backend).await;
     let mut config = stores.config();
     // Dozens of wrong passwords from one address would hit `authFailures`: rate limits
-    // have their own tests (tests/rate_limits.rs); this one is about who may do what.
+    // have their own tests (tests/api/rate_limits.rs); this one is about who may do what.
     config.rate_limits.enabled = false;
     (TestApp::start(config).await, stores)
 }

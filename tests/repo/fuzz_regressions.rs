@@ -2,11 +2,9 @@
 //! keeps them fixed: each saved input replayed through the parser that crashed, and the
 //! request a client could send with it answered with a clear 4xx by the real server.
 
-mod common;
-
 use std::path::Path;
 
-use common::{Backend, spawn_app};
+use crate::common::{Backend, spawn_app};
 use sealpost::auth::basic::Credentials;
 use sealpost::auth::extract::access_key_header;
 use sealpost::client::basic_auth;

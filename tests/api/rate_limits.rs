@@ -2,9 +2,7 @@
 //! address, 429 with `Retry-After`, shared by every server on the same Redis, and off
 //! when configured so.
 
-mod common;
-
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use reqwest::StatusCode;
 use sealpost::client::{ClientError, basic_auth, random_password};
 use sealpost::limits::Limit;
@@ -252,7 +250,7 @@ async fn no_redis_key_names_a_client_address() {
         .filter(|k| k.starts_with(&format!("{prefix}rl:")))
         .collect();
     assert!(buckets.len() >= 2, "the buckets exist: {keys:?}");
-    let mut conn = redis::Client::open(common::redis_url())
+    let mut conn = redis::Client::open(crate::common::redis_url())
         .unwrap()
         .get_connection()
         .unwrap();

@@ -1,11 +1,9 @@
 //! Devices of an account: listing, and removal with its permission rules and effects
 //! (credentials fail, sockets close with 4401, queue and keys gone).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestApp, TestStores, add_device, spawn_app};
+use crate::common::{Backend, TestApp, TestStores, add_device, spawn_app};
 use reqwest::StatusCode;
 use sealpost::api::devices::DeviceListJson;
 use sealpost::client::DeviceCredentials;
@@ -291,7 +289,7 @@ mod linking {
 /// the new device's provisioning socket on one, the primary on the other.
 #[tokio::test]
 async fn linking_through_the_provisioning_socket_across_two_processes() {
-    use common::process::Server;
+    use crate::common::process::Server;
     use prost::Message as _;
     use sealpost::domain::encoding::encode_base64;
     use sealpost::proto::textsecure::ProvisioningAddress;

@@ -3,11 +3,9 @@
 //! displacement, removal, receipts and limits. Every test runs embedded and on
 //! Postgres+Redis; the cross-process tests run two server processes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use reqwest::StatusCode;
 use sealpost::client::ws::{ServerRequest, WsClient};
 use sealpost::client::{DeviceCredentials, random_password};
@@ -304,7 +302,7 @@ async fn malformed_sends_get_clear_errors(backend: Backend) {
 
 async fn sealed_sends_need_the_access_key_and_carry_no_sender(backend: Backend) {
     let (app, _stores) = app(backend).await;
-    let (bob, _) = common::register_with(&app, Some([5u8; 16]), false).await;
+    let (bob, _) = crate::common::register_with(&app, Some([5u8; 16]), false).await;
     let sealed = |key: [u8; 16], to: Aci| {
         let request = app
             .client
@@ -666,7 +664,7 @@ on_both_backends!(
 /// with 4401.
 #[tokio::test]
 async fn delivery_and_displacement_work_across_two_server_processes() {
-    use common::process::Server;
+    use crate::common::process::Server;
     let stores = TestStores::new(Backend::External).await;
     let env = stores.process_env();
     let a = Server::start(&env).await;
@@ -716,7 +714,7 @@ async fn delivery_and_displacement_work_across_two_server_processes() {
 /// SIGTERM closes every socket with 1001 and the process still exits 0.
 #[tokio::test]
 async fn shutdown_closes_sockets_with_1001() {
-    use common::process::Server;
+    use crate::common::process::Server;
     let server = Server::start(&[]).await;
     let (bob, _) = server.client.register_new().await.unwrap();
     let address = server.client.url("");
@@ -773,7 +771,7 @@ async fn a_socket_never_has_more_than_64_unacknowledged_deliveries(backend: Back
 
 async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend: Backend) {
     let (app, _stores) = app(backend).await;
-    let (bob, _) = common::register_with(&app, None, true).await;
+    let (bob, _) = crate::common::register_with(&app, None, true).await;
     let (alice, _) = app.client.register_new().await.unwrap();
     let (mut alice_ws, _) = connect(&app, &alice).await;
     let (mut bob_ws, _) = connect(&app, &bob).await;
@@ -1015,7 +1013,7 @@ async fn a_client_that_sends_nothing_is_closed_after_the_idle_timeout(backend: B
 /// An identified sender with more than one device is told to sync, as soon as its second
 /// device is linked (the account cache forgets the old device list on the write).
 async fn a_sender_with_several_devices_needs_sync(backend: Backend) {
-    let (app, _stores) = common::spawn_app(backend).await;
+    let (app, _stores) = crate::common::spawn_app(backend).await;
     let (alice, alice_keys) = app.client.register_new().await.unwrap();
     let (bob, _) = app.client.register_new().await.unwrap();
     assert_eq!(

@@ -2,11 +2,9 @@
 //! claims with exhaustion, access by credentials or access key, the `prekeys` limit, and the
 //! key check. Every test runs embedded and on Postgres+Redis.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use reqwest::StatusCode;
 use sealpost::api::entities::{ErrorJson, SetKeysRequestJson};
 use sealpost::client::{AccountKeys, DeviceCredentials, KeyAccess};
@@ -597,7 +595,7 @@ on_both_backends!(
 /// exactly the number handed out.
 #[tokio::test]
 async fn concurrent_fetches_across_two_processes_never_hand_out_a_key_twice() {
-    use common::process::Server;
+    use crate::common::process::Server;
     let stores = TestStores::new(Backend::External).await;
     let mut env = stores.process_env();
     env.push(("SEALPOST_RATE_LIMITS", "off".into()));

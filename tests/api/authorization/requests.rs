@@ -17,8 +17,8 @@ use sealpost::proto::sealed_sender::{SenderCertificate, sender_certificate};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use super::world::{Account, Caller, World};
 use crate::common::TestApp;
-use crate::world::{Account, Caller, World};
 
 /// Whose resource a request is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

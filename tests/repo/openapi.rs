@@ -3,11 +3,9 @@
 //! generates (regenerate with `cargo run -q -- openapi > docs/openapi.json`), and the admin
 //! listener serves it.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Backend, spawn_app};
+use crate::common::{Backend, spawn_app};
 use serde_json::Value;
 
 const METHODS: [&str; 4] = ["get", "put", "post", "delete"];

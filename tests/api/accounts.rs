@@ -1,9 +1,7 @@
 //! Accounts through the real server over HTTP: registration, whoami, attributes, deletion,
 //! authentication, and the error contract. Every test runs embedded and on Postgres+Redis.
 
-mod common;
-
-use common::{Backend, spawn_app};
+use crate::common::{Backend, spawn_app};
 use reqwest::StatusCode;
 use sealpost::api::entities::ErrorJson;
 use sealpost::client::{

@@ -3,14 +3,12 @@
 //! rules query exists, the alert rules pass `promtool`, requests carry ids, and the JSON
 //! logs of a real server process hold no secrets.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::process::Server;
-use common::{Backend, TestApp, TestStores};
+use crate::common::process::Server;
+use crate::common::{Backend, TestApp, TestStores};
 use sealpost::client::ws::WsClient;
 use sealpost::client::{Client, DeviceCredentials, KeyAccess, basic_auth};
 use sealpost::domain::encoding::encode_base64;
@@ -263,7 +261,7 @@ async fn requests_a_store_fails_are_counted_and_the_store_and_readiness_gauges_d
     if let sealpost::config::StoreConfig::External { redis_url, .. } = &mut config.stores {
         *redis_url = sealpost::config::SecretUrl::new(format!(
             "redis://127.0.0.1:{}",
-            common::process::free_port()
+            crate::common::process::free_port()
         ));
     }
     let app = TestApp::start(config).await;

@@ -2,12 +2,10 @@
 //! and Postgres/Redis on a fresh database and key prefix), so the embedded mode cannot
 //! drift from production.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backend, TestStores};
+use crate::common::{Backend, TestStores};
 use sealpost::client::AccountKeys;
 use sealpost::domain::accounts::{
     AccessKey, AccessSettings, Account, Device, DeviceAttributes, NewAccount, day_of,

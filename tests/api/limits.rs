@@ -7,12 +7,10 @@
 //! unacknowledged deliveries and the body and frame limits are tested in `messages.rs`,
 //! `accounts.rs` and `sealed_sender.rs`.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use sealpost::client::DeviceCredentials;

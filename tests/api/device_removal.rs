@@ -3,14 +3,12 @@
 //! what is sent to a device linked again at the same id; a pod whose pub/sub connection was
 //! down re-validates its sockets; a removal event that cannot be published is an error.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Backend, TestApp, TestStores};
+use crate::common::{Backend, TestApp, TestStores};
 use reqwest::StatusCode;
 use sealpost::client::ws::WsClient;
 use sealpost::client::{AccountKeys, DeviceCredentials, default_attributes};
@@ -157,7 +155,7 @@ impl RedisProxy {
         let address = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        let target = common::redis_url()
+        let target = crate::common::redis_url()
             .trim_start_matches("redis://")
             .trim_end_matches('/')
             .to_owned();
@@ -271,7 +269,7 @@ impl NoPublishUser {
     }
 
     fn acl(&self, args: &[&str]) {
-        let client = redis::Client::open(common::redis_url()).unwrap();
+        let client = redis::Client::open(crate::common::redis_url()).unwrap();
         let mut conn = client.get_connection().unwrap();
         let _: () = redis::cmd("ACL").arg(args).query(&mut conn).unwrap();
     }
@@ -281,7 +279,7 @@ impl NoPublishUser {
     }
 
     fn url(&self) -> String {
-        let base = common::redis_url();
+        let base = crate::common::redis_url();
         let rest = base.trim_start_matches("redis://");
         format!("redis://{}:{}@{rest}", self.name, self.password)
     }
@@ -289,7 +287,7 @@ impl NoPublishUser {
 
 impl Drop for NoPublishUser {
     fn drop(&mut self) {
-        if let Ok(client) = redis::Client::open(common::redis_url())
+        if let Ok(client) = redis::Client::open(crate::common::redis_url())
             && let Ok(mut conn) = client.get_connection()
         {
             let _: Result<(), _> = redis::cmd("ACL")

@@ -1,0 +1,20 @@
+//! Everything that goes through a real server: the application in-process on port 0
+//! (`common::TestApp`, usually on both backends with `on_both_backends!`) or the `sealpost`
+//! binary as a child process (`common::process::Server`). One test binary, so the crate is
+//! linked once for all of them: `cargo test --test api [filter]`.
+
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod common;
+
+mod accounts;
+mod authorization;
+mod device_removal;
+mod devices;
+mod keys;
+mod limits;
+mod messages;
+mod operations;
+mod processes;
+mod rate_limits;
+mod sealed_sender;
