@@ -18,7 +18,7 @@ use sealpost::startup::connect_stores;
 use sealpost::storage::{BucketDecision, Inserted, QueuePolicy, Stores};
 
 /// Queue bounds far above what any test here fills, but for the caps' own test.
-fn policy(ttl: Duration) -> QueuePolicy {
+pub(crate) fn policy(ttl: Duration) -> QueuePolicy {
     QueuePolicy {
         ttl,
         max_messages: 1_000_000,
@@ -26,7 +26,7 @@ fn policy(ttl: Duration) -> QueuePolicy {
     }
 }
 
-async fn stores(backend: Backend) -> (Stores, TestStores) {
+pub(crate) async fn stores(backend: Backend) -> (Stores, TestStores) {
     stores_with(backend, policy(Duration::from_secs(3600))).await
 }
 
@@ -43,7 +43,7 @@ async fn stores_with(backend: Backend, queue: QueuePolicy) -> (Stores, TestStore
     (stores, test)
 }
 
-fn new_account() -> NewAccount {
+pub(crate) fn new_account() -> NewAccount {
     let keys = AccountKeys::generate();
     let aci = Aci::random();
     let signed = keys.signed_pre_key_json(11).to_ec("k").unwrap();
@@ -438,7 +438,7 @@ async fn a_server_secret_is_made_once_and_shared_by_every_caller(backend: Backen
     assert_ne!(secrets.secret("conformance-b").await.unwrap(), seen[0]);
 }
 
-fn one_time_upload(
+pub(crate) fn one_time_upload(
     keys: &AccountKeys,
     ec: std::ops::Range<i64>,
     kem: std::ops::Range<i64>,

@@ -7,4 +7,7 @@
 mod common;
 
 mod conformance;
+mod devices;
+mod link_codes;
+mod notifiers;
 mod store_faults;
