@@ -240,6 +240,14 @@ impl WsClient {
             .flatten()
     }
 
+    /// A request the server already sent, without waiting; `None` when there is none. After
+    /// a tunnelled round trip it tells whether the server wrote anything before that
+    /// response: frames are read in order, so a request written before the response has
+    /// been handed over by the time [`WsClient::request`] returns.
+    pub fn received(&mut self) -> Option<ServerRequest> {
+        self.incoming.try_recv().ok()
+    }
+
     /// Answers a server request (a 2xx acknowledges a delivery).
     pub async fn respond(&self, id: u64, status: u16) -> Result<(), WsError> {
         let message = WebSocketMessage {

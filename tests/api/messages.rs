@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(5);
-const QUIET: Duration = Duration::from_millis(300);
 
 async fn app(backend: Backend) -> (TestApp, TestStores) {
     let stores = TestStores::new(backend).await;
@@ -89,6 +88,42 @@ fn content(request: &ServerRequest) -> String {
     String::from_utf8(request.envelope().unwrap().content.unwrap().to_vec()).unwrap()
 }
 
+/// A tunnelled request and its response over `ws`. The socket's one task reads client frames
+/// in order and handles each (an acknowledgement, and the queue read it may trigger) before
+/// it reads the next: when this returns, whatever the frames sent before it made the server
+/// write to the socket has been written, and received ([`WsClient::received`]).
+async fn round_trip(ws: &WsClient) {
+    let keepalive = ws
+        .request("GET", "/v1/keepalive", None, vec![])
+        .await
+        .unwrap();
+    assert_eq!(keepalive.status, 200);
+}
+
+/// Proves that `ws` (the socket of `to`) was sent nothing since the last request it read:
+/// a round trip (so the server has handled everything the client sent before), then a
+/// marker message from `from`. The socket's task writes its requests in order and delivers
+/// the queue in order, so anything due before the marker would come first: the marker must
+/// be the very next request.
+async fn assert_nothing_before_a_marker(
+    app: &TestApp,
+    ws: &mut WsClient,
+    from: &DeviceCredentials,
+    to: &Aci,
+    what: &str,
+) {
+    round_trip(ws).await;
+    assert_eq!(send(app, from, to, "marker").await.0, StatusCode::OK);
+    let next = ws.next_request(WAIT).await.expect("the marker arrives");
+    assert!(
+        next.envelope().is_some(),
+        "{what}: {} {} came before the marker",
+        next.verb,
+        next.path
+    );
+    assert_eq!(content(&next), "marker", "{what}");
+}
+
 async fn a_connected_device_gets_messages_live_with_every_envelope_field(backend: Backend) {
     let (app, _stores) = app(backend).await;
     let (alice, _) = app.client.register_new().await.unwrap();
@@ -125,10 +160,14 @@ async fn a_connected_device_gets_messages_live_with_every_envelope_field(backend
         (Some(true), Some(false))
     );
     ws.respond(delivery.id, 200).await.unwrap();
-    assert!(
-        ws.next_request(QUIET).await.is_none(),
-        "exactly one queue/empty, once"
-    );
+    assert_nothing_before_a_marker(
+        &app,
+        &mut ws,
+        &alice,
+        &bob.aci,
+        "exactly one queue/empty, once",
+    )
+    .await;
     app.stop().await;
 }
 
@@ -174,6 +213,13 @@ async fn unacknowledged_messages_come_again_on_the_next_connection(backend: Back
     for i in 0..3 {
         send(&app, &alice, &bob.aci, &format!("m{i}")).await;
     }
+    // Alice's socket hears of each acknowledgement: its receipt is queued only after the
+    // acknowledged message was removed, so a receipt says that the removal is done.
+    let (mut alice_ws, _) = connect(&app, &alice).await;
+    let receipt = |request: Option<ServerRequest>| {
+        let envelope = request.expect("a receipt").envelope().unwrap();
+        assert_eq!(envelope.r#type, Some(5), "a delivery receipt");
+    };
     let (ws, backlog) = connect(&app, &bob).await;
     assert_eq!(
         backlog.iter().map(content).collect::<Vec<_>>(),
@@ -182,7 +228,9 @@ async fn unacknowledged_messages_come_again_on_the_next_connection(backend: Back
     ws.respond(backlog[0].id, 200).await.unwrap();
     // A non-2xx answer is not an acknowledgement either.
     ws.respond(backlog[1].id, 500).await.unwrap();
-    tokio::time::sleep(QUIET).await;
+    receipt(alice_ws.next_request(WAIT).await);
+    // The socket handled the 500 before this round trip's request.
+    round_trip(&ws).await;
     ws.close().await;
     drop(ws);
 
@@ -194,7 +242,8 @@ async fn unacknowledged_messages_come_again_on_the_next_connection(backend: Back
     for request in &backlog {
         ws.respond(request.id, 200).await.unwrap();
     }
-    tokio::time::sleep(QUIET).await;
+    receipt(alice_ws.next_request(WAIT).await);
+    receipt(alice_ws.next_request(WAIT).await);
     drop(ws);
     let (_ws, backlog) = connect(&app, &bob).await;
     assert!(backlog.is_empty(), "acknowledged messages are gone");
@@ -487,8 +536,25 @@ async fn receipts_go_to_every_device_of_an_identified_sender(backend: Backend) {
     assert_eq!(envelope.content, None);
     assert_eq!(envelope.urgent, Some(false));
     alice_ws.respond(receipt.id, 200).await.unwrap();
-    // Acknowledging a receipt makes no receipt of its own.
-    assert!(bob_ws.next_request(QUIET).await.is_none());
+    // Acknowledging a receipt makes no receipt of its own. Proof: Bob sends Alice a marker
+    // and Alice acknowledges it. Her socket's acknowledgements are applied by one task, in
+    // order (a later batch, or the same batch, whose receipts are queued in acknowledgement
+    // order), so a receipt for the receipt would be queued to Bob before the marker's
+    // receipt: that must be the next thing Bob gets.
+    send_body(&app, &bob, &alice.aci, body(&["marker"], 4343)).await;
+    let marker = alice_ws.next_request(WAIT).await.expect("the marker");
+    assert_eq!(content(&marker), "marker");
+    alice_ws.respond(marker.id, 200).await.unwrap();
+    let next = bob_ws
+        .next_request(WAIT)
+        .await
+        .expect("the marker's receipt");
+    let envelope = next.envelope().unwrap();
+    assert_eq!(
+        (envelope.r#type, envelope.client_timestamp),
+        (Some(5), Some(4343)),
+        "the marker's receipt, and no receipt before it"
+    );
     assert!(
         app.metric("sealpost_messages_delivery_latency_seconds_count")
             .await
@@ -744,28 +810,39 @@ async fn a_socket_never_has_more_than_64_unacknowledged_deliveries(backend: Back
         send(&app, &alice, &bob.aci, &format!("m{i}")).await;
     }
     let mut ws = WsClient::connect(&app.address, Some(&bob)).await.unwrap();
+    let max = sealpost::ws::connection::MAX_OUTSTANDING;
     let mut held = Vec::new();
-    while let Some(request) = ws.next_request(QUIET).await {
+    for _ in 0..max {
+        let request = ws.next_request(WAIT).await.expect("a delivery");
         assert!(!request.is_queue_empty(), "the backlog is not drained yet");
         held.push(request);
     }
-    let max = sealpost::ws::connection::MAX_OUTSTANDING;
+    // No more than these: the socket's first queue reads all happen before it reads a client
+    // frame, so after a round trip anything more would already have been received. (A marker
+    // message would prove nothing here: the window holds it back too.)
+    round_trip(&ws).await;
+    if let Some(more) = ws.received() {
+        held.push(more);
+    }
     assert_eq!(held.len(), max);
     // Acknowledgements open the window again in batches: nothing more until half of it is
     // free, then the next half, in order, and never more than the maximum outstanding.
     for request in &held[..max / 2 - 1] {
         ws.respond(request.id, 200).await.unwrap();
     }
-    assert!(ws.next_request(QUIET).await.is_none(), "no refill yet");
+    // The acknowledgements are handled, with any refill they trigger, before the round trip's
+    // request is read.
+    round_trip(&ws).await;
+    assert!(ws.received().is_none(), "no refill yet");
     ws.respond(held[max / 2 - 1].id, 200).await.unwrap();
     for i in 0..max / 2 {
         let next = ws.next_request(WAIT).await.unwrap();
         assert_eq!(content(&next), format!("m{}", max + i));
     }
-    assert!(
-        ws.next_request(QUIET).await.is_none(),
-        "still at most {max} outstanding"
-    );
+    // The refill that sent them ran before the round trip's request was read; no other
+    // queue read sends anything while the window is full.
+    round_trip(&ws).await;
+    assert!(ws.received().is_none(), "still at most {max} outstanding");
     app.stop().await;
 }
 
@@ -806,11 +883,33 @@ async fn sealed_messages_and_messages_within_an_account_make_no_receipt(backend:
     let delivery = bob_ws.next_request(WAIT).await.unwrap();
     assert_eq!(delivery.envelope().unwrap().source_service_id, None);
     bob_ws.respond(delivery.id, 200).await.unwrap();
-    assert!(
-        alice_ws.next_request(QUIET).await.is_none(),
+    // Proof that no receipt came of it: Alice sends Bob a marker, identified, and Bob
+    // acknowledges it. Bob's acknowledgements are applied by one task, in order, so a
+    // receipt for the sealed message would be queued to Alice before the marker's receipt,
+    // which must be the next thing Alice gets.
+    send_body(&app, &alice, &bob.aci, body(&["marker"], 4343)).await;
+    let marker = bob_ws.next_request(WAIT).await.expect("the marker");
+    assert_eq!(content(&marker), "marker");
+    bob_ws.respond(marker.id, 200).await.unwrap();
+    let next = alice_ws
+        .next_request(WAIT)
+        .await
+        .expect("the marker's receipt");
+    let envelope = next.envelope().unwrap();
+    assert_eq!(
+        (envelope.r#type, envelope.client_timestamp),
+        (Some(5), Some(4343)),
         "no receipt for a sealed message"
     );
-    assert_eq!(app.metric("sealpost_messages_receipts_total").await, 0.0);
+    // The counter moves just after the marker's receipt is queued: once it has, it counts
+    // that one receipt and none for the sealed message.
+    let receipts = "sealpost_messages_receipts_total";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.metric(receipts).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "{receipts} stays 0");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(app.metric(receipts).await, 1.0);
     app.stop().await;
 }
 
