@@ -26,8 +26,9 @@ struct Secrets(Vec<String>);
 
 /// Registers two accounts, delivers a message over a real WebSocket (acknowledged), tunnels
 /// a request, fetches prekeys, fails a password, displaces a socket and opens anonymous and
-/// provisioning sockets: enough for every metric family to have seen its event.
-async fn traffic(base: &str, client: &Client) -> Secrets {
+/// provisioning sockets: enough for every metric family to have seen its event. `admin` is
+/// the server's admin listener.
+async fn traffic(base: &str, admin: &str, client: &Client) -> Secrets {
     let (alice, alice_keys) = client.register_new().await.unwrap();
     let (bob, _) = client.register_new().await.unwrap();
     let content = "the body of a message nobody may log";
@@ -90,8 +91,30 @@ async fn traffic(base: &str, client: &Client) -> Secrets {
     let mut provisioning = WsClient::connect_provisioning(base).await.unwrap();
     let _ = provisioning.next_request(WAIT).await;
     provisioning.close().await;
-    // Acknowledgements are applied by their own tasks; give them a moment.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Acknowledgements are applied by the socket's ack task, after the socket has gone on:
+    // wait until the delivery's acknowledgement has been (its latency is observed then).
+    let acknowledged = "sealpost_messages_delivery_latency_seconds_count";
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let scrape = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if scrape
+            .lines()
+            .filter_map(|line| line.strip_prefix(acknowledged)?.strip_prefix(' '))
+            .any(|value| value.parse::<f64>().is_ok_and(|v| v >= 1.0))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the acknowledgement was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     Secrets(vec![
         alice.password.clone(),
@@ -149,7 +172,7 @@ async fn scrape_after_traffic() -> String {
     let stores = TestStores::new(Backend::External).await;
     let config = stores.config_with_limit(Limit::Registration, 2, 60_000.0);
     let app = TestApp::start(config).await;
-    traffic(&app.address, &app.client).await;
+    traffic(&app.address, &app.admin_address, &app.client).await;
     let refused = app
         .client
         .register_new()
@@ -454,7 +477,7 @@ async fn json_logs_of_a_real_process_parse_carry_request_ids_and_hold_no_secrets
     env.push(("SEALPOST_LOG", "trace".into()));
     let server = Server::start(&env).await;
     let base = server.client.url("");
-    let secrets = traffic(base.trim_end_matches('/'), &server.client).await;
+    let secrets = traffic(base.trim_end_matches('/'), &server.admin, &server.client).await;
     let (code, log) = server.terminate();
     assert_eq!(code, Some(0));
 

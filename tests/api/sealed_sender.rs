@@ -324,8 +324,16 @@ mod multi_recipient {
             ws.respond(delivery.id, 200).await.unwrap();
             assert!(ws.next_request(WAIT).await.unwrap().is_queue_empty());
         }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(shared_keys(), 0, "gone after the last acknowledgement");
+        // Acknowledgements are applied by the socket's own task, just after: wait until the
+        // last one has released the shared part.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while shared_keys() != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gone after the last acknowledgement"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
             app.metric("sealpost_messages_multi_recipient_sends_total")
                 .await,
