@@ -178,7 +178,13 @@ async fn a_client_that_never_reads_is_closed_and_its_messages_wait_for_its_next_
     app.stop().await;
 }
 
+/// One storm at a time: each holds 2,000 client sockets and up to 1,500 server sides
+/// (about 3,500 descriptors) in the process that runs every `tests/api/` test, so the two
+/// backends' storms at once would take twice that from everyone's open-file limit.
+static ONE_STORM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn a_storm_of_2000_simultaneous_upgrades_is_served_or_cleanly_refused(backend: Backend) {
+    let _one_storm = ONE_STORM.lock().await;
     let (app, _stores) = start(backend, |c| c.max_websockets = 1500).await;
     let outcomes = join_all((0..2000).map(|_| async {
         match WsClient::connect(&app.address, None).await {
