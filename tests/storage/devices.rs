@@ -28,7 +28,7 @@ fn new_device(registration_id: u16) -> NewDevice {
     NewDevice {
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ${registration_id}"),
         attributes: DeviceAttributes {
-            fetches_messages: registration_id % 2 == 0,
+            fetches_messages: registration_id.is_multiple_of(2),
             registration_id: RegistrationId::new(i64::from(registration_id)).unwrap(),
             name: Some(vec![registration_id as u8]),
             capabilities: [("storage".to_owned(), true)].into_iter().collect(),
