@@ -3,7 +3,7 @@
 //! task ends.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -100,15 +100,32 @@ impl ConnectionHandle {
 }
 
 /// The sockets on this pod, by device.
-#[derive(Default)]
 pub struct Registry {
     // std Mutex: every operation is a map lookup or insert, never held across an await.
     sockets: Mutex<HashMap<(Aci, DeviceId), Arc<ConnectionHandle>>>,
+    /// This pod's connection ids are `pod << 32 | n`: an announcement of one of them comes
+    /// from this pod, whose own registry already ordered its sockets.
+    pod: u32,
+    next: AtomicU32,
 }
 
 impl Registry {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            sockets: Mutex::default(),
+            // Never 0: ids made elsewhere (tests) stay foreign.
+            pod: rand::random::<u32>() | 1,
+            next: AtomicU32::new(0),
+        })
+    }
+
+    /// A fresh id for a socket opening on this pod.
+    pub fn connection_id(&self) -> u64 {
+        (u64::from(self.pod) << 32) | u64::from(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn is_local(&self, connection: u64) -> bool {
+        (connection >> 32) as u32 == self.pod
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Aci, DeviceId), Arc<ConnectionHandle>>> {
@@ -160,11 +177,15 @@ impl Registry {
                 handle.message_available();
                 None
             }
-            DeviceEvent::Connected(conn) if conn != handle.id => {
+            // A socket of this pod announced itself: `register` already displaced whatever
+            // was here before it, and an announcement that arrives late (its socket was slow
+            // to announce, and the device has connected here again since) must not close
+            // the newer socket.
+            DeviceEvent::Connected(conn) if conn == handle.id || self.is_local(conn) => None,
+            DeviceEvent::Connected(_) => {
                 handle.request_close(CloseCode::Displaced);
                 Some(CloseCode::Displaced)
             }
-            DeviceEvent::Connected(_) => None,
             DeviceEvent::Removed => {
                 handle.request_close(CloseCode::Removed);
                 Some(CloseCode::Removed)
@@ -213,6 +234,32 @@ mod tests {
         assert_eq!(registry.get(aci, id).map(|h| h.id), Some(2));
         registry.unregister(aci, id, 2);
         assert!(registry.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_late_announcement_of_this_pods_older_socket_displaces_nothing() {
+        let registry = Registry::new();
+        let (aci, id) = (Aci::random(), DeviceId::PRIMARY);
+        let (older, newer) = (registry.connection_id(), registry.connection_id());
+        assert_ne!(older, newer);
+        let first = ConnectionHandle::new(older);
+        registry.register(aci, id, first.clone());
+        let second = ConnectionHandle::new(newer);
+        registry.register(aci, id, second.clone());
+        assert_eq!(first.close_code(), Some(CloseCode::Displaced));
+        // The older socket's announcement arrives after the newer one registered.
+        assert_eq!(
+            registry.dispatch(aci, id, DeviceEvent::Connected(older)),
+            None
+        );
+        assert!(!second.is_closing());
+        // Another pod's socket still displaces it.
+        let elsewhere = Registry::new().connection_id();
+        assert_eq!(
+            registry.dispatch(aci, id, DeviceEvent::Connected(elsewhere)),
+            Some(CloseCode::Displaced)
+        );
+        assert_eq!(second.close_code(), Some(CloseCode::Displaced));
     }
 
     #[tokio::test]

@@ -113,7 +113,11 @@ impl PresenceService {
                 }
             }
         }
-        // Sockets of this device on other pods close with 4409.
+        // Sockets of this device on other pods close with 4409. A socket displaced meanwhile
+        // (the device connected again) announces nothing: it is not the device's socket.
+        if handle.is_closing() {
+            return presence;
+        }
         if let Err(e) = self
             .notifier
             .publish(aci, id, DeviceEvent::Connected(handle.id))

@@ -51,15 +51,16 @@ impl Connection {
         identity: Option<(AuthenticatedDevice, CredentialDigest)>,
         peer: IpAddr,
     ) -> Self {
+        let handle = ConnectionHandle::with_credential(
+            state.registry.connection_id(),
+            identity.map(|(_, credential)| credential),
+        );
         Self {
             state,
             tunnel,
             identity: identity.map(|(device, _)| device),
             peer,
-            handle: ConnectionHandle::with_credential(
-                rand::random(),
-                identity.map(|(_, credential)| credential),
-            ),
+            handle,
             window: None,
             presence: None,
             requests: Arc::new(Semaphore::new(MAX_CONCURRENT_REQUESTS)),

@@ -12,7 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use sealpost::delivery::memory::LocalNotifier;
 use sealpost::delivery::redis::RedisNotifier;
-use sealpost::delivery::{ConnectionHandle, DeviceEvent, Notifier, ProvisioningSockets, Registry};
+use sealpost::delivery::{
+    ConnectionHandle, DeviceEvent, HandleEvent, Notifier, ProvisioningSockets, Registry,
+};
 use sealpost::domain::ids::{Aci, DeviceId};
 use sealpost::metrics::Metrics;
 use sealpost::startup::connect_stores;
@@ -125,15 +127,17 @@ async fn close(pod: &Pod, aci: Aci, id: DeviceId, conn: u64) {
 }
 
 async fn woken(handle: &ConnectionHandle) {
-    tokio::time::timeout(WAIT, handle.wait_for_messages())
+    let event = tokio::time::timeout(WAIT, handle.next_event())
         .await
         .expect("the socket is woken");
+    assert_eq!(event, HandleEvent::MessagesAvailable);
 }
 
 async fn closed_with(handle: &ConnectionHandle) -> u16 {
     tokio::time::timeout(WAIT, handle.wait_for_close())
         .await
         .expect("the socket is told to close")
+        .code()
 }
 
 async fn events_reach_the_device_socket_on_whichever_pod_holds_it(backend: Backend) {
