@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 
 use super::frames::{self, ClientFrame};
 use super::socket::{self, Kind, Socket, Step, Wake};
-use crate::delivery::CloseCode;
+use std::sync::Arc;
+
+use crate::delivery::{CloseCode, ConnectionHandle};
 use crate::error::AppError;
 use crate::proto::textsecure::{ProvisioningAddress, WebSocketResponseMessage};
 use crate::service::presence::{Presence, WaitingDevice};
@@ -19,6 +21,8 @@ use crate::state::AppState;
 
 /// A waiting device's socket.
 struct Provisioning {
+    /// Never registered: only a stalled write asks it to close.
+    handle: Arc<ConnectionHandle>,
     address: String,
     messages: mpsc::Receiver<Bytes>,
     /// Releases the address however the socket ends.
@@ -45,15 +49,14 @@ impl Kind for Provisioning {
             .await;
     }
 
-    fn close_requested(&self) -> Option<CloseCode> {
-        None
+    fn handle(&self) -> &Arc<ConnectionHandle> {
+        &self.handle
     }
 
     async fn next_event(&mut self) -> Wake<Bytes> {
-        match self.messages.recv().await {
-            Some(message) => Wake::Event(message),
-            // The address is released only when this socket ends.
-            None => std::future::pending().await,
+        tokio::select! {
+            code = self.handle.wait_for_close() => Wake::Close(code),
+            Some(message) = self.messages.recv() => Wake::Event(message),
         }
     }
 
@@ -108,6 +111,7 @@ pub async fn upgrade(
             presence,
         } = state.presence.wait_for_provisioning().await;
         let kind = Provisioning {
+            handle: ConnectionHandle::new(state.registry.connection_id()),
             address,
             messages,
             _presence: presence,

@@ -4,14 +4,14 @@
 //! with one `CloseCode`. A socket kind (`Kind`) says only what is its own: what it does
 //! first, what wakes it, and what it does with a binary frame.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, MessageStream, Session};
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
 
-use crate::delivery::CloseCode;
+use crate::delivery::{CloseCode, ConnectionHandle};
 use crate::limits::sockets::SocketSlot;
 use crate::state::AppState;
 
@@ -43,12 +43,13 @@ pub(super) trait Kind {
     /// Runs once, before the loop: registration, the first deliveries or announcement.
     async fn start(&mut self, socket: &mut Socket);
 
-    /// A close the kind was asked for; checked before each turn, so that it wins over
-    /// whatever else is ready (a removed device's socket serves nothing more).
-    fn close_requested(&self) -> Option<CloseCode>;
+    /// How the socket is asked to close (by the registry, by a stalled write): a requested
+    /// close is checked before each turn, so that it wins over whatever else is ready (a
+    /// removed device's socket serves nothing more).
+    fn handle(&self) -> &Arc<ConnectionHandle>;
 
-    /// Resolves when the kind has something to do. Cancel-safe: the loop drops it when
-    /// something else happens first.
+    /// Resolves when the kind has something to do, or its handle asks for a close.
+    /// Cancel-safe: the loop drops it when something else happens first.
     async fn next_event(&mut self) -> Wake<Self::Event>;
 
     async fn on_event(&mut self, socket: &mut Socket, event: Self::Event) -> Step;
@@ -64,9 +65,9 @@ pub(super) trait Kind {
 pub(super) struct Writer {
     session: Session,
     timeout: Duration,
-    /// Cancelled when a write waited longer than the write timeout: the client is not
-    /// reading, and the socket closes.
-    stalled: CancellationToken,
+    /// Asked to close (1008) when a write waited longer than the write timeout: the client
+    /// is not reading.
+    handle: Arc<ConnectionHandle>,
 }
 
 impl Writer {
@@ -91,7 +92,7 @@ impl Writer {
         match written {
             Ok(written) => written,
             Err(Stalled) => {
-                self.stalled.cancel();
+                self.handle.request_close(CloseCode::Stalled);
                 false
             }
         }
@@ -178,7 +179,7 @@ pub(super) fn serve<K: Kind + 'static>(
         writer: Writer {
             session,
             timeout: state.config.websocket_write_timeout,
-            stalled: CancellationToken::new(),
+            handle: kind.handle().clone(),
         },
         next_id: 1,
     };
@@ -209,14 +210,9 @@ async fn run<K: Kind>(
     let mut last_seen = Instant::now();
     let mut ping = tokio::time::interval(idle_timeout / PINGS_PER_IDLE_TIMEOUT);
     ping.tick().await;
-    let stalled = socket.writer.stalled.clone();
-
     let close = loop {
-        if let Some(code) = kind.close_requested() {
+        if let Some(code) = kind.handle().close_code() {
             break Some(code);
-        }
-        if stalled.is_cancelled() {
-            break Some(CloseCode::Stalled);
         }
         let step = tokio::select! {
             wake = kind.next_event() => match wake {
@@ -224,7 +220,6 @@ async fn run<K: Kind>(
                 Wake::Event(event) => Box::pin(kind.on_event(socket, event)).await,
             },
             _ = state.shutdown.cancelled() => Step::Close(CloseCode::GoingAway),
-            _ = stalled.cancelled() => Step::Close(CloseCode::Stalled),
             _ = ping.tick() => {
                 if last_seen.elapsed() >= idle_timeout {
                     Step::Close(CloseCode::Idle)
@@ -253,7 +248,7 @@ async fn run<K: Kind>(
                             .map(|r| CloseCode::from_code(u16::from(r.code)))
                             .unwrap_or(CloseCode::NoStatus);
                         metrics.websocket_closes.with_label_values(&[code.label()]).inc();
-                        let _ = socket.writer.session.clone().close(None).await;
+                        let _ = Box::pin(socket.writer.session.clone().close(None)).await;
                         break None;
                     }
                     Some(Err(error)) => Step::Close(refused_frame_code(&error)),
@@ -280,7 +275,7 @@ async fn run<K: Kind>(
             code: actix_ws::CloseCode::from(code.code()),
             description: None,
         }));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+        let _ = Box::pin(tokio::time::timeout(CLOSE_TIMEOUT, close)).await;
     }
 }
 

@@ -3,7 +3,6 @@
 //! past the last one sent, one `queue/empty` after the first drain, and an ack task that
 //! removes acknowledged messages in batches off the socket's task.
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use actix_web::web;
@@ -28,8 +27,9 @@ pub(super) struct DeliveryWindow {
     device: AuthenticatedDevice,
     /// Position of the last message sent; the next read starts after it.
     cursor: u64,
-    /// By server request id.
-    outstanding: HashMap<u64, DeliveryAck>,
+    /// By server request id, oldest first (at most `MAX_OUTSTANDING`: a scan is cheaper
+    /// than a hash map, and smaller in every idle socket).
+    outstanding: Vec<(u64, DeliveryAck)>,
     /// Whether the queue may hold more than what was read.
     more: bool,
     queue_empty_sent: bool,
@@ -48,13 +48,17 @@ impl DeliveryWindow {
         Self {
             device,
             cursor: 0,
-            outstanding: HashMap::new(),
+            outstanding: Vec::new(),
             more: true,
             queue_empty_sent: false,
             connected: Instant::now(),
             backlog: 0,
             acks: None,
         }
+    }
+
+    pub(super) fn device(&self) -> AuthenticatedDevice {
+        self.device
     }
 
     /// The queue may hold more (a wake-up, or the idle re-read).
@@ -104,7 +108,7 @@ impl DeliveryWindow {
             for delivery in batch {
                 let id = socket.next_id();
                 self.cursor = delivery.seq;
-                self.outstanding.insert(id, delivery.ack);
+                self.outstanding.push((id, delivery.ack));
                 let frame =
                     super::frames::request(id, "/api/v1/message", Some(delivery.envelope), true);
                 if !socket.write(frame).await {
@@ -135,9 +139,13 @@ impl DeliveryWindow {
         handle: &ConnectionHandle,
         response: WebSocketResponseMessage,
     ) {
-        let Some(ack) = response.id.and_then(|id| self.outstanding.remove(&id)) else {
+        let Some(position) = response
+            .id
+            .and_then(|id| self.outstanding.iter().position(|(sent, _)| *sent == id))
+        else {
             return;
         };
+        let (_, ack) = self.outstanding.remove(position);
         let status = response.status.unwrap_or(0);
         if (200..300).contains(&status) {
             let acks = self.acks.get_or_insert_with(|| {
