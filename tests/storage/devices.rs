@@ -13,7 +13,7 @@ use sealpost::domain::ids::{Aci, DeviceId, RegistrationId};
 use sealpost::domain::keys::KeyCounts;
 use sealpost::storage::{DeviceAdded, Stores};
 
-use super::conformance::{new_account, one_time_upload, stores};
+use super::support::{new_account, one_time_upload, stores};
 use crate::common::Backend;
 
 const MANY: usize = 6;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use sealpost::domain::ids::Aci;
 
-use super::conformance::stores;
+use super::support::stores;
 use crate::common::Backend;
 
 const LONG: Duration = Duration::from_secs(600);

@@ -1,13 +1,20 @@
 //! The stores on their own: the conformance suite (every storage trait on memory and on
-//! Postgres/Redis) and what a real server does when a store loses data under it.
+//! Postgres/Redis, one module per trait, helpers in `support`) and what a real server does
+//! when a store loses data under it.
 //! `cargo test --test storage [filter]`.
 
 #[macro_use]
 #[path = "../common/mod.rs"]
 mod common;
 
-mod conformance;
+mod accounts;
+mod backends;
 mod devices;
+mod keys;
 mod link_codes;
 mod notifiers;
+mod queues;
+mod rate_limits;
+mod shared_payloads;
 mod store_faults;
+mod support;

@@ -21,7 +21,7 @@ use sealpost::startup::connect_stores;
 use sealpost::storage::redis::RedisStore;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::conformance::policy;
+use super::support::policy;
 use crate::common::{Backend, TestStores, redis_url};
 
 const WAIT: Duration = Duration::from_secs(5);
