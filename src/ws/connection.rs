@@ -144,7 +144,10 @@ impl Kind for Connection {
                 .connect(device, self.handle.clone())
                 .await;
             self.presence = Some(presence);
-            self.fill(socket).await;
+            // Boxed on its own: a connect storm leaves thousands of sockets waiting in
+            // `connect` (their subscriptions go to Redis one at a time), and each waiting
+            // start should hold what connecting needs, not the larger delivery state too.
+            Box::pin(self.fill(socket)).await;
         }
     }
 

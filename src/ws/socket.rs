@@ -202,7 +202,10 @@ async fn run<K: Kind>(
     gauge.inc();
     let _open = OpenGauge(gauge);
     metrics.websocket_connects.with_label_values(&[label]).inc();
-    Box::pin(kind.start(socket)).await;
+    // Not boxed: a connect storm leaves thousands of sockets waiting here (their
+    // subscriptions reach Redis one at a time), and inline the wait shares the task's
+    // storage with the loop's select instead of holding an allocation of its own.
+    kind.start(socket).await;
 
     // A client that answers pings (or sends anything) stays; one that does not is closed
     // after the configured idle timeout (90 s by default).
