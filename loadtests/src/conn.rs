@@ -22,19 +22,13 @@ use tokio::net::TcpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::relay::frame;
+use crate::relay::{frame, websocket_config};
 
 /// How long a request waits for its answer before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Client keepalive: a ping this often (sealpost closes sockets silent for 90 s).
 const KEEPALIVE: Duration = Duration::from_secs(30);
-
-/// The 4 KiB read buffer both ends use (tungstenite's default is 128 KiB per socket).
-pub fn websocket_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096)
-}
 
 /// Which server a socket talks to, and as whom.
 #[derive(Clone)]

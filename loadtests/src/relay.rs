@@ -15,8 +15,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The relay's frames: a kind byte, then big-endian u64s, then the payload.
+/// The 4 KiB read buffer both ends use, the relay and every load-generator socket
+/// (tungstenite's default is 128 KiB per socket).
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096)
+}
+
 pub mod frame {
     use super::*;
 
@@ -138,12 +145,9 @@ async fn connection(stream: TcpStream, peers: Peers) {
             .and_then(|v| v.parse::<u64>().ok());
         Ok(response)
     };
-    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(
-        stream,
-        callback,
-        Some(crate::conn::websocket_config()),
-    )
-    .await
+    let Ok(ws) =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(websocket_config()))
+            .await
     else {
         return;
     };

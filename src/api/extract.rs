@@ -11,7 +11,6 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures_util::StreamExt;
 
-use super::messages::{MULTI_RECIPIENT_CONTENT_TYPE, MULTI_RECIPIENT_LIMIT};
 use crate::auth::basic::Credentials;
 use crate::auth::extract::{UNIDENTIFIED_ACCESS_KEY, access_key_header};
 use crate::domain::accounts::AccessKey;
@@ -148,6 +147,10 @@ impl FromRequest for NewPassword {
         std::future::ready(password.map(NewPassword))
     }
 }
+
+/// Largest multi-recipient body (a few thousand recipients plus the shared ciphertext).
+pub const MULTI_RECIPIENT_LIMIT: usize = 2 * 1024 * 1024;
+pub const MULTI_RECIPIENT_CONTENT_TYPE: &str = "application/vnd.signal-messenger.mrm";
 
 /// The request of a multi-recipient send, checked in this order: `Content-Type:
 /// application/vnd.signal-messenger.mrm` (415 otherwise), the `Unidentified-Access-Key`

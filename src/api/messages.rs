@@ -43,10 +43,6 @@ pub async fn send(
     Ok(HttpResponse::Ok().json(SendMessageResponseJson { needs_sync }))
 }
 
-/// Largest multi-recipient body (a few thousand recipients plus the shared ciphertext).
-pub const MULTI_RECIPIENT_LIMIT: usize = 2 * 1024 * 1024;
-pub const MULTI_RECIPIENT_CONTENT_TYPE: &str = "application/vnd.signal-messenger.mrm";
-
 #[derive(Deserialize)]
 pub struct MultiRecipientQuery {
     #[serde(default)]
