@@ -49,9 +49,13 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// A signature that does not verify (PROTOCOL.md: 422 is only for that).
+    /// A signature that does not verify.
     #[error("{0}")]
     InvalidSignature(String),
+    /// A push registration Signal's validation refuses: an empty or malformed token or
+    /// WebPush subscription (PROTOCOL.md 11.1, 11.2).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("rate limit exceeded")]
     RateLimited { retry_after: Duration },
     /// 429: a recipient device's queue is at its cap (`queue_max_messages` or
@@ -206,7 +210,9 @@ impl ResponseError for AppError {
             AppError::DeviceLimit { .. } => StatusCode::LENGTH_REQUIRED,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::InvalidSignature(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::InvalidSignature(_) | AppError::Unprocessable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AppError::RateLimited { .. } | AppError::ClientLimit | AppError::QueueFull => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -237,6 +243,7 @@ impl From<DomainError> for AppError {
         match e {
             DomainError::Invalid(msg) => AppError::BadRequest(msg),
             DomainError::BadSignature(msg) => AppError::InvalidSignature(msg),
+            DomainError::Unprocessable(msg) => AppError::Unprocessable(msg),
         }
     }
 }

@@ -9,20 +9,28 @@ pub mod ids;
 pub mod keys;
 pub mod messages;
 pub mod multi_recipient;
+pub mod push;
 pub mod queued;
 pub mod xeddsa;
 
-/// Why client input was refused. `Invalid` is a 400, `BadSignature` a 422.
+/// Why client input was refused. `Invalid` is a 400; `BadSignature` and `Unprocessable` (a
+/// push registration Signal's validation refuses) are 422s.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
     BadSignature(String),
+    #[error("{0}")]
+    Unprocessable(String),
 }
 
 impl DomainError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::Invalid(msg.into())
+    }
+
+    pub fn unprocessable(msg: impl Into<String>) -> Self {
+        Self::Unprocessable(msg.into())
     }
 }
