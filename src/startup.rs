@@ -70,7 +70,8 @@ async fn connect(
             let accounts = Arc::new(MemoryAccountStore::new());
             let stores = Stores {
                 accounts: accounts.clone(),
-                keys: accounts,
+                keys: accounts.clone(),
+                push: accounts,
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
@@ -106,6 +107,7 @@ async fn connect(
                 messages: shared.clone(),
                 link_codes: shared.clone(),
                 secrets: pg.clone(),
+                push: pg.clone(),
                 probes: vec![pg, shared],
                 account_cache: Some(account_cache),
             };

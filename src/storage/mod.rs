@@ -16,6 +16,7 @@ pub use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, SignedEcPreKey};
 use crate::domain::messages::QUEUED_MESSAGE_OVERHEAD;
+use crate::domain::push::{PushKind, PushRegistration};
 pub use crate::domain::queued::SharedMessage;
 pub(crate) use crate::domain::queued::stored;
 
@@ -314,6 +315,46 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
+/// A device's push registration as stored, with when it was set (APNs reports when a
+/// token became invalid: a registration newer than that is kept, PROTOCOL.md 11.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPush {
+    pub registration: PushRegistration,
+    pub updated_ms: i64,
+}
+
+/// Push registrations (PROTOCOL.md 11.1, 11.2): at most one per device, gone with it.
+#[async_trait]
+pub trait PushStore: Send + Sync {
+    /// Replaces the device's registration, of whatever kind, with `registration`;
+    /// `false` (and nothing stored) when the device does not exist.
+    async fn set_push(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        registration: &PushRegistration,
+        now_ms: i64,
+    ) -> StorageResult<bool>;
+
+    /// Removes the device's registration if it is of `kind`; whether one was removed.
+    async fn clear_push(&self, aci: Aci, id: DeviceId, kind: PushKind) -> StorageResult<bool>;
+
+    /// Removes the device's registration only if it is still `registration` (a token a
+    /// provider refused must not take a newer one with it); whether it was removed.
+    async fn clear_push_if(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        registration: &PushRegistration,
+    ) -> StorageResult<bool>;
+
+    /// Activates the device's WebPush subscription if `token` is its activation token;
+    /// whether it is active now.
+    async fn activate_webpush(&self, aci: Aci, id: DeviceId, token: Uuid) -> StorageResult<bool>;
+
+    async fn push(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<StoredPush>>;
+}
+
 /// Every store the application uses, as trait objects; built by the composition root.
 #[derive(Clone)]
 pub struct Stores {
@@ -323,6 +364,7 @@ pub struct Stores {
     pub messages: Arc<dyn MessageStore>,
     pub link_codes: Arc<dyn LinkCodeStore>,
     pub secrets: Arc<dyn SecretStore>,
+    pub push: Arc<dyn PushStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The cache in front of `accounts` (Postgres only: memory needs none).

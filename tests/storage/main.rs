@@ -13,6 +13,7 @@ mod devices;
 mod keys;
 mod link_codes;
 mod notifiers;
+mod push;
 mod queues;
 mod rate_limits;
 mod shared_payloads;

@@ -146,6 +146,41 @@ impl WebPushSubscription {
     }
 }
 
+impl WebPushSubscription {
+    /// A subscription read back from a store (checked as when it was made).
+    pub fn from_parts(endpoint: &str, public_key: &[u8], auth: &[u8]) -> Result<Self, DomainError> {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        Self::parse(endpoint, &b64(public_key), &b64(auth))
+    }
+}
+
+/// A device's WebPush registration: the subscription, the token that activates it, and
+/// whether it was activated (an inactive subscription gets nothing but its activation push).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebPushRegistration {
+    pub subscription: WebPushSubscription,
+    pub activation: uuid::Uuid,
+    pub active: bool,
+}
+
+/// Where a device's wake-ups go: at most one registration per device, of one kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushRegistration {
+    Fcm(PushToken),
+    Apns(PushToken),
+    WebPush(WebPushRegistration),
+}
+
+impl PushRegistration {
+    pub fn kind(&self) -> PushKind {
+        match self {
+            PushRegistration::Fcm(_) => PushKind::Fcm,
+            PushRegistration::Apns(_) => PushKind::Apns,
+            PushRegistration::WebPush(_) => PushKind::WebPush,
+        }
+    }
+}
+
 /// Never printed: the endpoint addresses one device, the keys are its secrets.
 impl std::fmt::Debug for WebPushSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

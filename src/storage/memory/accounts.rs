@@ -12,7 +12,9 @@ use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::{
     ClaimedKeys, KemSignedPreKey, KeyCounts, KeyUpload, PreKey, SignedEcPreKey,
 };
-use crate::storage::{AccountStore, DeviceAdded, KeyStore, StorageError, StorageResult};
+use crate::storage::{
+    AccountStore, DeviceAdded, KeyStore, StorageError, StorageResult, StoredPush,
+};
 
 #[derive(Default)]
 struct OneTimeKeys {
@@ -21,16 +23,18 @@ struct OneTimeKeys {
     kem: BTreeMap<u32, KemSignedPreKey>,
 }
 
-struct StoredDevice {
+pub(super) struct StoredDevice {
     device: Device,
     signed_pre_key: Option<SignedEcPreKey>,
     pq_last_resort_pre_key: Option<KemSignedPreKey>,
     one_time: OneTimeKeys,
+    /// Its push registration (`memory::push`), gone with it.
+    pub(super) push: Option<StoredPush>,
 }
 
-struct StoredAccount {
+pub(super) struct StoredAccount {
     account: Account,
-    devices: BTreeMap<DeviceId, StoredDevice>,
+    pub(super) devices: BTreeMap<DeviceId, StoredDevice>,
 }
 
 /// Accounts (and, as in Postgres, the keys that hang off their devices) in one map.
@@ -44,7 +48,7 @@ impl MemoryAccountStore {
         Self::default()
     }
 
-    fn lock(&self) -> StorageResult<MutexGuard<'_, HashMap<Aci, StoredAccount>>> {
+    pub(super) fn lock(&self) -> StorageResult<MutexGuard<'_, HashMap<Aci, StoredAccount>>> {
         self.accounts
             .lock()
             .map_err(|_| StorageError::Backend(anyhow::anyhow!("memory store lock poisoned")))
@@ -81,6 +85,7 @@ impl AccountStore for MemoryAccountStore {
                 signed_pre_key: Some(new.signed_pre_key.clone()),
                 pq_last_resort_pre_key: Some(new.pq_last_resort_pre_key.clone()),
                 one_time: OneTimeKeys::default(),
+                push: None,
             },
         );
         accounts.insert(
@@ -164,6 +169,7 @@ impl AccountStore for MemoryAccountStore {
                 signed_pre_key: Some(new.signed_pre_key.clone()),
                 pq_last_resort_pre_key: Some(new.pq_last_resort_pre_key.clone()),
                 one_time: OneTimeKeys::default(),
+                push: None,
             },
         );
         Ok(DeviceAdded::Added(id))

@@ -5,6 +5,7 @@
 mod accounts;
 mod link_codes;
 mod messages;
+mod push;
 mod rate_limits;
 mod secrets;
 

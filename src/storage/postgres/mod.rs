@@ -5,6 +5,7 @@
 
 mod accounts;
 mod keys;
+mod push;
 mod secrets;
 
 use std::time::Duration;
