@@ -25,6 +25,7 @@ use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
+use crate::service::push::PushService;
 use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
@@ -262,6 +263,12 @@ impl Application {
             notifier.clone(),
             authenticator.clone(),
         );
+        let push = PushService::new(
+            stores.accounts.clone(),
+            stores.push.clone(),
+            limiter.clone(),
+            config.webpush_allow_private,
+        );
         let budget = descriptor_budget(&config);
         let state = web::Data::new(AppState {
             config: config.clone(),
@@ -272,6 +279,7 @@ impl Application {
             messages,
             profiles,
             presence,
+            push,
             metrics,
             readiness: Readiness::default(),
             registry,
@@ -358,6 +366,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The stores this application serves from (tests read what a request stored).
+    pub fn stores(&self) -> Stores {
+        self.state.stores.clone()
     }
 
     pub fn admin_port(&self) -> u16 {

@@ -15,6 +15,7 @@ use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
+use crate::service::push::PushService;
 use crate::storage::Stores;
 
 pub struct AppState {
@@ -27,6 +28,8 @@ pub struct AppState {
     pub profiles: ProfileService,
     /// Which pod holds which socket (device and provisioning sockets alike).
     pub presence: PresenceService,
+    /// Push registrations (tokens and WebPush subscriptions).
+    pub push: PushService,
     pub metrics: Metrics,
     pub readiness: Readiness,
     /// This pod's authenticated sockets.

@@ -13,6 +13,7 @@ pub mod messages;
 pub mod middleware;
 pub mod openapi;
 pub mod profiles;
+pub mod push;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
@@ -71,6 +72,21 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/accounts/attributes/").put(accounts::set_attributes),
         Endpoint::new("/v1/accounts/attributes").put(accounts::set_attributes),
         Endpoint::new("/v1/accounts/me").delete(accounts::delete),
+        Endpoint::new("/v1/accounts/gcm/")
+            .json_limit(push::PUSH_JSON_LIMIT)
+            .put(push::set_gcm)
+            .delete(push::delete_gcm),
+        Endpoint::new("/v1/accounts/apn/")
+            .json_limit(push::PUSH_JSON_LIMIT)
+            .put(push::set_apn)
+            .delete(push::delete_apn),
+        Endpoint::new("/v1/accounts/webpush/activate/")
+            .json_limit(push::PUSH_JSON_LIMIT)
+            .put(push::activate_webpush),
+        Endpoint::new("/v1/accounts/webpush/")
+            .json_limit(push::PUSH_JSON_LIMIT)
+            .put(push::set_webpush)
+            .delete(push::delete_webpush),
         Endpoint::new("/v1/devices").get(devices::list),
         // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
         Endpoint::new("/v1/devices/provisioning/code").get(devices::link_code),
@@ -177,7 +193,7 @@ impl Endpoint {
         self.on(Method::DELETE, handler)
     }
 
-    /// A larger JSON body limit than [`JSON_LIMIT`] for this path.
+    /// Another JSON body limit than [`JSON_LIMIT`] for this path.
     fn json_limit(mut self, limit: usize) -> Self {
         self.json_limit = Some(limit);
         self

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, devices, entities, keys, messages, profiles};
+use super::{accounts, devices, entities, keys, messages, profiles, push};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +37,13 @@ use super::{accounts, devices, entities, keys, messages, profiles};
         messages::keepalive,
         profiles::profile,
         profiles::delivery_certificate,
+        push::set_gcm,
+        push::delete_gcm,
+        push::set_apn,
+        push::delete_apn,
+        push::set_webpush,
+        push::activate_webpush,
+        push::delete_webpush,
         crate::ws::upgrade,
         crate::ws::provisioning::upgrade,
     ),

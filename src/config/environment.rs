@@ -59,6 +59,17 @@ pub(super) fn overlay_env(
             }
         });
     }
+    if let Some(v) = var(env, "SEALPOST_WEBPUSH_ALLOW_PRIVATE") {
+        raw.webpush_allow_private = Some(match v.trim() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(ConfigError::new(format!(
+                    "SEALPOST_WEBPUSH_ALLOW_PRIVATE={other:?}: expected \"on\" or \"off\""
+                )));
+            }
+        });
+    }
     if let Some(v) = parse_var(env, "SEALPOST_DATABASE_POOL_SIZE", "a whole number")? {
         raw.database_pool_size = Some(v);
     }

@@ -22,6 +22,7 @@ pub(super) struct FileConfig {
     pub(super) workers: Option<usize>,
     pub(super) shutdown_timeout_secs: Option<u64>,
     pub(super) trust_forwarded_for: Option<bool>,
+    pub(super) webpush_allow_private: Option<bool>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) queue_ttl_secs: Option<u64>,
     pub(super) queue_max_messages: Option<u64>,

@@ -64,6 +64,9 @@ pub struct Config {
     /// Take the client address from the last `X-Forwarded-For` hop (only behind a proxy
     /// that sets it), else from the TCP peer.
     pub trust_forwarded_for: bool,
+    /// Accept WebPush endpoints that resolve to loopback, private or link-local addresses
+    /// (a push distributor on the LAN); off by default (PROTOCOL.md 11.8).
+    pub webpush_allow_private: bool,
     pub log_format: LogFormat,
     /// How long a device's queue lives after its last insert.
     pub queue_ttl: Duration,
@@ -171,6 +174,7 @@ impl Config {
             workers: Some(2),
             shutdown_timeout: Duration::from_secs(5),
             trust_forwarded_for: false,
+            webpush_allow_private: false,
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,
             queue_max_messages: DEFAULT_QUEUE_MAX_MESSAGES,

@@ -157,6 +157,7 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         workers: raw.workers,
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(30)),
         trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
+        webpush_allow_private: raw.webpush_allow_private.unwrap_or(false),
         log_format: raw.log_format.unwrap_or(LogFormat::Text),
         queue_ttl: raw
             .queue_ttl_secs

@@ -43,10 +43,13 @@ pub enum Limit {
     AllocateDevice,
     VerifyDevice,
     AuthFailures,
+    /// Registering or removing a push token or WebPush subscription, per device (sealpost's;
+    /// Signal limits none of 11.1's endpoints, its WebPush fork has a `setWebPush` limiter).
+    PushRegistration,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 7] = [
+    pub const ALL: [Limit; 8] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -54,6 +57,7 @@ impl Limit {
         Limit::AllocateDevice,
         Limit::VerifyDevice,
         Limit::AuthFailures,
+        Limit::PushRegistration,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -66,6 +70,7 @@ impl Limit {
             Limit::AllocateDevice => "allocateDevice",
             Limit::VerifyDevice => "verifyDevice",
             Limit::AuthFailures => "authFailures",
+            Limit::PushRegistration => "pushRegistration",
         }
     }
 
@@ -82,6 +87,7 @@ impl Limit {
             Limit::AllocateDevice => (6, 120_000.0),
             Limit::VerifyDevice => (6, 120_000.0),
             Limit::AuthFailures => (20, 60_000.0),
+            Limit::PushRegistration => (10, 60_000.0),
         };
         BucketSpec {
             bucket_size,
@@ -94,7 +100,7 @@ impl Limit {
 #[derive(Clone)]
 pub struct RateLimiter {
     enabled: bool,
-    specs: Arc<[BucketSpec; 7]>,
+    specs: Arc<[BucketSpec; 8]>,
     store: Arc<dyn RateLimitStore>,
     metrics: Metrics,
     /// Keys the hash that stands for a client address in bucket names.

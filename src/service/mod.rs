@@ -7,3 +7,4 @@ pub mod keys;
 pub mod messages;
 pub mod presence;
 pub mod profiles;
+pub mod push;

@@ -78,6 +78,15 @@ pub trait AccountStore: Send + Sync {
     /// Records that the device was seen on the day starting at `day_ms` (only ever forward).
     async fn touch_device(&self, aci: Aci, id: DeviceId, day_ms: i64) -> StorageResult<()>;
 
+    /// Sets whether the device fetches its messages over its socket instead of being woken
+    /// by push (registering a push token clears it); `false` when the device does not exist.
+    async fn set_fetches_messages(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        fetches_messages: bool,
+    ) -> StorageResult<bool>;
+
     /// The password hashes of those of `devices` that exist (absent ones are left out), read
     /// from the store itself, never from a cache: re-validating open sockets must see a
     /// removal made a moment ago on any pod. One round trip for the whole slice.

@@ -63,6 +63,15 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (WebSocket("/v1/websocket"),            [101, 403, 403, 403, 101, 101, 101, 101, 101, 101]),
     (ProvisioningSocket("/v1/websocket/provisioning/"), [101, 101, 101, 101, 101, 101, 101, 101, 101, 101]),
     (ProvisioningSocket("/v1/websocket/provisioning"),  [101, 101, 101, 101, 101, 101, 101, 101, 101, 101]),
+    // Push registrations: the calling device's own (PROTOCOL 11.1, 11.2); an access key is
+    // no credential here.
+    (SetGcm,                                [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (DeleteGcm,                             [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (SetApn,                                [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (DeleteApn,                             [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (SetWebPush,                            [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (ActivateWebPush,                       [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (DeleteWebPush,                         [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove
     // itself (403); the primary removes 3 (204), after which it is gone (404).
     (RemoveDevice(3),                       [401, 401, 401, 401, 401, 401, 404, 403, 204, 404]),

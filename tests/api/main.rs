@@ -19,6 +19,7 @@ mod message_helpers;
 mod messages;
 mod operations;
 mod processes;
+mod push;
 mod queues;
 mod rate_limits;
 mod receipts;

@@ -197,6 +197,8 @@ pub struct TestApp {
     pub address: String,
     pub admin_address: String,
     pub client: Client,
+    /// The stores the server serves from, to read what a request stored.
+    pub stores: sealpost::storage::Stores,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -208,12 +210,14 @@ impl TestApp {
             .expect("the application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let admin_address = format!("http://127.0.0.1:{}", app.admin_port());
+        let stores = app.stores();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
         Self {
             client: Client::new(&address),
+            stores,
             address,
             admin_address,
             stop: Some(stop),

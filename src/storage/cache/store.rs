@@ -167,6 +167,20 @@ impl AccountStore for CachedAccountStore {
         result
     }
 
+    async fn set_fetches_messages(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        fetches_messages: bool,
+    ) -> StorageResult<bool> {
+        let result = self
+            .inner
+            .set_fetches_messages(aci, id, fetches_messages)
+            .await;
+        self.changed(aci).await;
+        result
+    }
+
     async fn password_hashes(
         &self,
         devices: &[(Aci, DeviceId)],

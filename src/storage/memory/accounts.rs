@@ -193,6 +193,23 @@ impl AccountStore for MemoryAccountStore {
         Ok(())
     }
 
+    async fn set_fetches_messages(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        fetches_messages: bool,
+    ) -> StorageResult<bool> {
+        let mut accounts = self.lock()?;
+        let device = accounts.get_mut(&aci).and_then(|a| a.devices.get_mut(&id));
+        Ok(match device {
+            Some(device) => {
+                device.device.attributes.fetches_messages = fetches_messages;
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn password_hashes(
         &self,
         devices: &[(Aci, DeviceId)],

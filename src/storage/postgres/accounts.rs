@@ -321,6 +321,23 @@ impl AccountStore for PgStore {
         Ok(())
     }
 
+    async fn set_fetches_messages(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        fetches_messages: bool,
+    ) -> StorageResult<bool> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE devices SET fetches_messages = $3 WHERE aci = $1 AND device_id = $2",
+                &[&aci.uuid(), &i16::from(id.get()), &fetches_messages],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(updated == 1)
+    }
+
     async fn password_hashes(
         &self,
         devices: &[(Aci, DeviceId)],

@@ -50,6 +50,13 @@ pub enum Endpoint {
     WebSocket(&'static str),
     /// `/v1/websocket/provisioning/` or without the slash.
     ProvisioningSocket(&'static str),
+    SetGcm,
+    DeleteGcm,
+    SetApn,
+    DeleteApn,
+    SetWebPush,
+    ActivateWebPush,
+    DeleteWebPush,
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -222,6 +229,42 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         Endpoint::WebSocket(path) | Endpoint::ProvisioningSocket(path) => bare("GET", path),
         Endpoint::RemoveDevice(id) => bare("DELETE", format!("/v1/devices/{id}")),
         Endpoint::RemoveOwnDevice => bare("DELETE", format!("/v1/devices/{own_device}")),
+        Endpoint::SetGcm => json(
+            "PUT",
+            "/v1/accounts/gcm/",
+            &serde_json::json!({"gcmRegistrationId": "fcm-token-of-the-matrix"}),
+        ),
+        Endpoint::DeleteGcm => bare("DELETE", "/v1/accounts/gcm/"),
+        Endpoint::SetApn => json(
+            "PUT",
+            "/v1/accounts/apn/",
+            &serde_json::json!({"apnRegistrationId": "ab".repeat(32)}),
+        ),
+        Endpoint::DeleteApn => bare("DELETE", "/v1/accounts/apn/"),
+        Endpoint::SetWebPush => {
+            let mut point = [5u8; 65];
+            point[0] = 4;
+            let b64 = |b: &[u8]| {
+                use base64::Engine;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+            };
+            // A public address literal: nothing is sent to it, and no name is resolved.
+            json(
+                "PUT",
+                "/v1/accounts/webpush/",
+                &serde_json::json!({
+                    "endpoint": "https://8.8.8.8/push/matrix",
+                    "publicKey": b64(&point),
+                    "auth": b64(&[6; 16]),
+                }),
+            )
+        }
+        Endpoint::ActivateWebPush => json(
+            "PUT",
+            "/v1/accounts/webpush/activate/",
+            &serde_json::json!({"activationToken": "00000000-0000-4000-8000-000000000000"}),
+        ),
+        Endpoint::DeleteWebPush => bare("DELETE", "/v1/accounts/webpush/"),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
     }
 }
