@@ -17,6 +17,7 @@ use crate::domain::keys::{
 };
 use crate::domain::keys::{KeyUpload, PreKey, check_key_list};
 use crate::domain::messages::{MessageType, OutgoingMessage, OutgoingMessages};
+use crate::domain::push::{PushRegistration, PushToken};
 use crate::service::accounts::Registration;
 use bytes::Bytes;
 
@@ -126,6 +127,51 @@ pub struct RegistrationRequestJson {
     pub aci_pq_last_resort_pre_key: SignedPreKeyJson,
     #[serde(default)]
     pub skip_device_transfer: bool,
+    /// The device's APNs token (then `fetchesMessages` must be false and no `gcmToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apn_token: Option<ApnTokenJson>,
+    /// The device's FCM token (then `fetchesMessages` must be false and no `apnToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcm_token: Option<GcmTokenJson>,
+}
+
+/// `"apnToken"` of a registration or link.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApnTokenJson {
+    #[serde(default)]
+    pub apn_registration_id: String,
+}
+
+/// `"gcmToken"` of a registration or link.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcmTokenJson {
+    #[serde(default)]
+    pub gcm_registration_id: String,
+}
+
+/// Signal's rule for a new device: exactly one way to learn of messages, a socket
+/// (`fetchesMessages`) or one push token (422 otherwise).
+fn delivery_channel(
+    fetches_messages: bool,
+    apn: Option<ApnTokenJson>,
+    gcm: Option<GcmTokenJson>,
+) -> Result<Option<PushRegistration>, DomainError> {
+    match (fetches_messages, apn, gcm) {
+        (true, None, None) => Ok(None),
+        (false, Some(apn), None) => Ok(Some(PushRegistration::Apns(PushToken::parse(
+            "apnToken.apnRegistrationId",
+            &apn.apn_registration_id,
+        )?))),
+        (false, None, Some(gcm)) => Ok(Some(PushRegistration::Fcm(PushToken::parse(
+            "gcmToken.gcmRegistrationId",
+            &gcm.gcm_registration_id,
+        )?))),
+        _ => Err(DomainError::unprocessable(
+            "exactly one of fetchesMessages, apnToken or gcmToken is required",
+        )),
+    }
 }
 
 impl TryFrom<RegistrationRequestJson> for Registration {
@@ -136,7 +182,13 @@ impl TryFrom<RegistrationRequestJson> for Registration {
             "aciIdentityKey",
             &decode_base64("aciIdentityKey", &json.aci_identity_key)?,
         )?;
+        let push = delivery_channel(
+            json.account_attributes.fetches_messages,
+            json.apn_token,
+            json.gcm_token,
+        )?;
         Ok(Registration {
+            push,
             signed_pre_key: json.aci_signed_pre_key.to_ec("aciSignedPreKey")?,
             pq_last_resort_pre_key: json
                 .aci_pq_last_resort_pre_key
@@ -368,13 +420,23 @@ pub struct LinkDeviceRequestJson {
     pub account_attributes: AccountAttributesJson,
     pub aci_signed_pre_key: SignedPreKeyJson,
     pub aci_pq_last_resort_pre_key: SignedPreKeyJson,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apn_token: Option<ApnTokenJson>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcm_token: Option<GcmTokenJson>,
 }
 
 impl TryFrom<LinkDeviceRequestJson> for crate::service::accounts::LinkRequest {
     type Error = DomainError;
 
     fn try_from(json: LinkDeviceRequestJson) -> Result<Self, DomainError> {
+        let push = delivery_channel(
+            json.account_attributes.fetches_messages,
+            json.apn_token,
+            json.gcm_token,
+        )?;
         Ok(Self {
+            push,
             signed_pre_key: json.aci_signed_pre_key.to_ec("aciSignedPreKey")?,
             pq_last_resort_pre_key: json
                 .aci_pq_last_resort_pre_key

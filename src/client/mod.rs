@@ -150,6 +150,8 @@ impl AccountKeys {
             aci_signed_pre_key: self.signed_pre_key_json(1),
             aci_pq_last_resort_pre_key: self.kem_pre_key_json(1),
             skip_device_transfer: true,
+            apn_token: None,
+            gcm_token: None,
         }
     }
 }
@@ -383,6 +385,8 @@ impl Client {
             account_attributes: attributes,
             aci_signed_pre_key: keys.signed_pre_key_json(2),
             aci_pq_last_resort_pre_key: keys.kem_pre_key_json(3),
+            apn_token: None,
+            gcm_token: None,
         };
         let response = self
             .http

@@ -164,6 +164,8 @@ pub struct NewAccount {
     pub primary: Device,
     pub signed_pre_key: SignedEcPreKey,
     pub pq_last_resort_pre_key: KemSignedPreKey,
+    /// The primary's push registration, when it registered with a token.
+    pub push: Option<super::push::PushRegistration>,
 }
 
 /// A device being linked: everything but its id, which the store picks.
@@ -175,6 +177,8 @@ pub struct NewDevice {
     pub last_seen_day_ms: i64,
     pub signed_pre_key: SignedEcPreKey,
     pub pq_last_resort_pre_key: KemSignedPreKey,
+    /// Its push registration, when it linked with a token.
+    pub push: Option<super::push::PushRegistration>,
 }
 
 /// The lowest device id not in `taken`, from 2 (the primary is 1).

@@ -13,6 +13,7 @@ use crate::domain::clock::now_ms;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::verify_device_keys;
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
+use crate::domain::push::PushRegistration;
 use crate::error::AppError;
 use crate::identity::{AuthenticatedDevice, PrimaryDevice};
 use crate::limits::{Limit, RateLimiter};
@@ -26,6 +27,8 @@ pub struct Registration {
     pub identity_key: IdentityKey,
     pub signed_pre_key: SignedEcPreKey,
     pub pq_last_resort_pre_key: KemSignedPreKey,
+    /// The primary's push token, stored with the account (PROTOCOL.md 11.1).
+    pub push: Option<PushRegistration>,
 }
 
 #[derive(Clone)]
@@ -56,6 +59,8 @@ pub struct LinkRequest {
     pub attributes: AccountAttributes,
     pub signed_pre_key: SignedEcPreKey,
     pub pq_last_resort_pre_key: KemSignedPreKey,
+    /// The new device's push token, stored with the device.
+    pub push: Option<PushRegistration>,
 }
 
 impl AccountService {
@@ -154,6 +159,7 @@ impl AccountService {
             last_seen_day_ms: day_of(now),
             signed_pre_key: request.signed_pre_key,
             pq_last_resort_pre_key: request.pq_last_resort_pre_key,
+            push: request.push,
         };
         match self.accounts.add_device(aci, &new, MAX_DEVICES).await? {
             DeviceAdded::Added(id) => Ok((aci, id)),
@@ -204,6 +210,7 @@ impl AccountService {
             },
             signed_pre_key: registration.signed_pre_key,
             pq_last_resort_pre_key: registration.pq_last_resort_pre_key,
+            push: registration.push,
         };
         self.accounts.create(&new).await?;
         self.metrics.registrations.inc();

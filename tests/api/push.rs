@@ -2,10 +2,15 @@
 //! endpoint stores, Signal's rules (an equal FCM token changes nothing, an APNs token is
 //! always rewritten, one kind at a time, `fetchesMessages` cleared), WebPush activation,
 //! 422 for anything malformed or aimed at a private address (unless allowed), and the
-//! `pushRegistration` limit. Who may call them is in the authorization matrix.
+//! `pushRegistration` limit; tokens at registration and linking, with Signal's "exactly one
+//! delivery channel" rule. Who may call them is in the authorization matrix.
 
 use base64::Engine;
-use sealpost::client::DeviceCredentials;
+use sealpost::api::entities::{ApnTokenJson, GcmTokenJson};
+use sealpost::client::{
+    AccountKeys, DeviceCredentials, basic_auth, default_attributes, random_password,
+};
+use sealpost::domain::ids::DeviceId;
 use sealpost::domain::push::{PushKind, PushRegistration};
 use sealpost::limits::Limit;
 use sealpost::storage::StoredPush;
@@ -316,7 +321,113 @@ async fn registrations_are_limited_per_device(backend: Backend) {
     );
 }
 
+async fn registration_and_linking_take_a_token_as_signal_clients_send_it(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let keys = AccountKeys::generate();
+    let mut attributes = default_attributes();
+    attributes.fetches_messages = false;
+    let mut request = keys.registration_request(attributes.clone());
+    request.gcm_token = Some(GcmTokenJson {
+        gcm_registration_id: "fcm-at-registration".into(),
+    });
+    let password = random_password();
+    let aci = app.client.register(&request, &password).await.unwrap().uuid;
+    let primary = DeviceCredentials {
+        aci,
+        device: DeviceId::PRIMARY,
+        password,
+    };
+    assert!(matches!(
+        stored(&app, &primary).await.map(|s| s.registration),
+        Some(PushRegistration::Fcm(t)) if t.as_str() == "fcm-at-registration"
+    ));
+    assert!(!fetches_messages(&app, &primary).await);
+
+    // A linked device brings an APNs token.
+    let code = app
+        .client
+        .link_code(&primary)
+        .await
+        .unwrap()
+        .verification_code;
+    let link = json!({
+        "verificationCode": code,
+        "accountAttributes": attributes,
+        "aciSignedPreKey": keys.signed_pre_key_json(2),
+        "aciPqLastResortPreKey": keys.kem_pre_key_json(3),
+        "apnToken": {"apnRegistrationId": "cd".repeat(32)},
+    });
+    let response = app
+        .client
+        .http()
+        .put(app.client.url("/v1/devices/link"))
+        .header("Authorization", basic_auth("", &random_password()))
+        .json(&link)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let linked = DeviceCredentials {
+        aci,
+        device: DeviceId::new(2).unwrap(),
+        password: String::new(),
+    };
+    assert_eq!(
+        stored(&app, &linked).await.unwrap().registration.kind(),
+        PushKind::Apns
+    );
+}
+
+async fn a_new_device_needs_exactly_one_delivery_channel(backend: Backend) {
+    let (app, _stores) = app(backend).await;
+    let keys = AccountKeys::generate();
+    let token = || {
+        Some(GcmTokenJson {
+            gcm_registration_id: "t".into(),
+        })
+    };
+    let apn = || {
+        Some(ApnTokenJson {
+            apn_registration_id: "ab".into(),
+        })
+    };
+    let empty = || {
+        Some(GcmTokenJson {
+            gcm_registration_id: String::new(),
+        })
+    };
+    // (fetchesMessages, apnToken, gcmToken)
+    let refused = [
+        (false, None, None),
+        (true, None, token()),
+        (true, apn(), None),
+        (false, apn(), token()),
+        (false, None, empty()),
+    ];
+    for (fetches, apn_token, gcm_token) in refused {
+        let mut attributes = default_attributes();
+        attributes.fetches_messages = fetches;
+        let mut request = keys.registration_request(attributes);
+        request.apn_token = apn_token.clone();
+        request.gcm_token = gcm_token.clone();
+        let status = app
+            .client
+            .http()
+            .post(app.client.url("/v1/registration"))
+            .header("Authorization", basic_auth("", &random_password()))
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert_eq!(status, 422, "{fetches} {apn_token:?} {gcm_token:?}");
+    }
+}
+
 on_both_backends!(
+    registration_and_linking_take_a_token_as_signal_clients_send_it,
+    a_new_device_needs_exactly_one_delivery_channel,
     tokens_follow_signals_rules,
     a_webpush_subscription_waits_for_its_activation,
     malformed_or_private_registrations_are_422_and_change_nothing,

@@ -37,6 +37,7 @@ fn new_device(registration_id: u16) -> NewDevice {
         last_seen_day_ms: day_of(1_700_000_000_000),
         signed_pre_key: keys.signed_pre_key_json(21).to_ec("k").unwrap(),
         pq_last_resort_pre_key: keys.kem_pre_key_json(22).to_kem("k").unwrap(),
+        push: None,
     }
 }
 

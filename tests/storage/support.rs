@@ -73,6 +73,7 @@ pub(crate) fn new_account() -> NewAccount {
         },
         signed_pre_key: signed,
         pq_last_resort_pre_key: kem,
+        push: None,
     }
 }
 

@@ -95,6 +95,7 @@ mod tests {
             },
             signed_pre_key: keys.signed_pre_key_json(1).to_ec("k").unwrap(),
             pq_last_resort_pre_key: keys.kem_pre_key_json(2).to_kem("k").unwrap(),
+            push: None,
         }
     }
 

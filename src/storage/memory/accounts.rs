@@ -85,7 +85,10 @@ impl AccountStore for MemoryAccountStore {
                 signed_pre_key: Some(new.signed_pre_key.clone()),
                 pq_last_resort_pre_key: Some(new.pq_last_resort_pre_key.clone()),
                 one_time: OneTimeKeys::default(),
-                push: None,
+                push: new.push.clone().map(|registration| StoredPush {
+                    registration,
+                    updated_ms: new.primary.created_ms,
+                }),
             },
         );
         accounts.insert(
@@ -169,7 +172,10 @@ impl AccountStore for MemoryAccountStore {
                 signed_pre_key: Some(new.signed_pre_key.clone()),
                 pq_last_resort_pre_key: Some(new.pq_last_resort_pre_key.clone()),
                 one_time: OneTimeKeys::default(),
-                push: None,
+                push: new.push.clone().map(|registration| StoredPush {
+                    registration,
+                    updated_ms: new.created_ms,
+                }),
             },
         );
         Ok(DeviceAdded::Added(id))

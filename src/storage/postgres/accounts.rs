@@ -125,6 +125,10 @@ impl AccountStore for PgStore {
             &new.pq_last_resort_pre_key,
         )
         .await?;
+        if let Some(push) = &new.push {
+            let (aci, id) = (new.account.aci, new.primary.id);
+            super::push::insert_in(&tx, aci, id, push, new.primary.created_ms).await?;
+        }
         tx.commit().await.map_err(pg_error)
     }
 
@@ -292,6 +296,9 @@ impl AccountStore for PgStore {
             &new.pq_last_resort_pre_key,
         )
         .await?;
+        if let Some(push) = &new.push {
+            super::push::insert_in(&tx, aci, id, push, new.created_ms).await?;
+        }
         tx.commit().await.map_err(pg_error)?;
         Ok(DeviceAdded::Added(id))
     }

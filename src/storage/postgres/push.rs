@@ -77,6 +77,37 @@ fn read(row: &Row) -> StorageResult<StoredPush> {
     })
 }
 
+/// Stores a new device's registration inside the transaction that creates the device.
+pub(super) async fn insert_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    aci: Aci,
+    id: DeviceId,
+    registration: &PushRegistration,
+    now_ms: i64,
+) -> StorageResult<()> {
+    let (kind, token, endpoint, public_key, auth, activation, active) = columns(registration);
+    tx.execute(
+        "INSERT INTO push_registrations \
+         (aci, device_id, kind, token, endpoint, public_key, auth, activation, active, \
+          updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &aci.uuid(),
+            &i16::from(id.get()),
+            &kind,
+            &token,
+            &endpoint,
+            &public_key,
+            &auth,
+            &activation,
+            &active,
+            &now_ms,
+        ],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
 #[async_trait]
 impl PushStore for PgStore {
     async fn set_push(

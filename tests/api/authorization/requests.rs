@@ -127,6 +127,8 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
                 account_attributes: default_attributes(),
                 aci_signed_pre_key: alice.keys.signed_pre_key_json(7),
                 aci_pq_last_resort_pre_key: alice.keys.kem_pre_key_json(8),
+                apn_token: None,
+                gcm_token: None,
             },
         ),
         Endpoint::Provision => json(
