@@ -207,9 +207,9 @@ fn unauthorized(id: Option<u64>) -> WebSocketResponseMessage {
 mod tests {
     /// Every idle socket holds this task: it must stay small (docs/operations.md, "Memory
     /// per idle socket"). The handlers it awaits are boxed; were one inlined again (or the
-    /// connection stored twice), the task would grow past 2 KiB. At 1,240 bytes (debug) it
-    /// already cost 0.4 KiB more per idle socket than at 1,120 (`connections`, jemalloc's
-    /// next size class): hence the bound.
+    /// connection stored twice), the task would grow past 2 KiB. The bound sits just above
+    /// today's 1,128 bytes (debug): growth shows here first, and `connections` then says
+    /// what it costs (loadtests/RESULTS.md, "Issue 15").
     #[test]
     fn the_socket_task_stays_small() {
         fn output_size<F, A, B, C, D, R>(_: F) -> usize
