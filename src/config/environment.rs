@@ -11,6 +11,23 @@ fn var(env: &impl Fn(&str) -> Option<String>, name: &str) -> Option<String> {
     env(name).filter(|v| !v.trim().is_empty())
 }
 
+/// A switch: `on` or `off`.
+fn on_off_var(
+    env: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> Result<Option<bool>, ConfigError> {
+    match var(env, name) {
+        None => Ok(None),
+        Some(v) => match v.trim() {
+            "on" => Ok(Some(true)),
+            "off" => Ok(Some(false)),
+            other => Err(ConfigError::new(format!(
+                "{name}={other:?}: expected \"on\" or \"off\""
+            ))),
+        },
+    }
+}
+
 fn parse_var<T: std::str::FromStr>(
     env: &impl Fn(&str) -> Option<String>,
     name: &str,
@@ -48,27 +65,11 @@ pub(super) fn overlay_env(
     if let Some(v) = var(env, "SEALPOST_CERTIFICATE_DIR") {
         raw.certificate_dir = Some(PathBuf::from(v));
     }
-    if let Some(v) = var(env, "SEALPOST_RATE_LIMITS") {
-        raw.rate_limits.enabled = Some(match v.trim() {
-            "on" => true,
-            "off" => false,
-            other => {
-                return Err(ConfigError::new(format!(
-                    "SEALPOST_RATE_LIMITS={other:?}: expected \"on\" or \"off\""
-                )));
-            }
-        });
+    if let Some(v) = on_off_var(env, "SEALPOST_RATE_LIMITS")? {
+        raw.rate_limits.enabled = Some(v);
     }
-    if let Some(v) = var(env, "SEALPOST_WEBPUSH_ALLOW_PRIVATE") {
-        raw.webpush_allow_private = Some(match v.trim() {
-            "on" => true,
-            "off" => false,
-            other => {
-                return Err(ConfigError::new(format!(
-                    "SEALPOST_WEBPUSH_ALLOW_PRIVATE={other:?}: expected \"on\" or \"off\""
-                )));
-            }
-        });
+    if let Some(v) = on_off_var(env, "SEALPOST_WEBPUSH_ALLOW_PRIVATE")? {
+        raw.webpush_allow_private = Some(v);
     }
     if let Some(v) = parse_var(env, "SEALPOST_DATABASE_POOL_SIZE", "a whole number")? {
         raw.database_pool_size = Some(v);

@@ -265,6 +265,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("expected \"on\" or \"off\""), "{err}");
+        let err = Config::load_with(None, env(&[("SEALPOST_WEBPUSH_ALLOW_PRIVATE", "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SEALPOST_WEBPUSH_ALLOW_PRIVATE"), "{err}");
+        let allowed =
+            Config::load_with(None, env(&[("SEALPOST_WEBPUSH_ALLOW_PRIVATE", "on")])).unwrap();
+        assert!(allowed.webpush_allow_private);
         let err = Config::load_with(None, env(&[("SEALPOST_LISTEN", "nowhere")]))
             .unwrap_err()
             .to_string();
