@@ -18,6 +18,7 @@ pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod proto;
+pub mod push;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["metrics", "descriptors", "certificates", "identity"],
     &["storage"],
-    &["limits", "delivery"],
+    &["limits", "delivery", "push"],
     &["error", "config"],
     &["telemetry", "auth"],
     &["service"],
@@ -54,6 +54,11 @@ const NEVER: &[(&str, &[&str])] = &[
         &["api", "ws", "service", "auth", "limits", "state"],
     ),
     ("service", &["api", "ws", "state"]),
+    // A push sender knows its provider and nothing of requests, accounts or schedules.
+    (
+        "push",
+        &["storage", "service", "auth", "config", "state", "ws", "api"],
+    ),
     // Who a request acts as is plain data: no authentication, services or HTTP state.
     ("identity", &["auth", "service", "state", "ws", "api"]),
 ];
