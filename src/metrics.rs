@@ -85,6 +85,22 @@ pub struct Inner {
     /// Account and device-list reads: `result` hit, miss (read and cached) or bypass (read
     /// without caching: the cache is off, or the account is unknown).
     pub account_cache_lookups: IntCounterVec,
+    /// Pushes a provider accepted, by `provider` and `kind` (urgent, background, activation).
+    pub push_sent: IntCounterVec,
+    /// Pushes that failed for good (after retries), by `provider` and `kind`.
+    pub push_failed: IntCounterVec,
+    /// Pushes whose token or subscription the provider no longer knows, by `provider`.
+    pub push_unregistered: IntCounterVec,
+    /// Attempts retried after a 5xx, a 429 or a connection failure, by `provider`.
+    pub push_retries: IntCounterVec,
+    /// Wake-ups not sent, by `reason` (no_registration, not_configured, not_activated).
+    pub push_skipped: IntCounterVec,
+    /// Wake-ups scheduled for later, by `kind` (background, delayed, idle).
+    pub push_scheduled: IntCounterVec,
+    /// Devices whose scheduled wake-ups were cancelled because their socket started draining.
+    pub push_cancelled: IntCounter,
+    /// Time from a push request's start to the provider's answer, by `provider`.
+    pub push_duration: HistogramVec,
 }
 
 impl std::ops::Deref for Metrics {
@@ -115,6 +131,10 @@ const PUBSUB_EVENTS: [&str; 6] = [
     "malformed",
 ];
 const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
+const PUSH_PROVIDERS: [&str; 3] = ["fcm", "apns", "webpush"];
+const PUSH_KINDS: [&str; 3] = ["urgent", "background", "activation"];
+const PUSH_SKIPS: [&str; 3] = ["no_registration", "not_configured", "not_activated"];
+const PUSH_SCHEDULES: [&str; 3] = ["background", "delayed", "idle"];
 pub const CLOSE_CODES: [&str; 11] = [
     "1000", "1001", "1002", "1005", "1007", "1008", "1009", "1011", "4401", "4409", "other",
 ];
@@ -171,6 +191,19 @@ impl Metrics {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ]),
                 &["route", "method"],
+            )
+            .expect("valid metric"),
+        );
+        let push_duration = b.add(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sealpost_push_request_duration_seconds",
+                    "Push request latency (one attempt) by provider",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["provider"],
             )
             .expect("valid metric"),
         );
@@ -346,6 +379,41 @@ impl Metrics {
                 "Account and device-list reads by account-cache result",
                 &["result"],
             ),
+            push_sent: b.counters(
+                "sealpost_push_sent_total",
+                "Pushes a provider accepted, by provider and kind",
+                &["provider", "kind"],
+            ),
+            push_failed: b.counters(
+                "sealpost_push_failed_total",
+                "Pushes that failed after their retries, by provider and kind",
+                &["provider", "kind"],
+            ),
+            push_unregistered: b.counters(
+                "sealpost_push_unregistered_total",
+                "Pushes refused because the provider no longer knows the token, by provider",
+                &["provider"],
+            ),
+            push_retries: b.counters(
+                "sealpost_push_retries_total",
+                "Push attempts retried (5xx, 429, connection failures), by provider",
+                &["provider"],
+            ),
+            push_skipped: b.counters(
+                "sealpost_push_skipped_total",
+                "Wake-ups not sent, by reason",
+                &["reason"],
+            ),
+            push_scheduled: b.counters(
+                "sealpost_push_scheduled_total",
+                "Wake-ups scheduled for later, by kind",
+                &["kind"],
+            ),
+            push_cancelled: b.counter(
+                "sealpost_push_cancelled_total",
+                "Devices whose scheduled wake-ups were cancelled as their socket began draining",
+            ),
+            push_duration,
             registry: b.0.clone(),
         };
         let build_info = b.gauges(
@@ -419,6 +487,20 @@ impl Inner {
         }
         for result in CACHE_RESULTS {
             self.account_cache_lookups.with_label_values(&[result]);
+        }
+        for provider in PUSH_PROVIDERS {
+            for kind in PUSH_KINDS {
+                self.push_sent.with_label_values(&[provider, kind]);
+                self.push_failed.with_label_values(&[provider, kind]);
+            }
+            self.push_unregistered.with_label_values(&[provider]);
+            self.push_retries.with_label_values(&[provider]);
+        }
+        for reason in PUSH_SKIPS {
+            self.push_skipped.with_label_values(&[reason]);
+        }
+        for kind in PUSH_SCHEDULES {
+            self.push_scheduled.with_label_values(&[kind]);
         }
     }
 }

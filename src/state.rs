@@ -16,6 +16,7 @@ use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
 use crate::service::push::PushService;
+use crate::service::wakeups::WakeupService;
 use crate::storage::Stores;
 
 pub struct AppState {
@@ -30,6 +31,8 @@ pub struct AppState {
     pub presence: PresenceService,
     /// Push registrations (tokens and WebPush subscriptions).
     pub push: PushService,
+    /// When sleeping devices are woken, and the worker sending what is scheduled.
+    pub wakeups: WakeupService,
     pub metrics: Metrics,
     pub readiness: Readiness,
     /// This pod's authenticated sockets.

@@ -87,6 +87,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             .json_limit(push::PUSH_JSON_LIMIT)
             .put(push::set_webpush)
             .delete(push::delete_webpush),
+        Endpoint::new("/v1/webpush/vapid").get(push::vapid_key),
         Endpoint::new("/v1/devices").get(devices::list),
         // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
         Endpoint::new("/v1/devices/provisioning/code").get(devices::link_code),

@@ -44,6 +44,7 @@ use super::{accounts, devices, entities, keys, messages, profiles, push};
         push::set_webpush,
         push::activate_webpush,
         push::delete_webpush,
+        push::vapid_key,
         crate::ws::upgrade,
         crate::ws::provisioning::upgrade,
     ),

@@ -3,13 +3,13 @@
 //! token or subscription is a 422, as in Signal.
 
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::push::{PushKind, PushToken, WebPushSubscription};
 use crate::error::AppError;
-use crate::identity::AuthenticatedDevice;
+use crate::identity::{AuthenticatedDevice, ClientAddr};
 use crate::state::AppState;
 
 /// Largest push registration body (a subscription's endpoint is at most 2 KiB).
@@ -155,7 +155,7 @@ pub async fn delete_apn(
         (status = 401, description = "Missing or invalid credentials", body = crate::error::ErrorJson),
         (status = 413, description = "Body too large", body = crate::error::ErrorJson),
         (status = 422, description = "Missing or malformed field, not https, or an endpoint on a loopback, private or link-local address", body = crate::error::ErrorJson),
-        (status = 429, description = "Rate limited (pushRegistration)", body = crate::error::ErrorJson),
+        (status = 429, description = "Rate limited (webPushSet)", body = crate::error::ErrorJson),
     ))]
 pub async fn set_webpush(
     state: web::Data<AppState>,
@@ -180,7 +180,7 @@ pub async fn set_webpush(
         (status = 204, description = "Done (activated only if the token matched)"),
         (status = 400, description = "Not JSON", body = crate::error::ErrorJson),
         (status = 401, description = "Missing or invalid credentials", body = crate::error::ErrorJson),
-        (status = 429, description = "Rate limited (pushRegistration)", body = crate::error::ErrorJson),
+        (status = 429, description = "Rate limited (webPushSet)", body = crate::error::ErrorJson),
     ))]
 pub async fn activate_webpush(
     state: web::Data<AppState>,
@@ -202,7 +202,7 @@ pub async fn activate_webpush(
     responses(
         (status = 204, description = "Removed (or there was none)"),
         (status = 401, description = "Missing or invalid credentials", body = crate::error::ErrorJson),
-        (status = 429, description = "Rate limited (pushRegistration)", body = crate::error::ErrorJson),
+        (status = 429, description = "Rate limited (webPushSet)", body = crate::error::ErrorJson),
     ))]
 pub async fn delete_webpush(
     state: web::Data<AppState>,
@@ -210,4 +210,27 @@ pub async fn delete_webpush(
 ) -> Result<HttpResponse, AppError> {
     state.push.clear(caller, PushKind::WebPush).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/v1/webpush/vapid", tag = "push",
+    summary = "The VAPID public key WebPush subscriptions must be made for (sealpost)",
+    responses(
+        (status = 200, description = "The key: url-safe base64 without padding of the 65-byte uncompressed P-256 point", body = VapidKeyJson),
+        (status = 429, description = "Rate limited (webPushVapid, per client address)", body = crate::error::ErrorJson),
+    ))]
+pub async fn vapid_key(
+    state: web::Data<AppState>,
+    client: ClientAddr,
+) -> Result<HttpResponse, AppError> {
+    let key = state.push.vapid_public_key(client.0).await?;
+    Ok(HttpResponse::Ok().json(VapidKeyJson {
+        public_key: key.to_string(),
+    }))
+}
+
+/// `{"publicKey": ...}`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VapidKeyJson {
+    pub public_key: String,
 }

@@ -128,6 +128,9 @@ pub(super) fn overlay_env(
     if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
         raw.trust_forwarded_for = Some(v);
     }
+    super::push::overlay_env(&mut raw.push, &|name| var(env, name), &|name| {
+        on_off_var(env, name)
+    })?;
     if let Some(v) = var(env, "SEALPOST_LOG_FORMAT") {
         raw.log_format = Some(match v.trim() {
             "text" => LogFormat::Text,

@@ -37,6 +37,8 @@ pub(super) struct FileConfig {
     pub(super) max_connections_per_client: Option<usize>,
     #[serde(default)]
     pub(super) rate_limits: FileRateLimits,
+    #[serde(default)]
+    pub(super) push: super::push::FilePush,
 }
 
 // No `deny_unknown_fields` here: serde does not support it with `flatten`; unknown limit

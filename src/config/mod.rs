@@ -15,10 +15,14 @@ use crate::limits::Limit;
 
 mod environment;
 mod file;
+mod push;
 mod secret;
 mod validate;
 
+pub use push::{ApnsConfig, DEFAULT_VAPID_SUBJECT, PushConfig};
 pub use secret::SecretUrl;
+
+pub use crate::domain::clock::Clock;
 
 use file::FileConfig;
 
@@ -67,6 +71,10 @@ pub struct Config {
     /// Accept WebPush endpoints that resolve to loopback, private or link-local addresses
     /// (a push distributor on the LAN); off by default (PROTOCOL.md 11.8).
     pub webpush_allow_private: bool,
+    /// Push providers and their credentials.
+    pub push: PushConfig,
+    /// The wall clock wake-up schedules read (PROTOCOL.md 11.4); tests move it forward.
+    pub clock: Clock,
     pub log_format: LogFormat,
     /// How long a device's queue lives after its last insert.
     pub queue_ttl: Duration,
@@ -175,6 +183,8 @@ impl Config {
             shutdown_timeout: Duration::from_secs(5),
             trust_forwarded_for: false,
             webpush_allow_private: false,
+            push: PushConfig::default(),
+            clock: Clock::default(),
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,
             queue_max_messages: DEFAULT_QUEUE_MAX_MESSAGES,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::Clock;
 use super::file::FileConfig;
 use super::{
     Config, ConfigError, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_WEBSOCKETS,
@@ -158,6 +159,8 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(30)),
         trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
         webpush_allow_private: raw.webpush_allow_private.unwrap_or(false),
+        push: super::push::validate(raw.push)?,
+        clock: Clock::default(),
         log_format: raw.log_format.unwrap_or(LogFormat::Text),
         queue_ttl: raw
             .queue_ttl_secs

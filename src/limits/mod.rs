@@ -43,13 +43,19 @@ pub enum Limit {
     AllocateDevice,
     VerifyDevice,
     AuthFailures,
-    /// Registering or removing a push token or WebPush subscription, per device (sealpost's;
-    /// Signal limits none of 11.1's endpoints, its WebPush fork has a `setWebPush` limiter).
+    /// Registering or removing an FCM or APNs token, per device (sealpost's; Signal limits
+    /// none of 11.1's endpoints).
     PushRegistration,
+    /// Subscribing, activating or removing a WebPush subscription, per device (PROTOCOL.md
+    /// "9 (additions)": `webPushSet`, 10 per minute).
+    WebPushSet,
+    /// Reading the VAPID public key, per client address (sealpost's: the one push endpoint
+    /// without authentication).
+    WebPushVapid,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 10] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -58,6 +64,8 @@ impl Limit {
         Limit::VerifyDevice,
         Limit::AuthFailures,
         Limit::PushRegistration,
+        Limit::WebPushSet,
+        Limit::WebPushVapid,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -71,6 +79,8 @@ impl Limit {
             Limit::VerifyDevice => "verifyDevice",
             Limit::AuthFailures => "authFailures",
             Limit::PushRegistration => "pushRegistration",
+            Limit::WebPushSet => "webPushSet",
+            Limit::WebPushVapid => "webPushVapid",
         }
     }
 
@@ -88,6 +98,8 @@ impl Limit {
             Limit::VerifyDevice => (6, 120_000.0),
             Limit::AuthFailures => (20, 60_000.0),
             Limit::PushRegistration => (10, 60_000.0),
+            Limit::WebPushSet => (10, 60_000.0),
+            Limit::WebPushVapid => (100, 1_000.0),
         };
         BucketSpec {
             bucket_size,
@@ -100,7 +112,7 @@ impl Limit {
 #[derive(Clone)]
 pub struct RateLimiter {
     enabled: bool,
-    specs: Arc<[BucketSpec; 8]>,
+    specs: Arc<[BucketSpec; Limit::ALL.len()]>,
     store: Arc<dyn RateLimitStore>,
     metrics: Metrics,
     /// Keys the hash that stands for a client address in bucket names.

@@ -12,13 +12,17 @@ pub struct HttpOptions {
     /// PEM certificates (`SEALPOST_PUSH_CA_FILE`): a push distributor with its own CA, or a
     /// test's provider.
     pub extra_roots_pem: Option<Vec<u8>>,
+    /// How long one request may take; `None` is [`REQUEST_TIMEOUT`] (a test waits less for
+    /// a provider that never answers).
+    pub request_timeout: Option<Duration>,
 }
 
 /// A client for one provider.
 pub fn client(options: &HttpOptions) -> anyhow::Result<reqwest::ClientBuilder> {
+    let timeout = options.request_timeout.unwrap_or(REQUEST_TIMEOUT);
     let mut builder = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
+        .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("sealpost/", env!("CARGO_PKG_VERSION")));

@@ -4,6 +4,9 @@
 //! wake-up carries is `domain::push::payloads`; when one is sent is `service::wakeups`.
 
 pub mod http;
+pub mod senders;
+mod vapid;
+pub mod webpush;
 
 use std::time::Duration;
 
@@ -75,4 +78,14 @@ pub enum Outcome {
 #[async_trait]
 pub trait TokenSender: Send + Sync {
     async fn send(&self, token: &str, notification: Notification) -> Outcome;
+}
+
+/// WebPush's sender: it needs the whole subscription (endpoint, keys, whether activated).
+#[async_trait]
+pub trait SubscriptionSender: Send + Sync {
+    async fn send(
+        &self,
+        registration: &crate::domain::push::WebPushRegistration,
+        notification: Notification,
+    ) -> Outcome;
 }

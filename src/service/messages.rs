@@ -30,6 +30,8 @@ use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
 use crate::storage::{AccountStore, Inserted, MessageStore};
 
+use super::wakeups::WakeupService;
+
 /// One queue insert of a send: where it went and what the store did.
 type QueueInsert = (Aci, DeviceId, Uuid, Inserted);
 
@@ -48,6 +50,19 @@ pub struct MessageService {
     notifier: Arc<dyn Notifier>,
     limiter: RateLimiter,
     metrics: Metrics,
+    /// Pushes for devices no pod holds a socket for.
+    wakeups: WakeupService,
+}
+
+/// How a queued envelope wakes its device.
+#[derive(Clone, Copy)]
+struct Wake<'a> {
+    /// Dropped again when no socket heard of it; never pushed.
+    ephemeral: bool,
+    /// An urgent push at once, else a coalesced background one.
+    urgent: bool,
+    /// The `messages_sent` label.
+    kind: &'a str,
 }
 
 impl MessageService {
@@ -57,6 +72,7 @@ impl MessageService {
         notifier: Arc<dyn Notifier>,
         limiter: RateLimiter,
         metrics: Metrics,
+        wakeups: WakeupService,
     ) -> Self {
         Self {
             accounts,
@@ -64,6 +80,7 @@ impl MessageService {
             notifier,
             limiter,
             metrics,
+            wakeups,
         }
     }
 
@@ -175,7 +192,12 @@ impl MessageService {
         });
         let queued = try_join_all(inserts).await?;
         self.all_or_nothing(&queued).await?;
-        self.wake_all(&queued, outgoing.online, kind).await?;
+        let wake = Wake {
+            ephemeral: outgoing.online,
+            urgent: outgoing.urgent,
+            kind,
+        };
+        self.wake_all(&queued, wake).await?;
         Ok(needs_sync)
     }
 
@@ -200,15 +222,10 @@ impl MessageService {
     }
 
     /// Wakes the sockets of every device a send queued for.
-    async fn wake_all(
-        &self,
-        queued: &[QueueInsert],
-        ephemeral: bool,
-        kind: &str,
-    ) -> Result<(), AppError> {
+    async fn wake_all(&self, queued: &[QueueInsert], wake: Wake<'_>) -> Result<(), AppError> {
         let wakes = queued
             .iter()
-            .map(|(aci, device, guid, _)| self.wake(*aci, *device, *guid, ephemeral, kind));
+            .map(|(aci, device, guid, _)| self.wake(*aci, *device, *guid, wake));
         try_join_all(wakes).await?;
         Ok(())
     }
@@ -343,22 +360,32 @@ impl MessageService {
             self.messages.delete_shared(shared_id).await?;
             return Err(refused);
         }
-        self.wake_all(&queued, options.online, kind).await?;
+        let wake = Wake {
+            ephemeral: options.online,
+            urgent: options.urgent,
+            kind,
+        };
+        self.wake_all(&queued, wake).await?;
         self.metrics.multi_recipient_sends.inc();
         self.metrics.multi_recipient_devices.observe(total as f64);
         Ok(())
     }
 
-    /// Wakes the device's socket after a queue insert; takes an ephemeral envelope back out
-    /// when no socket heard about it.
+    /// Wakes the device's socket after a queue insert; when no pod holds one, takes an
+    /// ephemeral envelope back out, and pushes for any other (PROTOCOL.md 11.4 step 1; the
+    /// push goes on a task of its own, never delaying the send).
     async fn wake(
         &self,
         aci: Aci,
         device: DeviceId,
         guid: Uuid,
-        ephemeral: bool,
-        kind: &str,
+        wake: Wake<'_>,
     ) -> Result<(), AppError> {
+        let Wake {
+            ephemeral,
+            urgent,
+            kind,
+        } = wake;
         let online = match self
             .notifier
             .publish(aci, device, DeviceEvent::MessageAvailable)
@@ -371,8 +398,12 @@ impl MessageService {
                 false
             }
         };
-        if ephemeral && !online {
-            self.messages.remove(aci, device, guid).await?;
+        if !online {
+            if ephemeral {
+                self.messages.remove(aci, device, guid).await?;
+            } else {
+                self.wakeups.message_queued(aci, device, urgent);
+            }
         }
         self.metrics
             .messages_sent
@@ -389,14 +420,11 @@ impl MessageService {
         device: DeviceId,
         guid: Uuid,
         envelope: Bytes,
-        ephemeral: bool,
-        kind: &str,
+        wake: Wake<'_>,
     ) -> Result<(), AppError> {
         match self.messages.insert(aci, device, guid, envelope).await? {
             Inserted::Full => Ok(()),
-            Inserted::Queued | Inserted::Duplicate => {
-                self.wake(aci, device, guid, ephemeral, kind).await
-            }
+            Inserted::Queued | Inserted::Duplicate => self.wake(aci, device, guid, wake).await,
         }
     }
 
@@ -448,8 +476,12 @@ impl MessageService {
                         device.id,
                         guid,
                         Bytes::from(receipt.encode_to_vec()),
-                        false,
-                        "receipt",
+                        // A receipt is never urgent: at most a background push.
+                        Wake {
+                            ephemeral: false,
+                            urgent: false,
+                            kind: "receipt",
+                        },
                     )
                 })
             });

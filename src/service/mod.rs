@@ -8,3 +8,4 @@ pub mod messages;
 pub mod presence;
 pub mod profiles;
 pub mod push;
+pub mod wakeups;

@@ -3,7 +3,8 @@
 //! "token updated" time), any registration replaces the other kinds and clears the device's
 //! `fetchesMessages`; a WebPush subscription is stored inactive with a fresh activation
 //! token, and its endpoint must not resolve to a loopback, private or link-local address
-//! unless the operator allows it. Sending the wake-ups is not here.
+//! unless the operator allows it; its activation push goes out right after it is stored.
+//! When wake-ups are sent is `wakeups`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
 use crate::storage::{AccountStore, PushStore};
 
+use super::wakeups::WakeupService;
+
 /// How long resolving a WebPush endpoint's host may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -31,20 +34,30 @@ pub struct PushService {
     limiter: RateLimiter,
     /// `SEALPOST_WEBPUSH_ALLOW_PRIVATE`: endpoints on the LAN are accepted.
     allow_private: bool,
+    wakeups: WakeupService,
+    /// The VAPID public key, url-nopad.
+    vapid_public_key: Arc<str>,
+}
+
+/// What [`PushService`] is made of.
+pub struct PushParts {
+    pub accounts: Arc<dyn AccountStore>,
+    pub push: Arc<dyn PushStore>,
+    pub limiter: RateLimiter,
+    pub allow_private: bool,
+    pub wakeups: WakeupService,
+    pub vapid_public_key: String,
 }
 
 impl PushService {
-    pub fn new(
-        accounts: Arc<dyn AccountStore>,
-        push: Arc<dyn PushStore>,
-        limiter: RateLimiter,
-        allow_private: bool,
-    ) -> Self {
+    pub fn new(parts: PushParts) -> Self {
         Self {
-            accounts,
-            push,
-            limiter,
-            allow_private,
+            accounts: parts.accounts,
+            push: parts.push,
+            limiter: parts.limiter,
+            allow_private: parts.allow_private,
+            wakeups: parts.wakeups,
+            vapid_public_key: parts.vapid_public_key.into(),
         }
     }
 
@@ -54,7 +67,7 @@ impl PushService {
         caller: AuthenticatedDevice,
         token: PushToken,
     ) -> Result<(), AppError> {
-        self.limit(caller).await?;
+        self.limit(caller, Limit::PushRegistration).await?;
         let registration = PushRegistration::Fcm(token);
         if self.current(caller).await? == Some(registration.clone()) {
             return Ok(());
@@ -68,7 +81,7 @@ impl PushService {
         caller: AuthenticatedDevice,
         token: PushToken,
     ) -> Result<(), AppError> {
-        self.limit(caller).await?;
+        self.limit(caller, Limit::PushRegistration).await?;
         self.register(caller, &PushRegistration::Apns(token)).await
     }
 
@@ -79,7 +92,7 @@ impl PushService {
         caller: AuthenticatedDevice,
         subscription: WebPushSubscription,
     ) -> Result<(), AppError> {
-        self.limit(caller).await?;
+        self.limit(caller, Limit::WebPushSet).await?;
         if !self.allow_private {
             check_public(&subscription).await?;
         }
@@ -94,7 +107,9 @@ impl PushService {
             activation: Uuid::new_v4(),
             active: false,
         });
-        self.register(caller, &registration).await
+        self.register(caller, &registration).await?;
+        self.wakeups.webpush_subscribed(caller.aci, caller.device);
+        Ok(())
     }
 
     /// `PUT /v1/accounts/webpush/activate/`: 204 whether or not the token matched.
@@ -103,7 +118,7 @@ impl PushService {
         caller: AuthenticatedDevice,
         token: Option<Uuid>,
     ) -> Result<(), AppError> {
-        self.limit(caller).await?;
+        self.limit(caller, Limit::WebPushSet).await?;
         if let Some(token) = token {
             self.push
                 .activate_webpush(caller.aci, caller.device, token)
@@ -115,7 +130,11 @@ impl PushService {
     /// `DELETE /v1/accounts/{gcm,apn,webpush}/`: only that kind goes; the device no longer
     /// fetches its messages either (as Signal's DELETE does).
     pub async fn clear(&self, caller: AuthenticatedDevice, kind: PushKind) -> Result<(), AppError> {
-        self.limit(caller).await?;
+        let limit = match kind {
+            PushKind::WebPush => Limit::WebPushSet,
+            PushKind::Fcm | PushKind::Apns => Limit::PushRegistration,
+        };
+        self.limit(caller, limit).await?;
         self.push
             .clear_push(caller.aci, caller.device, kind)
             .await?;
@@ -125,9 +144,18 @@ impl PushService {
         Ok(())
     }
 
-    async fn limit(&self, caller: AuthenticatedDevice) -> Result<(), AppError> {
+    async fn limit(&self, caller: AuthenticatedDevice, limit: Limit) -> Result<(), AppError> {
         let key = format!("{}.{}", caller.aci, caller.device.get());
-        Ok(self.limiter.check(Limit::PushRegistration, &key).await?)
+        Ok(self.limiter.check(limit, &key).await?)
+    }
+
+    /// `GET /v1/webpush/vapid`: the key WebPush subscriptions must be made for (url-nopad,
+    /// 65 bytes), limited per client address.
+    pub async fn vapid_public_key(&self, client: IpAddr) -> Result<Arc<str>, AppError> {
+        self.limiter
+            .check(Limit::WebPushVapid, &self.limiter.address_key(client))
+            .await?;
+        Ok(self.vapid_public_key.clone())
     }
 
     async fn current(

@@ -1,6 +1,6 @@
 //! Storage traits, one small trait per area, and their backends: `postgres` (accounts,
-//! devices, keys, server secrets), `redis` (queues, rate-limit buckets, link codes) and
-//! `memory` (the embedded mode). Storage never sees HTTP types; a failure is an error, never "not found".
+//! devices, keys, server secrets, push registrations), `redis` (queues, rate-limit buckets,
+//! link codes, scheduled wake-ups) and `memory` (the embedded mode). Storage never sees HTTP types; a failure is an error, never "not found".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -362,6 +362,74 @@ pub trait PushStore: Send + Sync {
     async fn activate_webpush(&self, aci: Aci, id: DeviceId, token: Uuid) -> StorageResult<bool>;
 
     async fn push(&self, aci: Aci, id: DeviceId) -> StorageResult<Option<StoredPush>>;
+
+    /// The devices that can be woken (any FCM or APNs token, or an active WebPush
+    /// subscription) and were last seen on a day in `[seen_from_day_ms, seen_until_day_ms]`,
+    /// by ascending (ACI, device id): up to `limit` of those after `after` (keyset paging,
+    /// for the daily idle-reminder job, PROTOCOL.md 11.4 step 5).
+    async fn idle_devices(
+        &self,
+        seen_from_day_ms: i64,
+        seen_until_day_ms: i64,
+        after: Option<(Aci, DeviceId)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Aci, DeviceId)>>;
+}
+
+/// Which scheduled wake-up (PROTOCOL.md 11.4): a background push (non-urgent messages,
+/// at most one per device per interval) or a delayed urgent one (a socket closed with
+/// messages queued; an idle reminder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScheduledKind {
+    Background,
+    Delayed,
+}
+
+/// A scheduled wake-up that is due, taken off the schedule for its caller to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DuePush {
+    pub aci: Aci,
+    pub device: DeviceId,
+    pub kind: ScheduledKind,
+}
+
+/// Scheduled wake-ups (PROTOCOL.md 11.4 steps 2-4, 11.6; Redis in production, shared by
+/// every pod): at most one of each kind per device, keyed by ACI and device id alone (a
+/// stale entry for a removed device is harmless: the sender finds no registration). The
+/// clock is always passed in, never read here, so that tests can drive it.
+#[async_trait]
+pub trait PushScheduleStore: Send + Sync {
+    /// 11.4 step 2: schedules a background push at `last + interval_ms` when the device's
+    /// last background push went out less than `interval_ms` before `now_ms`, else at
+    /// `now_ms`; one already scheduled is not moved (ZADD NX). Returns the due time in effect.
+    async fn schedule_background(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        now_ms: i64,
+        interval_ms: i64,
+    ) -> StorageResult<i64>;
+
+    /// 11.4 step 3: an urgent push at `at_ms`, replacing an earlier scheduled delayed one.
+    async fn schedule_delayed(&self, aci: Aci, device: DeviceId, at_ms: i64) -> StorageResult<()>;
+
+    /// 11.4 step 4: cancels both kinds for the device; whether any was scheduled.
+    async fn cancel(&self, aci: Aci, device: DeviceId) -> StorageResult<bool>;
+
+    /// Takes up to `limit` pushes due at `now_ms` (score <= now), earliest first, removing
+    /// them in the same atomic step: each entry goes to exactly one caller, whichever pod
+    /// asks. Taking a background one records `now_ms` as that device's last background push,
+    /// kept `interval_ms` (then it expires).
+    async fn take_due(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        interval_ms: i64,
+    ) -> StorageResult<Vec<DuePush>>;
+
+    /// Whether this caller is the one that runs job `name` (e.g. "idle-reminders:2026-12-03"):
+    /// true for exactly one caller until `ttl_ms` passes.
+    async fn claim_job(&self, name: &str, ttl_ms: i64) -> StorageResult<bool>;
 }
 
 /// Every store the application uses, as trait objects; built by the composition root.
@@ -374,6 +442,7 @@ pub struct Stores {
     pub link_codes: Arc<dyn LinkCodeStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub push: Arc<dyn PushStore>,
+    pub push_schedule: Arc<dyn PushScheduleStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The cache in front of `accounts` (Postgres only: memory needs none).

@@ -125,6 +125,16 @@ impl Connection {
     }
 }
 
+/// However the socket ended, a device that still has messages queued gets an urgent push
+/// a minute later (PROTOCOL.md 11.4 step 3; cancelled if it reconnects and drains first).
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(device) = self.device() {
+            self.state.wakeups.socket_closed(device.aci, device.device);
+        }
+    }
+}
+
 impl Kind for Connection {
     type Event = ();
 
@@ -144,6 +154,8 @@ impl Kind for Connection {
                 .connect(device, self.handle.clone())
                 .await;
             self.presence = Some(presence);
+            // It drains its queue now: no scheduled push is needed (PROTOCOL.md 11.4 step 4).
+            self.state.wakeups.draining(device.aci, device.device);
             // Boxed on its own: a connect storm leaves thousands of sockets waiting in
             // `connect` (their subscriptions go to Redis one at a time), and each waiting
             // start should hold what connecting needs, not the larger delivery state too.

@@ -20,6 +20,8 @@ mod messages;
 mod operations;
 mod processes;
 mod push;
+mod push_wakeups;
+mod push_webpush;
 mod queues;
 mod rate_limits;
 mod receipts;

@@ -14,6 +14,7 @@ mod keys;
 mod link_codes;
 mod notifiers;
 mod push;
+mod push_schedule;
 mod queues;
 mod rate_limits;
 mod shared_payloads;

@@ -1,14 +1,17 @@
 //! `PushStore` on every backend: one registration per device, of one kind (setting one
 //! replaces any other), cleared by kind or only while unchanged, a WebPush subscription
-//! activated only by its own token, nothing stored for an unknown device, and every
-//! registration gone with its device or account.
+//! activated only by its own token, nothing stored for an unknown device, every
+//! registration gone with its device or account, and the wakeable devices last seen in a
+//! range of days, paged in (ACI, device) order.
 
 use base64::Engine;
-use sealpost::domain::ids::{Aci, DeviceId};
+use sealpost::client::AccountKeys;
+use sealpost::domain::accounts::{DeviceAttributes, NewDevice};
+use sealpost::domain::ids::{Aci, DeviceId, RegistrationId};
 use sealpost::domain::push::{
     PushKind, PushRegistration, PushToken, WebPushRegistration, WebPushSubscription,
 };
-use sealpost::storage::StoredPush;
+use sealpost::storage::{DeviceAdded, StoredPush};
 use uuid::Uuid;
 
 use super::support::{new_account, stores};
@@ -204,9 +207,180 @@ async fn registrations_go_with_their_device_and_account(backend: Backend) {
     assert_eq!(stores.push.push(aci, primary).await.unwrap(), None);
 }
 
+const DAY: i64 = 86_400_000;
+/// "Today" for the idle-device tests.
+const TODAY: i64 = 20_000 * DAY;
+
+fn linked_device(last_seen_day_ms: i64) -> NewDevice {
+    let keys = AccountKeys::generate();
+    NewDevice {
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$linked".into(),
+        attributes: DeviceAttributes {
+            fetches_messages: false,
+            registration_id: RegistrationId::new(5).unwrap(),
+            name: None,
+            capabilities: Default::default(),
+        },
+        created_ms: TODAY,
+        last_seen_day_ms,
+        signed_pre_key: keys.signed_pre_key_json(21).to_ec("k").unwrap(),
+        pq_last_resort_pre_key: keys.kem_pre_key_json(22).to_kem("k").unwrap(),
+        push: None,
+    }
+}
+
+/// An account whose primary was last seen `days_ago`, with `registration` if given.
+async fn seen(
+    stores: &sealpost::storage::Stores,
+    days_ago: i64,
+    registration: Option<PushRegistration>,
+) -> Aci {
+    let mut new = new_account();
+    new.primary.last_seen_day_ms = TODAY - days_ago * DAY;
+    let aci = new.account.aci;
+    stores.accounts.create(&new).await.unwrap();
+    if let Some(registration) = registration {
+        assert!(
+            stores
+                .push
+                .set_push(aci, DeviceId::PRIMARY, &registration, 1)
+                .await
+                .unwrap()
+        );
+    }
+    aci
+}
+
+async fn idle_devices_are_the_wakeable_ones_last_seen_in_the_range(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let primary = DeviceId::PRIMARY;
+    let (from, until) = (TODAY - 30 * DAY, TODAY - 3 * DAY);
+    // In the range, with a token: the primary, and a linked device seen on another day.
+    let a = seen(&stores, 5, Some(fcm("a"))).await;
+    let DeviceAdded::Added(linked) = stores
+        .accounts
+        .add_device(a, &linked_device(TODAY - 10 * DAY), 6)
+        .await
+        .unwrap()
+    else {
+        panic!("linked")
+    };
+    stores
+        .push
+        .set_push(a, linked, &apns("a2"), 1)
+        .await
+        .unwrap();
+    // The range's two ends are in it.
+    let first_day = seen(&stores, 30, Some(apns("f"))).await;
+    let last_day = seen(&stores, 3, Some(fcm("l"))).await;
+    // Outside it, on either side.
+    seen(&stores, 31, Some(fcm("old"))).await;
+    seen(&stores, 2, Some(fcm("recent"))).await;
+    // No registration, or an inactive WebPush subscription: nothing could wake it.
+    seen(&stores, 10, None).await;
+    let activation = Uuid::new_v4();
+    let web = seen(
+        &stores,
+        10,
+        Some(webpush("https://push.example/idle", activation)),
+    )
+    .await;
+
+    let mut expected = vec![
+        (a, primary),
+        (a, linked),
+        (first_day, primary),
+        (last_day, primary),
+    ];
+    expected.sort();
+    let idle = stores
+        .push
+        .idle_devices(from, until, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(idle, expected);
+
+    // Once active, the WebPush subscription counts.
+    assert!(
+        stores
+            .push
+            .activate_webpush(web, primary, activation)
+            .await
+            .unwrap()
+    );
+    expected.push((web, primary));
+    expected.sort();
+    let idle = stores
+        .push
+        .idle_devices(from, until, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(idle, expected);
+    // A narrower range: only the last day.
+    assert_eq!(
+        stores
+            .push
+            .idle_devices(until, until, None, 100)
+            .await
+            .unwrap(),
+        [(last_day, primary)]
+    );
+}
+
+async fn idle_devices_page_by_aci_and_device_after_the_last_one_seen(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let (from, until) = (TODAY - 30 * DAY, TODAY);
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let aci = seen(&stores, i, Some(fcm(&format!("t{i}")))).await;
+        all.push((aci, DeviceId::PRIMARY));
+        let DeviceAdded::Added(linked) = stores
+            .accounts
+            .add_device(aci, &linked_device(TODAY - DAY), 6)
+            .await
+            .unwrap()
+        else {
+            panic!("linked")
+        };
+        stores
+            .push
+            .set_push(aci, linked, &fcm(&format!("l{i}")), 1)
+            .await
+            .unwrap();
+        all.push((aci, linked));
+    }
+    all.sort();
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = stores
+            .push
+            .idle_devices(from, until, after, 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last().copied() else {
+            break;
+        };
+        paged.extend(page);
+        after = Some(last);
+    }
+    assert_eq!(paged, all, "every device once, in order");
+    assert_eq!(
+        stores
+            .push
+            .idle_devices(from, until, None, 0)
+            .await
+            .unwrap(),
+        []
+    );
+}
+
 on_both_backends!(
     one_registration_per_device_replaced_by_any_kind,
     a_refused_token_is_cleared_only_while_unchanged,
     a_webpush_subscription_is_activated_only_by_its_own_token,
     registrations_go_with_their_device_and_account,
+    idle_devices_are_the_wakeable_ones_last_seen_in_the_range,
+    idle_devices_page_by_aci_and_device_after_the_last_one_seen,
 );

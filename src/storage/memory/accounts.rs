@@ -32,6 +32,12 @@ pub(super) struct StoredDevice {
     pub(super) push: Option<StoredPush>,
 }
 
+impl StoredDevice {
+    pub(super) fn last_seen_day_ms(&self) -> i64 {
+        self.device.last_seen_day_ms
+    }
+}
+
 pub(super) struct StoredAccount {
     account: Account,
     pub(super) devices: BTreeMap<DeviceId, StoredDevice>,

@@ -6,11 +6,13 @@ mod accounts;
 mod link_codes;
 mod messages;
 mod push;
+mod push_schedule;
 mod rate_limits;
 mod secrets;
 
 pub use accounts::MemoryAccountStore;
 pub use link_codes::MemoryLinkCodeStore;
 pub use messages::MemoryMessageStore;
+pub use push_schedule::MemoryPushScheduleStore;
 pub use rate_limits::MemoryRateLimitStore;
 pub use secrets::MemorySecretStore;

@@ -94,6 +94,41 @@ impl PushStore for MemoryAccountStore {
             .with_push(aci, id, |device| device.push.clone())?
             .flatten())
     }
+
+    async fn idle_devices(
+        &self,
+        seen_from_day_ms: i64,
+        seen_until_day_ms: i64,
+        after: Option<(Aci, DeviceId)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Aci, DeviceId)>> {
+        let accounts = self.lock()?;
+        let mut idle: Vec<(Aci, DeviceId)> = accounts
+            .iter()
+            .flat_map(|(aci, account)| account.devices.iter().map(|(id, d)| ((*aci, *id), d)))
+            .filter(|(key, device)| {
+                after.is_none_or(|after| *key > after)
+                    && (seen_from_day_ms..=seen_until_day_ms).contains(&device.last_seen_day_ms())
+                    && device
+                        .push
+                        .as_ref()
+                        .is_some_and(|p| wakeable(&p.registration))
+            })
+            .map(|(key, _)| key)
+            .collect();
+        // The accounts map is unordered: sort what matched, then page.
+        idle.sort_unstable();
+        idle.truncate(limit);
+        Ok(idle)
+    }
+}
+
+/// Whether pushes reach this registration (an inactive WebPush subscription gets none).
+fn wakeable(registration: &PushRegistration) -> bool {
+    match registration {
+        PushRegistration::WebPush(web) => web.active,
+        PushRegistration::Fcm(_) | PushRegistration::Apns(_) => true,
+    }
 }
 
 /// The same registration, whether or not it was activated since (Postgres compares every

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{PgStore, corrupt, pg_error};
@@ -216,5 +217,52 @@ impl PushStore for PgStore {
             .await
             .map_err(pg_error)?;
         row.as_ref().map(read).transpose()
+    }
+
+    async fn idle_devices(
+        &self,
+        seen_from_day_ms: i64,
+        seen_until_day_ms: i64,
+        after: Option<(Aci, DeviceId)>,
+        limit: usize,
+    ) -> StorageResult<Vec<(Aci, DeviceId)>> {
+        let client = self.client().await?;
+        // Merges both tables' primary keys from the keyset on: no other index is needed, and
+        // the daily job's pages together read each row once. The keyset is stated for both
+        // tables because Postgres does not carry a row comparison across the join: without
+        // it, every page would scan devices from the start.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after = after.map(|(aci, id)| (aci.uuid(), i16::from(id.get())));
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&seen_from_day_ms, &seen_until_day_ms, &limit];
+        let keyset = match &after {
+            Some((aci, id)) => {
+                params.extend([aci as &(dyn ToSql + Sync), id]);
+                "AND (p.aci, p.device_id) > ($4, $5) AND (d.aci, d.device_id) > ($4, $5) "
+            }
+            None => "",
+        };
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT p.aci, p.device_id FROM push_registrations p \
+                 JOIN devices d ON d.aci = p.aci AND d.device_id = p.device_id \
+                 WHERE d.last_seen_day_ms BETWEEN $1 AND $2 \
+                 AND (p.kind <> 'webpush' OR p.active) {keyset}\
+                 ORDER BY p.aci, p.device_id LIMIT $3"
+            ))
+            .await
+            .map_err(pg_error)?;
+        client
+            .query(&stmt, &params)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|row| {
+                let aci = Aci::from_uuid(row.get::<_, Uuid>("aci"));
+                let id = DeviceId::new(row.get::<_, i16>("device_id") as u32)
+                    .map_err(|e| corrupt("device id", e))?;
+                Ok((aci, id))
+            })
+            .collect()
     }
 }

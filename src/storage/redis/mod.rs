@@ -1,10 +1,11 @@
-//! Redis backends: rate-limit buckets and per-device message queues (pub/sub lives in
-//! `delivery`). Every key starts with the configured prefix, so several deployments (or
+//! Redis backends: rate-limit buckets, per-device message queues, link codes and scheduled
+//! wake-ups (pub/sub lives in `delivery`). Every key starts with the configured prefix, so several deployments (or
 //! test runs) can share one Redis. One `ConnectionManager` multiplexes all commands and
 //! reconnects by itself.
 
 mod link_codes;
 mod messages;
+mod push_schedule;
 mod rate_limits;
 
 use std::sync::Arc;

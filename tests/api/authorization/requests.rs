@@ -57,6 +57,7 @@ pub enum Endpoint {
     SetWebPush,
     ActivateWebPush,
     DeleteWebPush,
+    VapidKey,
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -250,12 +251,13 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
                 use base64::Engine;
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
             };
-            // A public address literal: nothing is sent to it, and no name is resolved.
+            // A closed local port (the matrix allows private endpoints): the activation
+            // push is refused at once, and no name is resolved.
             json(
                 "PUT",
                 "/v1/accounts/webpush/",
                 &serde_json::json!({
-                    "endpoint": "https://8.8.8.8/push/matrix",
+                    "endpoint": "https://127.0.0.1:9/push/matrix",
                     "publicKey": b64(&point),
                     "auth": b64(&[6; 16]),
                 }),
@@ -267,6 +269,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
             &serde_json::json!({"activationToken": "00000000-0000-4000-8000-000000000000"}),
         ),
         Endpoint::DeleteWebPush => bare("DELETE", "/v1/accounts/webpush/"),
+        Endpoint::VapidKey => bare("GET", "/v1/webpush/vapid"),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
     }
 }

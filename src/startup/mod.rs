@@ -1,0 +1,418 @@
+//! The composition root: the only place that names concrete backends. `Application::build`
+//! binds the listeners (port 0 works, for tests), connects the stores, migrates, and wires
+//! the services; `run_until_stopped` serves until the given shutdown future resolves.
+
+mod push;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+
+use crate::api::bounds::ConnectionAdmission;
+use crate::auth::Authenticator;
+use crate::auth::password::Passwords;
+use crate::config::{Config, StoreConfig};
+use crate::delivery::memory::LocalNotifier;
+use crate::delivery::redis::RedisNotifier;
+use crate::delivery::{Notifier, ProvisioningSockets, Registry};
+use crate::descriptors::Budget;
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+use crate::service::accounts::AccountService;
+use crate::service::keys::KeyService;
+use crate::service::messages::MessageService;
+use crate::service::presence::PresenceService;
+use crate::service::profiles::ProfileService;
+use crate::service::push::{PushParts, PushService};
+use crate::service::wakeups::{WakeupParts, WakeupService};
+use crate::state::{AppState, Readiness};
+use crate::storage::cache::{self, AccountCache, CachedAccountStore};
+use crate::storage::memory::{
+    MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryPushScheduleStore,
+    MemoryRateLimitStore, MemorySecretStore,
+};
+use crate::storage::postgres::PgStore;
+use crate::storage::redis::RedisStore;
+use crate::storage::{QueuePolicy, Stores};
+use tokio_util::sync::CancellationToken;
+
+/// How long start-up keeps retrying a database that does not answer yet.
+const MIGRATION_DEADLINE: Duration = Duration::from_secs(60);
+
+pub struct Application {
+    port: u16,
+    admin_port: u16,
+    server: Server,
+    admin: Server,
+    state: web::Data<AppState>,
+}
+
+/// Builds the stores the configuration names, migrating Postgres first.
+/// With Postgres, account reads go through the account cache, which stays off until
+/// [`AccountCache::resume`] (the pub/sub listener calls it once it hears invalidations).
+pub async fn connect_stores(config: &StoreConfig, queue: QueuePolicy) -> anyhow::Result<Stores> {
+    Ok(connect(config, queue, None).await?.0)
+}
+
+/// The stores, and the Redis store itself when there is one (pub/sub uses it too).
+async fn connect(
+    config: &StoreConfig,
+    queue: QueuePolicy,
+    metrics: Option<Metrics>,
+) -> anyhow::Result<(Stores, Option<RedisStore>)> {
+    match config {
+        StoreConfig::Embedded => {
+            tracing::warn!(
+                "EMBEDDED MODE: SEALPOST_DATABASE_URL and SEALPOST_REDIS_URL are not set, so \
+                 accounts, keys and messages live in this process's memory only. \
+                 NOTHING PERSISTS: a restart loses everything. Do not use this in production."
+            );
+            let accounts = Arc::new(MemoryAccountStore::new());
+            let stores = Stores {
+                accounts: accounts.clone(),
+                keys: accounts.clone(),
+                push: accounts,
+                push_schedule: Arc::new(MemoryPushScheduleStore::new()),
+                rate_limits: Arc::new(MemoryRateLimitStore::new()),
+                messages: Arc::new(MemoryMessageStore::new(queue)),
+                link_codes: Arc::new(MemoryLinkCodeStore::new()),
+                secrets: Arc::new(MemorySecretStore::new()),
+                probes: Vec::new(),
+                account_cache: None,
+            };
+            Ok((stores, None))
+        }
+        StoreConfig::External {
+            database_url,
+            database_pool_size,
+            redis_url,
+            redis_key_prefix,
+        } => {
+            let pg = PgStore::connect(database_url.expose(), *database_pool_size)?;
+            migrate_with_retry(&pg).await?;
+            let redis = RedisStore::connect(redis_url.expose(), redis_key_prefix, queue)?;
+            tracing::info!(database = %database_url, redis = %redis_url, "using external stores");
+            let pg = Arc::new(pg);
+            let shared = Arc::new(redis.clone());
+            let account_cache = AccountCache::new(cache::DEFAULT_TTL);
+            let accounts = Arc::new(CachedAccountStore::new(
+                pg.clone(),
+                account_cache.clone(),
+                shared.clone(),
+                metrics,
+            ));
+            let stores = Stores {
+                accounts,
+                keys: pg.clone(),
+                rate_limits: shared.clone(),
+                messages: shared.clone(),
+                link_codes: shared.clone(),
+                secrets: pg.clone(),
+                push: pg.clone(),
+                push_schedule: shared.clone(),
+                probes: vec![pg, shared],
+                account_cache: Some(account_cache),
+            };
+            Ok((stores, Some(redis)))
+        }
+    }
+}
+
+async fn migrate_with_retry(pg: &PgStore) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match pg.migrate().await {
+            Ok(applied) => {
+                tracing::info!(applied, "database schema is up to date");
+                return Ok(());
+            }
+            Err(e) if started.elapsed() < MIGRATION_DEADLINE => {
+                tracing::warn!(error = %format!("{e:#}"), "database not ready for migrations; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.context("migrating the database")),
+        }
+    }
+}
+
+/// actix's default: one worker per core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The descriptor budget under this process's open-file limit (raised to the hard limit),
+/// logged once; the configured socket maximum when the limit cannot be read.
+fn descriptor_budget(config: &Config) -> Budget {
+    let workers = config.workers.unwrap_or_else(default_workers);
+    let pool = match &config.stores {
+        StoreConfig::Embedded => 0,
+        StoreConfig::External {
+            database_pool_size, ..
+        } => *database_pool_size,
+    };
+    let Some(limit) = crate::descriptors::raise_and_read_limit() else {
+        return Budget::new(u64::MAX, workers, pool, config.max_websockets);
+    };
+    let budget = Budget::new(limit, workers, pool, config.max_websockets);
+    tracing::info!(
+        descriptor_limit = budget.limit,
+        reserved = budget.reserved,
+        connections = budget.connections,
+        max_websockets = budget.max_websockets,
+        "descriptor budget"
+    );
+    if budget.max_websockets < config.max_websockets {
+        tracing::warn!(
+            configured = config.max_websockets,
+            max_websockets = budget.max_websockets,
+            "the open-file limit (ulimit -n) allows fewer sockets than max_websockets"
+        );
+    }
+    budget
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let metrics = Metrics::new();
+        let (stores, redis) =
+            connect(&config.stores, config.queue_policy(), Some(metrics.clone())).await?;
+        let address_secret = stores
+            .secrets
+            .secret(crate::limits::ADDRESS_SECRET)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the address-hash secret: {e}"))?;
+        let limiter = RateLimiter::new(
+            &config.rate_limits,
+            stores.rate_limits.clone(),
+            metrics.clone(),
+            address_secret,
+        );
+        if !config.rate_limits.enabled {
+            tracing::warn!("rate limits are OFF (SEALPOST_RATE_LIMITS=off)");
+        }
+        let passwords = Passwords::per_core();
+        let authenticator = {
+            let (accounts, limiter, metrics, passwords) = (
+                stores.accounts.clone(),
+                limiter.clone(),
+                metrics.clone(),
+                passwords.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                Authenticator::new(accounts, limiter, metrics, passwords)
+            })
+            .await??
+        };
+        let registry = Registry::new();
+        let provisioning = ProvisioningSockets::new();
+        let shutdown = CancellationToken::new();
+        let notifier: Arc<dyn Notifier> = match (&config.stores, &redis) {
+            (StoreConfig::External { redis_url, .. }, Some(redis)) => {
+                let notifier = RedisNotifier::new(
+                    redis_url.expose(),
+                    redis.clone(),
+                    registry.clone(),
+                    provisioning.clone(),
+                    stores.account_cache.clone(),
+                    stores.accounts.clone(),
+                    metrics.clone(),
+                )?;
+                tokio::spawn(notifier.clone().listen(shutdown.clone()));
+                notifier
+            }
+            _ => Arc::new(LocalNotifier::new(registry.clone(), provisioning.clone())),
+        };
+        let providers = push::providers(&config, &stores, &metrics).await?;
+        let wakeups = WakeupService::new(WakeupParts {
+            push: stores.push.clone(),
+            schedule: stores.push_schedule.clone(),
+            messages: stores.messages.clone(),
+            notifier: notifier.clone(),
+            senders: providers.senders,
+            clock: config.clock.clone(),
+            metrics: metrics.clone(),
+        });
+        tokio::spawn(wakeups.clone().run(shutdown.clone()));
+        let messages = MessageService::new(
+            stores.accounts.clone(),
+            stores.messages.clone(),
+            notifier.clone(),
+            limiter.clone(),
+            metrics.clone(),
+            wakeups.clone(),
+        );
+        let accounts = AccountService::new(
+            stores.accounts.clone(),
+            limiter.clone(),
+            authenticator.clone(),
+            passwords,
+            messages.clone(),
+            stores.link_codes.clone(),
+            metrics.clone(),
+        );
+        let keys = KeyService::new(
+            stores.accounts.clone(),
+            stores.keys.clone(),
+            limiter.clone(),
+            metrics.clone(),
+        );
+        let signer = match &config.certificate_dir {
+            Some(dir) => crate::certificates::load(dir)
+                .map_err(|e| e.context(format!("loading certificates from {}", dir.display())))?,
+            None => crate::certificates::ephemeral(),
+        };
+        let profiles = ProfileService::new(
+            stores.accounts.clone(),
+            signer,
+            config.sender_certificate_ttl,
+            metrics.clone(),
+        );
+        let presence = PresenceService::new(
+            registry.clone(),
+            provisioning.clone(),
+            notifier.clone(),
+            authenticator.clone(),
+        );
+        let push = PushService::new(PushParts {
+            accounts: stores.accounts.clone(),
+            push: stores.push.clone(),
+            limiter: limiter.clone(),
+            allow_private: config.webpush_allow_private,
+            wakeups: wakeups.clone(),
+            vapid_public_key: providers.vapid_public_key,
+        });
+        let budget = descriptor_budget(&config);
+        let state = web::Data::new(AppState {
+            config: config.clone(),
+            stores,
+            authenticator,
+            accounts,
+            keys,
+            messages,
+            profiles,
+            presence,
+            push,
+            wakeups,
+            metrics,
+            readiness: Readiness::default(),
+            registry,
+            provisioning,
+            notifier,
+            sockets: crate::limits::sockets::SocketSlots::new(
+                budget.max_websockets,
+                config.max_websockets_per_client,
+            ),
+            shutdown,
+        });
+
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {} (admin): {e}", config.admin_listen)
+        })?;
+        let port = listener.local_addr()?.port();
+        let admin_port = admin_listener.local_addr()?.port();
+
+        let app_state = state.clone();
+        // Behind a proxy every connection comes from the proxy: no per-peer cap then.
+        let per_peer = match config.trust_forwarded_for {
+            true => 0,
+            false => config.max_connections_per_client,
+        };
+        let connections = crate::limits::clients::PerClient::new(per_peer);
+        let workers = config.workers.unwrap_or_else(default_workers);
+        let server = HttpServer::new(move || {
+            crate::api::app(app_state.clone()).app_data(crate::ws::tunnel::per_worker(
+                app_state.clone(),
+                crate::api::tunnel_app,
+            ))
+        })
+        .on_connect(move |connection, data| {
+            let peer = connection
+                .downcast_ref::<actix_web::rt::net::TcpStream>()
+                .and_then(|tcp| tcp.peer_addr().ok());
+            let peer = peer.map(|a| a.ip()).unwrap_or([0, 0, 0, 0].into());
+            data.insert(ConnectionAdmission::admit(&connections, peer));
+        })
+        .listen(listener)?
+        .disable_signals()
+        .workers(workers)
+        // The connections the descriptor budget allows, split between the workers, so the
+        // public side can never take the descriptors the stores and the admin listener need.
+        .max_connections((budget.connections / workers).max(1))
+        .client_request_timeout(config.request_head_timeout)
+        .shutdown_timeout(config.shutdown_timeout.as_secs());
+        let server = server.run();
+
+        let admin_state = state.clone();
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .configure(crate::api::admin::configure)
+        })
+        .listen(admin_listener)?
+        .workers(1)
+        .max_connections(crate::descriptors::ADMIN_CONNECTIONS)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .run();
+
+        state.readiness.set_listening();
+        tracing::info!(
+            api = %format!("{}:{port}", config.listen.ip()),
+            admin = %format!("{}:{admin_port}", config.admin_listen.ip()),
+            "sealpost is listening"
+        );
+        Ok(Self {
+            port,
+            admin_port,
+            server,
+            admin,
+            state,
+        })
+    }
+
+    /// What the descriptor limit allowed this process (see `descriptors`).
+    pub fn max_websockets(&self) -> usize {
+        self.state.sockets.max()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The stores this application serves from (tests read what a request stored).
+    pub fn stores(&self) -> Stores {
+        self.state.stores.clone()
+    }
+
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// Serves until `shutdown` resolves, then: readiness goes 503, the API stops accepting
+    /// and finishes in-flight requests (up to the configured timeout), and this returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let server_handle = self.server.handle();
+        let admin_handle = self.admin.handle();
+        let server = tokio::spawn(self.server);
+        let admin = tokio::spawn(self.admin);
+        shutdown.await;
+        tracing::info!("shutting down: closing sockets, draining in-flight requests");
+        self.state.readiness.set_shutting_down();
+        self.state.shutdown.cancel();
+        server_handle.stop(true).await;
+        admin_handle.stop(true).await;
+        server.await??;
+        admin.await??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
