@@ -3,6 +3,8 @@
 //! the device's provider, retries what may be retried and counts every outcome. What a
 //! wake-up carries is `domain::push::payloads`; when one is sent is `service::wakeups`.
 
+pub mod apns;
+pub mod fcm;
 pub mod http;
 pub mod senders;
 mod vapid;

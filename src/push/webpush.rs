@@ -218,14 +218,7 @@ fn encrypt(
 
 /// `Retry-After` in seconds (the form push services use), at most [`MAX_BACK_OFF`].
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds).min(MAX_BACK_OFF))
+    super::http::retry_after(headers).map(|after| after.min(MAX_BACK_OFF))
 }
 
 /// A failed request, without its URL (reqwest's messages name it; an endpoint identifies a

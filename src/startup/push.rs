@@ -8,9 +8,12 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::push::apns::{ApnsSender, ApnsSettings};
+use crate::push::fcm::{FcmSender, FcmSettings};
 use crate::push::http::HttpOptions;
 use crate::push::senders::Senders;
 use crate::push::webpush::{VapidKey, WebPushSender};
+use crate::push::{SubscriptionSender, TokenSender};
 use crate::storage::Stores;
 
 /// The server secret the VAPID key is made from when no key file is given.
@@ -57,8 +60,42 @@ pub async fn providers(
         &http,
         config.webpush_allow_private,
     )?;
+    let fcm = match &push.fcm_credentials_file {
+        Some(path) => {
+            let settings = FcmSettings {
+                credentials_json: read_secret(path, "SEALPOST_FCM_CREDENTIALS_FILE")?,
+                base_url: push.fcm_url.clone(),
+            };
+            let sender = FcmSender::new(settings, &http).context("configuring FCM")?;
+            tracing::info!("FCM push configured");
+            Some(Arc::new(sender) as Arc<dyn TokenSender>)
+        }
+        None => None,
+    };
+    let apns = match &push.apns {
+        Some(apns) => {
+            let settings = ApnsSettings {
+                key_pem: read_secret(&apns.key_file, "SEALPOST_APNS_KEY_FILE")?,
+                key_id: apns.key_id.clone(),
+                team_id: apns.team_id.clone(),
+                bundle_id: apns.bundle_id.clone(),
+                sandbox: apns.sandbox,
+                base_url: apns.url.clone(),
+            };
+            let sender = ApnsSender::new(settings, &http).context("configuring APNs")?;
+            tracing::info!(sandbox = apns.sandbox, "APNs push configured");
+            Some(Arc::new(sender) as Arc<dyn TokenSender>)
+        }
+        None => None,
+    };
+    let webpush: Arc<dyn SubscriptionSender> = Arc::new(webpush);
     Ok(Providers {
-        senders: Senders::new(None, None, Some(Arc::new(webpush)), metrics.clone()),
+        senders: Senders::new(fcm, apns, Some(webpush), metrics.clone()),
         vapid_public_key,
     })
+}
+
+/// A credential file's bytes; the error names the variable and the path, never the content.
+fn read_secret(path: &std::path::Path, variable: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {variable} {}", path.display()))
 }

@@ -15,12 +15,11 @@ use crate::common::push::apns::ApnsServer;
 use crate::common::push::fcm::FcmServer;
 use crate::common::{Backend, TestApp, register_with};
 
+/// A device token as APNs hands them out: 32 bytes in hex.
+const APNS_TOKEN: &str = "5f0d8c4e1b2a39476c8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e";
+
 /// A server configured with the local APNs and FCM stand-ins besides WebPush.
-async fn with_providers(
-    setup: &mut Setup,
-    apns: &ApnsServer,
-    fcm: &FcmServer,
-) -> TestApp {
+async fn with_providers(setup: &mut Setup, apns: &ApnsServer, fcm: &FcmServer) -> TestApp {
     let bundle = format!(
         "{}{}{}",
         setup.webpush.ca_pem(),
@@ -48,7 +47,14 @@ async fn with_providers(
 
 async fn wait_until_cleared(app: &TestApp, who: &DeviceCredentials) {
     let deadline = Instant::now() + WAIT;
-    while app.stores.push.push(who.aci, who.device).await.unwrap().is_some() {
+    while app
+        .stores
+        .push
+        .push(who.aci, who.device)
+        .await
+        .unwrap()
+        .is_some()
+    {
         assert!(Instant::now() < deadline, "the token is cleared");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -61,7 +67,7 @@ async fn apns_and_fcm_devices_are_woken_and_unregistered_tokens_cleared(backend:
     let (alice, _) = register_with(&app, Some([1; 16]), false).await;
     let (iphone, _) = register_with(&app, Some([2; 16]), false).await;
     let (android, _) = register_with(&app, Some([3; 16]), false).await;
-    let body = json!({"apnRegistrationId": "apns-token-1"});
+    let body = json!({"apnRegistrationId": APNS_TOKEN});
     assert_eq!(put(&app, &iphone, "/v1/accounts/apn/", body).await, 204);
     let body = json!({"gcmRegistrationId": "fcm-token-1"});
     assert_eq!(put(&app, &android, "/v1/accounts/gcm/", body).await, 204);
@@ -69,7 +75,7 @@ async fn apns_and_fcm_devices_are_woken_and_unregistered_tokens_cleared(backend:
     send(&app, &alice, &iphone.aci, true, false).await;
     send(&app, &alice, &android.aci, true, false).await;
     let alert = &apns.wait_for(1, WAIT).await[0];
-    assert_eq!(alert.token, "apns-token-1");
+    assert_eq!(alert.token, APNS_TOKEN);
     assert_eq!((alert.push_type.as_str(), alert.priority), ("alert", 10));
     assert_eq!(alert.collapse_id.as_deref(), Some("incoming-message"));
     assert_eq!(
@@ -88,9 +94,15 @@ async fn apns_and_fcm_devices_are_woken_and_unregistered_tokens_cleared(backend:
     send(&app, &alice, &iphone.aci, false, false).await;
     send(&app, &alice, &android.aci, false, false).await;
     let background = &apns.wait_for(2, WAIT).await[1];
-    assert_eq!((background.push_type.as_str(), background.priority), ("background", 5));
+    assert_eq!(
+        (background.push_type.as_str(), background.priority),
+        ("background", 5)
+    );
     assert_eq!(background.payload, json!({"aps": {"content-available": 1}}));
-    assert_eq!(fcm.wait_for(2, WAIT).await[1].priority.as_deref(), Some("NORMAL"));
+    assert_eq!(
+        fcm.wait_for(2, WAIT).await[1].priority.as_deref(),
+        Some("NORMAL")
+    );
 
     // APNs invalidated the token before it was last updated: kept (11.5). After: cleared.
     let updated = app
@@ -101,14 +113,19 @@ async fn apns_and_fcm_devices_are_woken_and_unregistered_tokens_cleared(backend:
         .unwrap()
         .unwrap()
         .updated_ms;
-    apns.unregister("apns-token-1", updated - 1000);
+    apns.unregister(APNS_TOKEN, updated - 1000);
     send(&app, &alice, &iphone.aci, true, false).await;
     tokio::time::sleep(QUIET).await;
     assert!(
-        app.stores.push.push(iphone.aci, iphone.device).await.unwrap().is_some(),
+        app.stores
+            .push
+            .push(iphone.aci, iphone.device)
+            .await
+            .unwrap()
+            .is_some(),
         "a token updated after its invalidation is kept"
     );
-    apns.unregister("apns-token-1", updated + 1000);
+    apns.unregister(APNS_TOKEN, updated + 1000);
     send(&app, &alice, &iphone.aci, true, false).await;
     wait_until_cleared(&app, &iphone).await;
 

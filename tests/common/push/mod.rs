@@ -4,5 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod apns;
+pub mod fcm;
 pub mod tls;
 pub mod webpush;

@@ -47,6 +47,16 @@ impl TlsServer {
         H: Fn(Received) -> F + Send + Sync + 'static,
         F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
+        Self::start_with_alpn(&[b"h2", b"http/1.1"], handler).await
+    }
+
+    /// As [`start`](Self::start), offering only `protocols` by ALPN: a client offering none
+    /// of them fails the handshake (APNs offers only `h2`).
+    pub async fn start_with_alpn<H, F>(protocols: &[&[u8]], handler: H) -> Self
+    where
+        H: Fn(Received) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
         let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
         let ca_key = rcgen::KeyPair::generate().expect("a CA key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -71,7 +81,7 @@ impl TlsServer {
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
             )
             .expect("a TLS config");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
         let address = listener.local_addr().expect("an address");
