@@ -294,4 +294,48 @@ mod tests {
         assert_eq!(format!("{url}"), "postgres://***@db:5432/sealpost");
         assert!(!format!("{url:?}").contains("hunter2"));
     }
+
+    #[test]
+    fn push_providers_are_optional_and_apns_needs_all_four_values() {
+        let none = Config::load_with(None, env(&[])).unwrap();
+        assert!(none.push.fcm_credentials_file.is_none() && none.push.apns.is_none());
+        assert_eq!(none.push.vapid_subject, DEFAULT_VAPID_SUBJECT);
+        let err = Config::load_with(None, env(&[("SEALPOST_APNS_KEY_FILE", "/k.p8")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SEALPOST_APNS_BUNDLE_ID"), "{err}");
+        let apns = Config::load_with(
+            None,
+            env(&[
+                ("SEALPOST_APNS_KEY_FILE", "/k.p8"),
+                ("SEALPOST_APNS_KEY_ID", "KEY"),
+                ("SEALPOST_APNS_TEAM_ID", "TEAM"),
+                ("SEALPOST_APNS_BUNDLE_ID", "org.example.app"),
+                ("SEALPOST_APNS_SANDBOX", "on"),
+                ("SEALPOST_FCM_CREDENTIALS_FILE", "/fcm.json"),
+            ]),
+        )
+        .unwrap();
+        let settings = apns.push.apns.expect("APNs configured");
+        assert!(settings.sandbox);
+        assert_eq!(settings.bundle_id, "org.example.app");
+        assert_eq!(
+            apns.push.fcm_credentials_file.as_deref(),
+            Some(Path::new("/fcm.json"))
+        );
+    }
+
+    #[test]
+    fn a_vapid_subject_must_be_a_contact() {
+        let err = Config::load_with(None, env(&[("SEALPOST_VAPID_SUBJECT", "admin")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SEALPOST_VAPID_SUBJECT"), "{err}");
+        let ok = Config::load_with(
+            None,
+            env(&[("SEALPOST_VAPID_SUBJECT", "mailto:ops@example.org")]),
+        )
+        .unwrap();
+        assert_eq!(ok.push.vapid_subject, "mailto:ops@example.org");
+    }
 }
