@@ -495,6 +495,7 @@ impl Inner {
             }
             self.push_unregistered.with_label_values(&[provider]);
             self.push_retries.with_label_values(&[provider]);
+            self.push_duration.with_label_values(&[provider]);
         }
         for reason in PUSH_SKIPS {
             self.push_skipped.with_label_values(&[reason]);

@@ -80,19 +80,19 @@ impl WakeupService {
     pub fn message_queued(&self, aci: Aci, device: DeviceId, urgent: bool) {
         let this = self.clone();
         if !urgent {
-            tokio::spawn(async move { this.schedule_background(aci, device).await });
+            spawn(async move { this.schedule_background(aci, device).await });
             return;
         }
         match self.0.in_flight.clone().try_acquire_owned() {
             Ok(permit) => {
-                tokio::spawn(async move {
+                spawn(async move {
                     this.send_now(aci, device, Notification::NewMessage { urgent: true })
                         .await;
                     drop(permit);
                 });
             }
             Err(_) => {
-                tokio::spawn(async move {
+                spawn(async move {
                     let now = this.0.clock.now_ms();
                     this.schedule_delayed(aci, device, now, "delayed").await;
                 });
@@ -104,7 +104,7 @@ impl WakeupService {
     /// urgent push in a minute (replacing an earlier one).
     pub fn socket_closed(&self, aci: Aci, device: DeviceId) {
         let this = self.clone();
-        tokio::spawn(async move {
+        spawn(async move {
             match this.0.messages.read(aci, device, 0, 1).await {
                 Ok(queued) if !queued.is_empty() => {
                     let at = this.0.clock.now_ms() + CLOSE_DELAY.as_millis() as i64;
@@ -120,7 +120,7 @@ impl WakeupService {
     /// it is needed any more.
     pub fn draining(&self, aci: Aci, device: DeviceId) {
         let this = self.clone();
-        tokio::spawn(async move {
+        spawn(async move {
             match this.0.schedule.cancel(aci, device).await {
                 Ok(true) => this.0.metrics.push_cancelled.inc(),
                 Ok(false) => {}
@@ -132,7 +132,7 @@ impl WakeupService {
     /// 11.8: a fresh WebPush subscription gets its activation push right away.
     pub fn webpush_subscribed(&self, aci: Aci, device: DeviceId) {
         let this = self.clone();
-        tokio::spawn(async move {
+        spawn(async move {
             let Ok(Some(stored)) = this.0.push.push(aci, device).await else {
                 return;
             };
@@ -194,7 +194,7 @@ impl WakeupService {
                     return;
                 };
                 let this = self.clone();
-                tokio::spawn(async move {
+                spawn(async move {
                     // A socket opened since (on any pod) drains the queue itself.
                     if !this.is_online(push.aci, push.device).await {
                         let urgent = push.kind == ScheduledKind::Delayed;
@@ -339,6 +339,14 @@ impl WakeupService {
             }
             let _ = self.0.schedule.cancel(aci, device).await;
         }
+    }
+}
+
+/// Runs `task` on the current runtime; a caller outside any (a socket dropped while its
+/// runtime is torn down) has nothing to wake and is ignored rather than panicking.
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(task);
     }
 }
 
