@@ -1,6 +1,7 @@
 //! The accounts a scenario needs: registered through the API (real keys and signatures,
 //! argon2 on the server), a few at a time; or, for the thousands of idle sockets of
-//! `connections`, written straight into the server's database.
+//! `connections` and the offline receivers of `push`, written straight into the server's
+//! database. Also what is done to many devices at once: FCM tokens, deletion.
 
 use sealpost::client::{Client, DeviceCredentials};
 use sealpost::domain::ids::DeviceId;
@@ -50,6 +51,70 @@ pub async fn register_one(
         device: DeviceId::PRIMARY,
         password,
     })
+}
+
+/// Requests of `for_each` in flight at once: each costs the server one password check,
+/// cheap for seeded devices, an argon2 verification for registered ones.
+const PER_DEVICE_CONCURRENCY: usize = 16;
+
+/// Runs `request` for every device, a bounded number at a time; the first error wins.
+async fn for_each<F, Fut>(devices: &[DeviceCredentials], request: F) -> anyhow::Result<()>
+where
+    F: Fn(DeviceCredentials) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    for chunk in devices.chunks(PER_DEVICE_CONCURRENCY) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .map(|device| tokio::spawn(request(device.clone())))
+            .collect();
+        for task in tasks {
+            task.await??;
+        }
+    }
+    Ok(())
+}
+
+/// Registers a fresh FCM token for every device (`PUT /v1/accounts/gcm/`, PROTOCOL.md
+/// 11.1), as an Android phone does before it opens its socket.
+pub async fn register_fcm_tokens(
+    client: &Client,
+    devices: &[DeviceCredentials],
+) -> anyhow::Result<()> {
+    for_each(devices, |device| {
+        let client = client.clone();
+        async move {
+            let token = format!("loadtest-{}", uuid::Uuid::new_v4().simple());
+            let response = client
+                .http()
+                .put(client.url("/v1/accounts/gcm/"))
+                .header("Authorization", device.authorization())
+                .json(&serde_json::json!({ "gcmRegistrationId": token }))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "registering an FCM token: HTTP {}",
+                response.status()
+            );
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Deletes every device's account through the API, which also empties its queues.
+pub async fn delete(client: &Client, devices: &[DeviceCredentials]) -> anyhow::Result<()> {
+    for_each(devices, |device| {
+        let client = client.clone();
+        async move {
+            client
+                .delete_account(&device)
+                .await
+                .map_err(|e| anyhow::anyhow!("deleting an account: {e}"))
+        }
+    })
+    .await
 }
 
 /// Devices written straight into the server's Postgres for `connections`: an account with

@@ -5,13 +5,15 @@
 //!
 //! Modules: `options` (what to run), `scenarios` (one module each), `conn` (the one client
 //! for both targets), `relay`, `sequence` (numbered messages and their checks), `accounts`,
-//! `procstat` and `progress` (server CPU and memory), `report` (medians, tables).
+//! `procstat` and `progress` (server CPU and memory), `report` (medians, tables),
+//! `push_sink` (a local FCM stand-in that counts the pushes a server sends).
 
 pub mod accounts;
 pub mod conn;
 pub mod options;
 pub mod procstat;
 pub mod progress;
+pub mod push_sink;
 pub mod relay;
 pub mod report;
 pub mod scenarios;

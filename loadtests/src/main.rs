@@ -1,6 +1,7 @@
 //! `sealpost-loadtest`: runs the BENCHMARKS.md scenarios against a sealpost URL and the bare
 //! relay (started as a child process of this binary unless `--relay-url` names one), prints
-//! the Markdown table of medians; or, with `--serve-relay ADDR`, only serves the relay.
+//! the Markdown table of medians; or, with `--serve-relay ADDR`, only serves the relay; or,
+//! with `--serve-push-sink ADDR`, only serves the push sink (`push_sink`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -80,11 +81,54 @@ async fn serve_relay(address: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Serves the push sink until SIGINT or SIGTERM (`scripts/bench` starts it in the
+/// background, where stdin is /dev/null, and stops it by its pid).
+async fn serve_push_sink(options: &Options, address: &str) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let credentials = options
+        .push_credentials
+        .as_deref()
+        .ok_or_else(|| anyhow::anyhow!("--serve-push-sink needs --push-credentials FILE"))?;
+    let sink =
+        sealpost_loadtests::push_sink::PushSink::bind(address, options.push_ca.is_some()).await?;
+    write_private(credentials, &sink.credentials_json)?;
+    if let (Some(path), Some(pem)) = (&options.push_ca, &sink.ca_pem) {
+        std::fs::write(path, pem)?;
+    }
+    println!("push sink listening on {}", sink.url);
+    std::io::stdout().flush()?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    sink.serve(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Writes a file only its owner can read (it holds a private key, if a throwaway one).
+fn write_private(path: &str, contents: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut options = Options::parse();
     if let Some(address) = options.serve_relay.clone() {
         return serve_relay(&address).await;
+    }
+    if let Some(address) = options.serve_push_sink.clone() {
+        return serve_push_sink(&options, &address).await;
     }
     if let Some(dir) = options.summarize.clone() {
         let (runs, summary) = sealpost_loadtests::summarize_dir(std::path::Path::new(&dir))?;

@@ -5,7 +5,7 @@ use clap::{Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 
 /// The scenarios of BENCHMARKS.md, in the order a full run takes them (`pairs` first: its
-/// rate sets `latency-at-rate`'s default).
+/// rate sets `latency-at-rate`'s default). `push` runs only when named (see `DEFAULT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -16,10 +16,25 @@ pub enum Scenario {
     Prekeys,
     Fanout,
     Auth,
+    Push,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Pairs,
+        Scenario::LatencyAtRate,
+        Scenario::Drain,
+        Scenario::Connections,
+        Scenario::Prekeys,
+        Scenario::Fanout,
+        Scenario::Auth,
+        Scenario::Push,
+    ];
+
+    /// What runs when no `--scenario` is given: all but `push`, which needs a push sink and
+    /// a server sending to it (`scripts/bench` has both; a server started by hand often
+    /// has neither) and a thousand more accounts.
+    pub const DEFAULT: [Scenario; 7] = [
         Scenario::Pairs,
         Scenario::LatencyAtRate,
         Scenario::Drain,
@@ -38,6 +53,7 @@ impl Scenario {
             Scenario::Prekeys => "prekeys",
             Scenario::Fanout => "fanout",
             Scenario::Auth => "auth",
+            Scenario::Push => "push",
         }
     }
 
@@ -59,7 +75,7 @@ pub struct Options {
     /// Base URL of the sealpost API; only loopback addresses are accepted.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// Scenarios to run (comma separated); all of them by default.
+    /// Scenarios to run (comma separated); all but `push` by default.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub scenario: Vec<Scenario>,
     /// How many times to run the whole set; the report quotes the median of each figure.
@@ -82,6 +98,23 @@ pub struct Options {
     /// Do not run anything: serve the bare relay on this address and print where it listens.
     #[arg(long)]
     pub serve_relay: Option<String>,
+    /// Do not run anything: serve the push sink (a local FCM stand-in that counts what it
+    /// is sent) on this address, write its service-account JSON to `--push-credentials` and
+    /// print where it listens. Point sealpost at it with `SEALPOST_FCM_URL=<that URL>` and
+    /// `SEALPOST_FCM_CREDENTIALS_FILE=<the JSON>`.
+    #[arg(long, value_name = "ADDR", requires = "push_credentials")]
+    pub serve_push_sink: Option<String>,
+    /// With `--serve-push-sink`: where to write the service-account JSON (its `token_uri`
+    /// is the sink's `/token`).
+    #[arg(long, value_name = "FILE")]
+    pub push_credentials: Option<String>,
+    /// With `--serve-push-sink`: serve HTTPS under a CA made for the run and write the CA's
+    /// PEM here (for `SEALPOST_PUSH_CA_FILE`); plain HTTP without it.
+    #[arg(long, value_name = "FILE")]
+    pub push_ca: Option<String>,
+    /// push: the push sink whose `/count` tells the pushes the server sent.
+    #[arg(long, value_name = "URL")]
+    pub push_sink_url: Option<String>,
     /// Skip the relay (throughput figures then have no ratio).
     #[arg(long)]
     pub no_relay: bool,
@@ -122,6 +155,12 @@ pub struct Options {
     /// pairs: sealed sends (type 6 from anonymous sockets) instead of identified ones.
     #[arg(long)]
     pub sealed: bool,
+    /// pairs (and latency-at-rate, which shares its sockets): every receiver registers an
+    /// FCM token (`PUT /v1/accounts/gcm/`) before it connects; nothing else changes, so a
+    /// run with and one without compare what being push-registered costs a connected
+    /// receiver (BENCHMARKS.md: at least 0.95 of the run without).
+    #[arg(long)]
+    pub push_tokens: bool,
     /// latency-at-rate: offered messages/s over all senders (default: half of this run's
     /// `pairs` rate against sealpost).
     #[arg(long)]
@@ -150,6 +189,18 @@ pub struct Options {
     /// fanout: shared ciphertext bytes of the send whose Redis memory is measured.
     #[arg(long, default_value_t = 65536)]
     pub payload_bytes: usize,
+    /// push: offline receivers, each registered with an FCM token and never connected.
+    #[arg(long, default_value_t = 1000)]
+    pub push_receivers: usize,
+    /// push: connected senders sending urgent messages to the receivers round-robin (each
+    /// with `--inflight` lanes).
+    #[arg(long, default_value_t = 4)]
+    pub push_senders: usize,
+    /// push: messages queued per receiver at most (the sends stop there, and the window
+    /// with them), so the queues stay bounded whatever the rate: 250 x 1000 receivers is
+    /// more than 12 s at 20,000 sends/s. They are deleted with the receivers afterwards.
+    #[arg(long, default_value_t = 250)]
+    pub push_queue_depth: u64,
 }
 
 impl Options {
@@ -160,9 +211,12 @@ impl Options {
 
     /// The scenarios to run, in the canonical order.
     pub fn scenarios(&self) -> Vec<Scenario> {
+        if self.scenario.is_empty() {
+            return Scenario::DEFAULT.to_vec();
+        }
         Scenario::ALL
             .into_iter()
-            .filter(|s| self.scenario.is_empty() || self.scenario.contains(s))
+            .filter(|s| self.scenario.contains(s))
             .collect()
     }
 
@@ -183,6 +237,10 @@ impl Options {
         self.targets = self.targets.min(6);
         self.group = self.group.min(5);
         self.payload_bytes = self.payload_bytes.min(4096);
+        // Fewer receivers, each allowed more: the sends of a short phase still fit.
+        self.push_receivers = self.push_receivers.min(50);
+        self.push_queue_depth = self.push_queue_depth.max(1000);
+        self.push_senders = self.push_senders.min(2);
     }
 }
 
@@ -219,7 +277,11 @@ mod tests {
     }
 
     #[test]
-    fn no_scenario_flag_means_every_scenario_in_order() {
-        assert_eq!(Options::defaults().scenarios(), Scenario::ALL.to_vec());
+    fn no_scenario_flag_means_every_scenario_but_push_in_order() {
+        assert_eq!(Options::defaults().scenarios(), Scenario::DEFAULT.to_vec());
+        assert!(!Scenario::DEFAULT.contains(&Scenario::Push));
+        let mut options = Options::defaults();
+        options.scenario = vec![Scenario::Push, Scenario::Pairs];
+        assert_eq!(options.scenarios(), [Scenario::Pairs, Scenario::Push]);
     }
 }

@@ -81,6 +81,7 @@ pub fn headline(scenario: Scenario) -> &'static str {
         Scenario::Prekeys => "fetches_per_s",
         Scenario::Fanout => "deliveries_per_s",
         Scenario::Auth => "authenticated_per_s",
+        Scenario::Push => "pushes_per_s",
     }
 }
 
@@ -271,7 +272,15 @@ fn describe(
     let relay_cell = |f: &dyn Fn(&Outcome) -> String| relay.map_or("-".into(), f);
     match scenario {
         Scenario::Pairs => (
-            format!("{} msgs/s", num(s.get("msgs_per_s"))),
+            format!(
+                "{} msgs/s{}",
+                num(s.get("msgs_per_s")),
+                if s.get("push_tokens") == 1.0 {
+                    " (receivers push-registered)"
+                } else {
+                    ""
+                }
+            ),
             relay_cell(&|r| format!("{} msgs/s", num(r.get("msgs_per_s")))),
             latency(s),
             delivery_checks(s),
@@ -377,6 +386,25 @@ fn describe(
                 format!("auth/unauth {ratio:.2} >= 0.8: {}", met(ratio >= 0.8)),
             )
         }
+        Scenario::Push => (
+            format!(
+                "{} pushes/s to the sink at {} sends/s ({} offline receivers, {} µs server CPU per push)",
+                num(s.get("pushes_per_s")),
+                num(s.get("sends_per_s")),
+                num(s.get("receivers")),
+                num(s.get("server_cpu_us_per_push"))
+            ),
+            "- (no pushes)".into(),
+            "-".into(),
+            format!(
+                "unpushed {} of {} sent, sink rejected {}, errors {}",
+                num(s.get("unpushed")),
+                num(s.get("sent")),
+                num(s.get("sink_rejected")),
+                num(s.get("errors"))
+            ),
+            "recorded in RESULTS.md (no goal)".into(),
+        ),
     }
 }
 

@@ -1,6 +1,7 @@
-//! The harness itself under test: every scenario in quick mode against an embedded-mode
-//! sealpost started in this process and the bare relay, with every delivery check passing
-//! and every figure the table needs present.
+//! The harness itself under test: every default scenario in quick mode against an
+//! embedded-mode sealpost started in this process and the bare relay, with every delivery
+//! check passing and every figure the table needs present; and `pairs --push-tokens` and
+//! `push` against the same kind of server with the push sink beside it.
 
 use sealpost::config::Config;
 use sealpost::startup::Application;
@@ -55,7 +56,7 @@ async fn every_scenario_runs_in_quick_mode_against_sealpost_and_the_relay_withou
         Vec::<String>::new()
     );
     let run = &runs[0];
-    for scenario in Scenario::ALL {
+    for scenario in Scenario::DEFAULT {
         let outcome = run
             .find(scenario, SEALPOST)
             .unwrap_or_else(|| panic!("{} ran against sealpost", scenario.name()));
@@ -91,7 +92,7 @@ async fn every_scenario_runs_in_quick_mode_against_sealpost_and_the_relay_withou
     );
     assert!(summary.ratios.contains_key("pairs"));
     let table = std::fs::read_to_string(out_dir.join("summary.md")).unwrap();
-    for scenario in Scenario::ALL {
+    for scenario in Scenario::DEFAULT {
         assert!(
             table.contains(&format!("| {} |", scenario.name())),
             "{table}"
@@ -102,5 +103,68 @@ async fn every_scenario_runs_in_quick_mode_against_sealpost_and_the_relay_withou
     let _ = stop_relay.send(());
     let _ = stop.send(());
     relay.await.unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_with_push_tokens_and_push_run_in_quick_mode_beside_the_push_sink() {
+    let mut config = Config::embedded_for_tests();
+    config.rate_limits.enabled = false;
+    let app = Application::build(config).await.expect("the app builds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let sink = sealpost_loadtests::push_sink::PushSink::bind("127.0.0.1:0", false)
+        .await
+        .unwrap();
+    let sink_url = sink.url.clone();
+    let (stop_sink, sink_stopped) = tokio::sync::oneshot::channel::<()>();
+    let sink = tokio::spawn(sink.serve(async move {
+        let _ = sink_stopped.await;
+    }));
+
+    let out_dir = std::env::temp_dir().join(format!("sealpost-loadtest-{}", uuid::Uuid::new_v4()));
+    let mut options = Options::defaults();
+    options.quick = true;
+    options.apply_quick();
+    options.url = url.clone();
+    options.out_dir = out_dir.to_string_lossy().into_owned();
+    options.scenario = vec![Scenario::Pairs, Scenario::Push];
+    options.push_tokens = true;
+    options.push_sink_url = Some(sink_url);
+    let (runs, _) = sealpost_loadtests::run_all(
+        options,
+        Target {
+            name: SEALPOST,
+            url,
+            pid: Some(std::process::id()),
+        },
+        None,
+    )
+    .await
+    .expect("pairs and push run");
+
+    assert_eq!(
+        sealpost_loadtests::failed_checks(&runs),
+        Vec::<String>::new()
+    );
+    let pairs = runs[0].find(Scenario::Pairs, SEALPOST).unwrap();
+    assert!(pairs.get("delivered") > 0.0);
+    assert_eq!(pairs.get("push_tokens"), 1.0);
+    let push = runs[0].find(Scenario::Push, SEALPOST).unwrap();
+    assert!(push.get("sent") > 0.0 && push.get("sends_per_s") > 0.0);
+    assert_eq!(push.get("errors"), 0.0);
+    assert_eq!(push.get("receivers"), 50.0);
+    assert_eq!(push.get("sink_rejected"), 0.0);
+    // This server is not told about the sink (its FCM settings are the server's business),
+    // so what it pushed is only required to have been counted, not to be everything.
+    assert!(push.get("pushes_per_s") >= 0.0 && push.get("unpushed") <= push.get("sent"));
+
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = stop_sink.send(());
+    let _ = stop.send(());
+    sink.await.unwrap();
     server.await.unwrap().unwrap();
 }

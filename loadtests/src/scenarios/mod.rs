@@ -10,6 +10,7 @@ pub mod fanout;
 pub mod latency;
 pub mod pairs;
 pub mod prekeys;
+pub mod push;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,6 +101,7 @@ pub async fn run_set(env: &Env, run: usize) -> anyhow::Result<Run> {
                 Scenario::Prekeys => prekeys::run(env, &target).await?,
                 Scenario::Fanout => fanout::run(env, &target).await?,
                 Scenario::Auth => auth::run(env, &target).await?,
+                Scenario::Push => push::run(env, &target).await?,
             };
             eprintln!(
                 "== {} {}: {}",

@@ -1,7 +1,9 @@
 //! `pairs`: P sender/receiver pairs, each on its own socket. Every sender keeps `inflight`
 //! ordered lanes, each sending its next message as soon as the previous one was accepted
 //! (sealpost: the tunnelled `PUT /v1/messages/{aci}` answered 200; relay: forwarded);
-//! every receiver acknowledges each delivery. Also the pair plumbing `latency` reuses.
+//! every receiver acknowledges each delivery. With `--push-tokens` every receiver first
+//! registers an FCM token, so the same run measures what being push-registered costs a
+//! connected device. Also the pair plumbing `latency` and `push` reuse.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,35 +46,47 @@ impl Sender {
 
     /// Sends one content; `Ok(true)` when the server accepted it.
     pub async fn send(&self, content: &[u8]) -> anyhow::Result<bool> {
-        let status = match &self.dest {
-            Dest::Relay(to) => self.conn.relay_send(*to, content).await?,
+        match &self.dest {
+            Dest::Relay(to) => Ok(self.conn.relay_send(*to, content).await? == 200),
             Dest::Sealpost { path, sealed } => {
-                let body = serde_json::json!({
-                    "messages": [{
-                        "type": if *sealed { 6 } else { 1 },
-                        "destinationDeviceId": 1,
-                        "content": encode_base64(content),
-                    }],
-                    "timestamp": 1,
-                });
-                let mut headers = vec!["content-type:application/json".to_owned()];
-                if *sealed {
-                    // Receivers are registered with unrestricted access: any key opens them.
-                    headers.push(format!(
-                        "Unidentified-Access-Key:{}",
-                        encode_base64(&[0u8; 16])
-                    ));
-                }
-                self.conn
-                    .request("PUT", path, serde_json::to_vec(&body)?, headers)
-                    .await?
+                send_tunnelled(&self.conn, path, *sealed, content).await
             }
-        };
-        Ok(status == 200)
+        }
     }
 }
 
-/// Senders and receivers of `n` pairs, connected and with empty backlogs.
+/// One content through a sealpost socket's tunnelled `PUT /v1/messages/{aci}` (`path`) to
+/// the account's device 1, urgent (the default); `Ok(true)` when the server accepted it.
+pub async fn send_tunnelled(
+    conn: &Conn,
+    path: &str,
+    sealed: bool,
+    content: &[u8],
+) -> anyhow::Result<bool> {
+    let body = serde_json::json!({
+        "messages": [{
+            "type": if sealed { 6 } else { 1 },
+            "destinationDeviceId": 1,
+            "content": encode_base64(content),
+        }],
+        "timestamp": 1,
+    });
+    let mut headers = vec!["content-type:application/json".to_owned()];
+    if sealed {
+        // Receivers are registered with unrestricted access: any key opens them.
+        headers.push(format!(
+            "Unidentified-Access-Key:{}",
+            encode_base64(&[0u8; 16])
+        ));
+    }
+    let status = conn
+        .request("PUT", path, serde_json::to_vec(&body)?, headers)
+        .await?;
+    Ok(status == 200)
+}
+
+/// Senders and receivers of `n` pairs, connected and with empty backlogs; with
+/// `--push-tokens`, every sealpost receiver registered an FCM token before connecting.
 pub async fn connect_pairs(
     env: &Env,
     target: &Target,
@@ -99,6 +113,10 @@ pub async fn connect_pairs(
     eprintln!("registering {} accounts", 2 * n);
     let sending = crate::accounts::register(&env.client, n, false).await?;
     let receiving = crate::accounts::register(&env.client, n, sealed).await?;
+    if env.options.push_tokens {
+        eprintln!("registering {n} FCM tokens");
+        crate::accounts::register_fcm_tokens(&env.client, &receiving).await?;
+    }
     for (sender, receiver) in sending.into_iter().zip(receiving) {
         let (_, mut inbox) = conn::connect(
             &target.url,
@@ -242,6 +260,9 @@ pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
         .set("errors", errors as f64)
         .set("pairs", o.pairs as f64)
         .set("inflight", o.inflight as f64);
+    if !target.is_relay() {
+        outcome.set("push_tokens", if o.push_tokens { 1.0 } else { 0.0 });
+    }
     Ok(outcome)
 }
 
