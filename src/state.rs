@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::delivery::{Notifier, ProvisioningSockets, Registry};
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
+use crate::service::attachments::AttachmentService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub stores: Stores,
     pub authenticator: Authenticator,
     pub accounts: AccountService,
+    /// Attachment upload forms.
+    pub attachments: AttachmentService,
     pub keys: KeyService,
     pub messages: MessageService,
     pub profiles: ProfileService,

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod attachments;
 pub mod bounds;
 pub mod devices;
 pub mod entities;
@@ -88,6 +89,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             .put(push::set_webpush)
             .delete(push::delete_webpush),
         Endpoint::new("/v1/webpush/vapid").get(push::vapid_key),
+        Endpoint::new("/v4/attachments/form/upload").get(attachments::upload_form),
         Endpoint::new("/v1/devices").get(devices::list),
         // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
         Endpoint::new("/v1/devices/provisioning/code").get(devices::link_code),

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, devices, entities, keys, messages, profiles, push};
+use super::{accounts, attachments, devices, entities, keys, messages, profiles, push};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,6 +45,7 @@ use super::{accounts, devices, entities, keys, messages, profiles, push};
         push::activate_webpush,
         push::delete_webpush,
         push::vapid_key,
+        attachments::upload_form,
         crate::ws::upgrade,
         crate::ws::provisioning::upgrade,
     ),

@@ -128,6 +128,15 @@ pub(super) fn overlay_env(
     if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
         raw.trust_forwarded_for = Some(v);
     }
+    if let Some(v) = var(env, "SEALPOST_PUBLIC_URL") {
+        raw.public_url = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_ATTACHMENTS_URL") {
+        raw.attachments_url = Some(v);
+    }
+    if let Some(v) = parse_var(env, "SEALPOST_MAX_ATTACHMENT_BYTES", "a whole number")? {
+        raw.max_attachment_bytes = Some(v);
+    }
     super::push::overlay_env(&mut raw.push, &|name| var(env, name), &|name| {
         on_off_var(env, name)
     })?;

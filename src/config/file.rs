@@ -35,6 +35,9 @@ pub(super) struct FileConfig {
     pub(super) request_body_timeout_secs: Option<u64>,
     pub(super) max_websockets_per_client: Option<usize>,
     pub(super) max_connections_per_client: Option<usize>,
+    pub(super) public_url: Option<String>,
+    pub(super) attachments_url: Option<String>,
+    pub(super) max_attachment_bytes: Option<u64>,
     #[serde(default)]
     pub(super) rate_limits: FileRateLimits,
     #[serde(default)]

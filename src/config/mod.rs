@@ -13,12 +13,14 @@ use serde::Deserialize;
 
 use crate::limits::Limit;
 
+mod attachments;
 mod environment;
 mod file;
 mod push;
 mod secret;
 mod validate;
 
+pub use attachments::AttachmentsConfig;
 pub use push::{ApnsConfig, DEFAULT_VAPID_SUBJECT, PushConfig};
 pub use secret::SecretUrl;
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub webpush_allow_private: bool,
     /// Push providers and their credentials.
     pub push: PushConfig,
+    /// The public base URLs and the attachment size limit.
+    pub attachments: AttachmentsConfig,
     /// The wall clock wake-up schedules read (PROTOCOL.md 11.4); tests move it forward.
     pub clock: Clock,
     pub log_format: LogFormat,
@@ -184,6 +188,7 @@ impl Config {
             trust_forwarded_for: false,
             webpush_allow_private: false,
             push: PushConfig::default(),
+            attachments: AttachmentsConfig::default(),
             clock: Clock::default(),
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::Clock;
 use super::file::FileConfig;
+use super::{AttachmentsConfig, Clock};
 use super::{
     Config, ConfigError, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_WEBSOCKETS,
     DEFAULT_MAX_WEBSOCKETS_PER_CLIENT, DEFAULT_QUEUE_MAX_BYTES, DEFAULT_QUEUE_MAX_MESSAGES,
@@ -142,6 +142,24 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
     if raw.queue_max_bytes == Some(0) {
         return Err(ConfigError::new("queue_max_bytes must be at least 1"));
     }
+    let attachments = AttachmentsConfig {
+        public_url: match &raw.public_url {
+            Some(url) => Some(super::attachments::base_url("SEALPOST_PUBLIC_URL", url)?),
+            None => None,
+        },
+        attachments_url: match &raw.attachments_url {
+            Some(url) => Some(super::attachments::base_url(
+                "SEALPOST_ATTACHMENTS_URL",
+                url,
+            )?),
+            None => None,
+        },
+        max_bytes: match raw.max_attachment_bytes {
+            Some(0) => return Err(ConfigError::new("max_attachment_bytes must be at least 1")),
+            Some(n) => n,
+            None => crate::domain::attachments::DEFAULT_MAX_ATTACHMENT_BYTES,
+        },
+    };
     if raw.workers == Some(0) {
         return Err(ConfigError::new("workers must be at least 1"));
     }
@@ -160,6 +178,7 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
         webpush_allow_private: raw.webpush_allow_private.unwrap_or(false),
         push: super::push::validate(raw.push)?,
+        attachments,
         clock: Clock::default(),
         log_format: raw.log_format.unwrap_or(LogFormat::Text),
         queue_ttl: raw

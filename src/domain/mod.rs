@@ -2,6 +2,7 @@
 //! only; no IO, no HTTP, no storage.
 
 pub mod accounts;
+pub mod attachments;
 pub mod certificates;
 pub mod clock;
 pub mod encoding;

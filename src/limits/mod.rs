@@ -52,10 +52,14 @@ pub enum Limit {
     /// Reading the VAPID public key, per client address (sealpost's: the one push endpoint
     /// without authentication).
     WebPushVapid,
+    /// Attachment upload forms, per account (PROTOCOL.md "9 (additions)").
+    AttachmentCreate,
+    /// Bytes of the upload forms that name a length, per account.
+    AttachmentCreateBytes,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 12] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -66,6 +70,8 @@ impl Limit {
         Limit::PushRegistration,
         Limit::WebPushSet,
         Limit::WebPushVapid,
+        Limit::AttachmentCreate,
+        Limit::AttachmentCreateBytes,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -81,6 +87,8 @@ impl Limit {
             Limit::PushRegistration => "pushRegistration",
             Limit::WebPushSet => "webPushSet",
             Limit::WebPushVapid => "webPushVapid",
+            Limit::AttachmentCreate => "attachmentCreate",
+            Limit::AttachmentCreateBytes => "attachmentCreateBytes",
         }
     }
 
@@ -100,6 +108,9 @@ impl Limit {
             Limit::PushRegistration => (10, 60_000.0),
             Limit::WebPushSet => (10, 60_000.0),
             Limit::WebPushVapid => (100, 1_000.0),
+            Limit::AttachmentCreate => (50, 1_200.0),
+            // 1 GiB, one byte back every microsecond.
+            Limit::AttachmentCreateBytes => (1 << 30, 0.001),
         };
         BucketSpec {
             bucket_size,

@@ -23,6 +23,7 @@ use crate::descriptors::Budget;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
+use crate::service::attachments::AttachmentService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
@@ -181,6 +182,14 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let metrics = Metrics::new();
+        // Bound first: the upload form names the public listener's real address when no
+        // public URL is configured (port 0 in tests).
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin_listen).map_err(|e| {
+            anyhow::anyhow!("cannot listen on {} (admin): {e}", config.admin_listen)
+        })?;
+
         let (stores, redis) =
             connect(&config.stores, config.queue_policy(), Some(metrics.clone())).await?;
         let address_secret = stores
@@ -287,12 +296,24 @@ impl Application {
             wakeups: wakeups.clone(),
             vapid_public_key: providers.vapid_public_key,
         });
+        let upload_secret = stores
+            .secrets
+            .secret(crate::service::attachments::UPLOAD_SECRET)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the upload-token secret: {e}"))?;
+        let attachments = AttachmentService::new(
+            limiter.clone(),
+            upload_secret,
+            config.attachments.max_bytes,
+            config.attachments.attachments_base(listener.local_addr()?),
+        )?;
         let budget = descriptor_budget(&config);
         let state = web::Data::new(AppState {
             config: config.clone(),
             stores,
             authenticator,
             accounts,
+            attachments,
             keys,
             messages,
             profiles,
@@ -311,11 +332,6 @@ impl Application {
             shutdown,
         });
 
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let admin_listener = TcpListener::bind(config.admin_listen).map_err(|e| {
-            anyhow::anyhow!("cannot listen on {} (admin): {e}", config.admin_listen)
-        })?;
         let port = listener.local_addr()?.port();
         let admin_port = admin_listener.local_addr()?.port();
 

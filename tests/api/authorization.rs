@@ -72,6 +72,8 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (SetWebPush,                            [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
     (ActivateWebPush,                       [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
     (DeleteWebPush,                         [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    // An upload form: the calling device's own account (PROTOCOL 12.1).
+    (UploadForm,                            [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
     // The VAPID key is public: no credentials needed, none refused (sealpost, 11.8).
     (VapidKey,                              [200, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove

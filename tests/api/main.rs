@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts;
+mod attachments;
 mod authorization;
 mod dashboards;
 mod device_removal;

@@ -58,6 +58,7 @@ pub enum Endpoint {
     ActivateWebPush,
     DeleteWebPush,
     VapidKey,
+    UploadForm,
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -270,6 +271,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         ),
         Endpoint::DeleteWebPush => bare("DELETE", "/v1/accounts/webpush/"),
         Endpoint::VapidKey => bare("GET", "/v1/webpush/vapid"),
+        Endpoint::UploadForm => bare("GET", "/v4/attachments/form/upload?uploadLength=100"),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
     }
 }

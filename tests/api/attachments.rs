@@ -1,0 +1,136 @@
+//! The attachment upload form through the real server (PROTOCOL.md 12.1, 12.3): `cdn: 3`, a
+//! 20-character key, an HS256 upload token whose claims name that key and length and expire
+//! in 24 h, the `Upload-Metadata` header, the TUS location; 400 and 413 for bad lengths; the
+//! `attachmentCreate` and `attachmentCreateBytes` limits. Who may call it is in the
+//! authorization matrix.
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sealpost::client::DeviceCredentials;
+use sealpost::domain::attachments::{DEFAULT_MAX_ATTACHMENT_BYTES, UploadClaims};
+use sealpost::limits::Limit;
+use sealpost::service::attachments::UPLOAD_SECRET;
+use serde_json::Value;
+
+use crate::common::{Backend, TestApp, TestStores, register_with};
+
+async fn form(app: &TestApp, who: &DeviceCredentials, query: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .http()
+        .get(
+            app.client
+                .url(&format!("/v4/attachments/form/upload{query}")),
+        )
+        .header("Authorization", who.authorization())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn claims(app: &TestApp, body: &Value) -> UploadClaims {
+    let secret = app.stores.secrets.secret(UPLOAD_SECRET).await.unwrap();
+    let token = body["headers"]["Authorization"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("Bearer ")
+        .expect("a bearer token");
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_audience(&["attachments"]);
+    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    jsonwebtoken::decode::<UploadClaims>(
+        token,
+        &DecodingKey::from_secret(&secret).unwrap(),
+        &validation,
+    )
+    .expect("the token verifies under the server's secret")
+    .claims
+}
+
+async fn the_form_is_signals_cdn3_descriptor(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let mut config = stores.config();
+    config.rate_limits.enabled = false;
+    let app = TestApp::start(config).await;
+    let (alice, _) = register_with(&app, None, false).await;
+
+    let (status, body) = form(&app, &alice, "?uploadLength=12345").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cdn"], 3);
+    let key = body["key"].as_str().unwrap();
+    assert_eq!(key.len(), 20);
+    assert!(
+        key.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_eq!(
+        body["signedUploadLocation"],
+        format!("{}/upload/attachments", app.address)
+    );
+    let metadata = base64::engine::general_purpose::STANDARD.encode(key);
+    assert_eq!(
+        body["headers"]["Upload-Metadata"],
+        format!("filename {metadata}")
+    );
+    let claims = claims(&app, &body).await;
+    assert_eq!(
+        (claims.aud.as_str(), claims.sub.as_str()),
+        ("attachments", key)
+    );
+    assert_eq!(claims.max_len, 12345);
+    assert_eq!(claims.exp - claims.iat, 24 * 3600);
+
+    // No length: the maximum; each form a fresh key.
+    let (status, other) = form(&app, &alice, "").await;
+    assert_eq!(status, 200);
+    assert_ne!(other["key"], body["key"]);
+    assert_eq!(claims_of(&app, &other).await, DEFAULT_MAX_ATTACHMENT_BYTES);
+
+    for (query, expected) in [
+        ("?uploadLength=0", 400),
+        ("?uploadLength=-1", 400),
+        ("?uploadLength=ten", 400),
+        (
+            &*format!("?uploadLength={}", DEFAULT_MAX_ATTACHMENT_BYTES + 1),
+            413,
+        ),
+    ] {
+        let (status, body) = form(&app, &alice, query).await;
+        assert_eq!(status, expected, "{query}: {body}");
+        assert_eq!(body["code"], expected, "a JSON body: {body}");
+    }
+    app.stop().await;
+}
+
+async fn claims_of(app: &TestApp, body: &Value) -> u64 {
+    claims(app, body).await.max_len
+}
+
+async fn forms_are_limited_by_count_and_by_bytes(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config_with_limit(Limit::AttachmentCreate, 2, 60_000.0)).await;
+    let (alice, _) = register_with(&app, None, false).await;
+    assert_eq!(form(&app, &alice, "").await.0, 200);
+    assert_eq!(form(&app, &alice, "").await.0, 200);
+    let (status, body) = form(&app, &alice, "").await;
+    assert_eq!(status, 429, "{body}");
+    app.stop().await;
+
+    let stores = TestStores::new(backend).await;
+    let app =
+        TestApp::start(stores.config_with_limit(Limit::AttachmentCreateBytes, 1000, 60_000.0))
+            .await;
+    let (bob, _) = register_with(&app, None, false).await;
+    assert_eq!(form(&app, &bob, "?uploadLength=600").await.0, 200);
+    assert_eq!(form(&app, &bob, "?uploadLength=600").await.0, 429);
+    // A form without a length charges no bytes.
+    assert_eq!(form(&app, &bob, "").await.0, 200);
+    app.stop().await;
+}
+
+on_both_backends!(
+    the_form_is_signals_cdn3_descriptor,
+    forms_are_limited_by_count_and_by_bytes,
+);
