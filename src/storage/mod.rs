@@ -1,6 +1,7 @@
 //! Storage traits, one small trait per area, and their backends: `postgres` (accounts,
 //! devices, keys, server secrets, push registrations), `redis` (queues, rate-limit buckets,
-//! link codes, scheduled wake-ups) and `memory` (the embedded mode). Storage never sees HTTP types; a failure is an error, never "not found".
+//! link codes, scheduled wake-ups), `memory` (the embedded mode) and `objects` (attachment
+//! bytes, behind their own trait). Storage never sees HTTP types; a failure is an error, never "not found".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub(crate) use crate::domain::queued::stored;
 
 pub mod cache;
 pub mod memory;
+pub mod objects;
 pub mod postgres;
 pub mod redis;
 

@@ -13,6 +13,7 @@ mod devices;
 mod keys;
 mod link_codes;
 mod notifiers;
+mod objects;
 mod push;
 mod push_schedule;
 mod queues;

@@ -1,0 +1,221 @@
+//! Object storage for attachment bytes (PROTOCOL.md 12): one small trait that a resumable
+//! (TUS) upload streams into as S3-style multipart parts, and its backends (`memory`,
+//! `directory`). It knows keys and bytes only: no HTTP, no accounts, no retention policy.
+
+use std::ops::Range;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::{StorageError, StorageResult};
+
+pub mod directory;
+pub mod memory;
+
+/// S3's smallest part but the last: every backend refuses less so that none accepts an
+/// upload S3 would refuse.
+pub const MIN_PART_BYTES: usize = 5 * 1024 * 1024;
+/// S3's highest part number.
+pub const MAX_PART_NUMBER: u32 = 10_000;
+/// The size of the chunks `get` streams.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+
+/// An object's size and last-modified time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub modified_ms: i64,
+}
+
+/// A multipart upload in progress, as a string a caller can keep (S3's UploadId) and resume
+/// from in another process.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(pub String);
+
+/// One stored part, as S3 needs it to complete (its number and ETag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartTag {
+    pub number: u32,
+    pub etag: String,
+}
+
+/// The bytes of an object, in chunks.
+pub type ByteStream = futures_util::stream::BoxStream<'static, StorageResult<Bytes>>;
+
+/// Where attachment bytes live. Keys are `[A-Za-z0-9_=/-]` segments separated by `/`
+/// (`attachments/<20 url-safe chars>`); any other key is refused with an error, so no key
+/// can name a path outside a directory backend's root.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn start_upload(&self, key: &str) -> StorageResult<UploadId>;
+    /// Parts are numbered from 1 to `MAX_PART_NUMBER`; putting a number again replaces it.
+    /// Every part but the last must be at least `MIN_PART_BYTES`, checked at completion.
+    async fn put_part(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        number: u32,
+        bytes: Bytes,
+    ) -> StorageResult<PartTag>;
+    /// The object `key` appears, whole, only now (replacing any object of that key); the
+    /// parts are the ones `put_part` returned, in ascending order. The upload is gone after.
+    async fn complete_upload(
+        &self,
+        key: &str,
+        upload: &UploadId,
+        parts: &[PartTag],
+    ) -> StorageResult<()>;
+    /// Drops the upload's parts; aborting an unknown or finished upload is not an error.
+    async fn abort_upload(&self, key: &str, upload: &UploadId) -> StorageResult<()>;
+    async fn head(&self, key: &str) -> StorageResult<Option<ObjectMeta>>;
+    /// The bytes of `range` (or all), as a stream of chunks; None when there is no such
+    /// object. The range is clamped to the object: an end past it stops at its end, and a
+    /// start at or past it gives an empty stream (the caller answers 416 from `head`).
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> StorageResult<Option<ByteStream>>;
+    /// Deleting a missing key is not an error.
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Keys under `prefix` last modified before `before_ms` (for the retention sweeper), in
+    /// key order, after `after` when given, at most `limit`.
+    async fn list_older(
+        &self,
+        prefix: &str,
+        before_ms: i64,
+        after: Option<&str>,
+        limit: usize,
+    ) -> StorageResult<Vec<String>>;
+}
+
+fn refused(what: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(anyhow!("{what}"))
+}
+
+/// Refuses a key that is empty, absolute, has an empty or `..` segment or a character outside
+/// `[A-Za-z0-9_=/-]`.
+pub fn check_key(key: &str) -> StorageResult<()> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '=' | '/' | '-');
+    if key.is_empty()
+        || !key.chars().all(allowed)
+        || key
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "..")
+    {
+        return Err(refused(format_args!("invalid object key {key:?}")));
+    }
+    Ok(())
+}
+
+/// Refuses a listing prefix the same way as a key, except that it may be empty or end in `/`.
+pub fn check_prefix(prefix: &str) -> StorageResult<()> {
+    let trimmed = prefix.strip_suffix('/').unwrap_or(prefix);
+    if trimmed.is_empty() && prefix.len() <= 1 {
+        return if prefix.is_empty() {
+            Ok(())
+        } else {
+            Err(refused(format_args!("invalid object prefix {prefix:?}")))
+        };
+    }
+    check_key(trimmed)
+}
+
+pub fn check_part_number(number: u32) -> StorageResult<()> {
+    if !(1..=MAX_PART_NUMBER).contains(&number) {
+        return Err(refused(format_args!("invalid part number {number}")));
+    }
+    Ok(())
+}
+
+/// A part's ETag as the local backends make it: its SHA-256, so a re-put of the same bytes
+/// gives the same tag.
+pub fn part_etag(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Checks a completion list as S3 does: not empty, ascending numbers, each part stored with
+/// that ETag (`stored` gives a number's ETag and size), every part but the last at least
+/// `MIN_PART_BYTES`.
+pub fn check_completion(
+    parts: &[PartTag],
+    stored: impl Fn(u32) -> Option<(String, u64)>,
+) -> StorageResult<()> {
+    if parts.is_empty() {
+        return Err(refused("an upload completes with at least one part"));
+    }
+    if parts
+        .windows(2)
+        .any(|pair| pair[0].number >= pair[1].number)
+    {
+        return Err(refused("parts complete in ascending order"));
+    }
+    for (i, part) in parts.iter().enumerate() {
+        let Some((etag, size)) = stored(part.number) else {
+            return Err(refused(format_args!("no part {}", part.number)));
+        };
+        if etag != part.etag {
+            return Err(refused(format_args!(
+                "part {} has another ETag",
+                part.number
+            )));
+        }
+        if i + 1 < parts.len() && size < MIN_PART_BYTES as u64 {
+            return Err(refused(format_args!(
+                "part {} is smaller than {MIN_PART_BYTES} bytes",
+                part.number
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `range` clamped to an object of `size` bytes.
+pub fn clamp(range: Option<Range<u64>>, size: u64) -> Range<u64> {
+    match range {
+        None => 0..size,
+        Some(range) => {
+            let end = range.end.min(size);
+            range.start.min(end)..end
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_could_leave_a_directory_are_refused() {
+        for key in [
+            "",
+            "/etc/passwd",
+            "a/../b",
+            "..",
+            "a//b",
+            "a/",
+            "a.b",
+            "a b",
+            "a\\b",
+            "ä",
+        ] {
+            assert!(check_key(key).is_err(), "{key:?}");
+        }
+        check_key("attachments/AbC-_=09xyzXYZ12345678").unwrap();
+    }
+
+    #[test]
+    fn prefixes_may_be_empty_or_end_in_a_slash() {
+        check_prefix("").unwrap();
+        check_prefix("attachments/").unwrap();
+        check_prefix("attachments/Ab").unwrap();
+        assert!(check_prefix("/").is_err());
+        assert!(check_prefix("../").is_err());
+    }
+
+    #[test]
+    fn ranges_are_clamped_to_the_object() {
+        assert_eq!(clamp(None, 10), 0..10);
+        assert_eq!(clamp(Some(2..5), 10), 2..5);
+        assert_eq!(clamp(Some(8..50), 10), 8..10);
+        assert_eq!(clamp(Some(12..50), 10), 10..10);
+    }
+}
