@@ -47,6 +47,9 @@ pub enum AppError {
     MultiStaleDevices(Vec<(crate::domain::ids::Aci, Vec<u8>)>),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// 416 of a download whose `Range` lies outside the object.
+    #[error("the requested range lies outside the attachment")]
+    RangeNotSatisfiable,
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// A signature that does not verify.
@@ -209,6 +212,7 @@ impl ResponseError for AppError {
             AppError::MultiStaleDevices(_) => StatusCode::GONE,
             AppError::DeviceLimit { .. } => StatusCode::LENGTH_REQUIRED,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::InvalidSignature(_) | AppError::Unprocessable(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY

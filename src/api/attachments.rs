@@ -1,14 +1,18 @@
 //! `GET /v4/attachments/form/upload` (PROTOCOL.md 12.1, 12.3): always `cdn: 3`, the TUS
-//! endpoint sealpost serves itself. A thin handler over `service::attachments`.
+//! endpoint sealpost serves itself; `GET`/`HEAD /attachments/{key}`, the public download with
+//! one `Range`. Thin handlers over `service::attachments`.
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::AppError;
 use crate::identity::AuthenticatedDevice;
+use crate::service::attachments::Download;
 use crate::state::AppState;
 
 /// The cdn number of sealpost's own TUS endpoint.
@@ -64,4 +68,91 @@ pub async fn upload_form(
         headers,
         signed_upload_location: form.location,
     }))
+}
+
+#[utoipa::path(get, path = "/attachments/{key}", tag = "attachments",
+    summary = "Download an attachment (no authentication: the bytes are end-to-end encrypted)",
+    params(("key" = String, Path, description = "The 20-character key of the upload form")),
+    responses(
+        (status = 200, description = "The whole object", content_type = "application/octet-stream"),
+        (status = 206, description = "The requested byte range, with Content-Range", content_type = "application/octet-stream"),
+        (status = 404, description = "No such attachment", body = crate::error::ErrorJson),
+        (status = 416, description = "The range lies outside the object", body = crate::error::ErrorJson),
+    ))]
+pub async fn download(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, AppError> {
+    serve(state, &key, &request, true).await
+}
+
+#[utoipa::path(head, path = "/attachments/{key}", tag = "attachments",
+    summary = "An attachment's size (and a range's) without its bytes",
+    params(("key" = String, Path, description = "The 20-character key of the upload form")),
+    responses(
+        (status = 200, description = "Content-Length: the object's size"),
+        (status = 206, description = "Content-Range and Content-Length of the range"),
+        (status = 404, description = "No such attachment"),
+        (status = 416, description = "The range lies outside the object"),
+    ))]
+pub async fn download_head(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+    request: HttpRequest,
+) -> Result<HttpResponse, AppError> {
+    serve(state, &key, &request, false).await
+}
+
+async fn serve(
+    state: web::Data<AppState>,
+    key: &str,
+    request: &HttpRequest,
+    with_body: bool,
+) -> Result<HttpResponse, AppError> {
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    match state.attachments.download(key, range, with_body).await? {
+        Download::Unsatisfiable { size } => {
+            let mut response = AppError::RangeNotSatisfiable.error_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header::HeaderValue::from_str(&format!("bytes */{size}"))
+                    .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?,
+            );
+            Ok(response)
+        }
+        Download::Found { size, range, body } => {
+            let mut response = match &range {
+                Some(bytes) => {
+                    let mut partial = HttpResponse::PartialContent();
+                    partial.insert_header((
+                        header::CONTENT_RANGE,
+                        format!("bytes {}-{}/{size}", bytes.start, bytes.end - 1),
+                    ));
+                    partial
+                }
+                None => HttpResponse::Ok(),
+            };
+            let length = range.map_or(size, |bytes| bytes.end - bytes.start);
+            response
+                .content_type("application/octet-stream")
+                .insert_header((header::ACCEPT_RANGES, "bytes"))
+                .no_chunking(length);
+            Ok(match body {
+                Some(body) => response.streaming(body.map_err(|e| {
+                    tracing::warn!(error = %e, "an attachment download failed midway");
+                    actix_web::error::ErrorInternalServerError("the object store failed")
+                })),
+                // HEAD: the length of what GET would send (a sized body the server never
+                // writes for HEAD; `finish` would say 0).
+                None => response.body(actix_web::body::SizedStream::new(
+                    length,
+                    futures_util::stream::empty::<Result<bytes::Bytes, actix_web::Error>>(),
+                )),
+            })
+        }
+    }
 }

@@ -90,6 +90,9 @@ pub fn endpoints() -> Vec<Endpoint> {
             .delete(push::delete_webpush),
         Endpoint::new("/v1/webpush/vapid").get(push::vapid_key),
         Endpoint::new("/v4/attachments/form/upload").get(attachments::upload_form),
+        Endpoint::new("/attachments/{key}")
+            .get(attachments::download)
+            .head(attachments::download_head),
         Endpoint::new("/v1/devices").get(devices::list),
         // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
         Endpoint::new("/v1/devices/provisioning/code").get(devices::link_code),
@@ -173,6 +176,13 @@ impl Endpoint {
         F::Output: Responder + 'static,
     {
         self.on(Method::GET, handler)
+    }
+
+    fn head<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self
+    where
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::HEAD, handler)
     }
 
     fn put<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self

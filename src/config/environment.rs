@@ -128,6 +128,9 @@ pub(super) fn overlay_env(
     if let Some(v) = parse_var(env, "SEALPOST_TRUST_FORWARDED_FOR", "true or false")? {
         raw.trust_forwarded_for = Some(v);
     }
+    if let Some(v) = var(env, "SEALPOST_DATA_DIR") {
+        raw.data_dir = Some(PathBuf::from(v));
+    }
     if let Some(v) = var(env, "SEALPOST_PUBLIC_URL") {
         raw.public_url = Some(v);
     }

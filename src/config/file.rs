@@ -35,6 +35,7 @@ pub(super) struct FileConfig {
     pub(super) request_body_timeout_secs: Option<u64>,
     pub(super) max_websockets_per_client: Option<usize>,
     pub(super) max_connections_per_client: Option<usize>,
+    pub(super) data_dir: Option<PathBuf>,
     pub(super) public_url: Option<String>,
     pub(super) attachments_url: Option<String>,
     pub(super) max_attachment_bytes: Option<u64>,

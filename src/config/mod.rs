@@ -26,6 +26,9 @@ pub use secret::SecretUrl;
 
 pub use crate::domain::clock::Clock;
 
+/// `SEALPOST_DATA_DIR`'s default, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
 use file::FileConfig;
 
 /// Queues live 30 days after their last insert unless configured otherwise.
@@ -77,6 +80,9 @@ pub struct Config {
     pub push: PushConfig,
     /// The public base URLs and the attachment size limit.
     pub attachments: AttachmentsConfig,
+    /// `SEALPOST_DATA_DIR`: where the external mode keeps attachments (`objects/`) until an
+    /// S3 bucket is configured; every pod must see the same directory.
+    pub data_dir: PathBuf,
     /// The wall clock wake-up schedules read (PROTOCOL.md 11.4); tests move it forward.
     pub clock: Clock,
     pub log_format: LogFormat,
@@ -189,6 +195,7 @@ impl Config {
             webpush_allow_private: false,
             push: PushConfig::default(),
             attachments: AttachmentsConfig::default(),
+            data_dir: DEFAULT_DATA_DIR.into(),
             clock: Clock::default(),
             log_format: LogFormat::Text,
             queue_ttl: DEFAULT_QUEUE_TTL,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::file::FileConfig;
-use super::{AttachmentsConfig, Clock};
+use super::{AttachmentsConfig, Clock, DEFAULT_DATA_DIR};
 use super::{
     Config, ConfigError, DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_MAX_WEBSOCKETS,
     DEFAULT_MAX_WEBSOCKETS_PER_CLIENT, DEFAULT_QUEUE_MAX_BYTES, DEFAULT_QUEUE_MAX_MESSAGES,
@@ -179,6 +179,10 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         webpush_allow_private: raw.webpush_allow_private.unwrap_or(false),
         push: super::push::validate(raw.push)?,
         attachments,
+        data_dir: raw
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
         clock: Clock::default(),
         log_format: raw.log_format.unwrap_or(LogFormat::Text),
         queue_ttl: raw

@@ -144,3 +144,76 @@ mod tests {
         );
     }
 }
+
+/// What a download's `Range` header asks for (RFC 9110 14.2), against an object of `size`
+/// bytes: one byte range, clamped to the object; several ranges or a header that does not
+/// parse are ignored (the whole object, 200), as RFC 9110 allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangeRequest {
+    Whole,
+    /// Bytes `start..end` (end exclusive), 206.
+    Partial(std::ops::Range<u64>),
+    /// Nothing of the object is in the range (416).
+    Unsatisfiable,
+}
+
+pub fn range_request(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Whole;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeRequest::Whole;
+    };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        // `bytes=-n`: the last n bytes.
+        (true, false) => match number(last) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(_) if size == 0 => RangeRequest::Unsatisfiable,
+            Some(n) => RangeRequest::Partial(size.saturating_sub(n)..size),
+            None => RangeRequest::Whole,
+        },
+        // `bytes=a-`: from a to the end.
+        (false, true) => match number(first) {
+            Some(a) if a >= size => RangeRequest::Unsatisfiable,
+            Some(a) => RangeRequest::Partial(a..size),
+            None => RangeRequest::Whole,
+        },
+        // `bytes=a-b`: a to b inclusive.
+        (false, false) => match (number(first), number(last)) {
+            (Some(a), Some(b)) if a > b => RangeRequest::Whole,
+            (Some(a), Some(_)) if a >= size => RangeRequest::Unsatisfiable,
+            (Some(a), Some(b)) => RangeRequest::Partial(a..b.saturating_add(1).min(size)),
+            _ => RangeRequest::Whole,
+        },
+        (true, true) => RangeRequest::Whole,
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        use RangeRequest::*;
+        assert_eq!(range_request(None, 10), Whole);
+        assert_eq!(range_request(Some("bytes=0-3"), 10), Partial(0..4));
+        assert_eq!(range_request(Some("bytes=5-"), 10), Partial(5..10));
+        assert_eq!(range_request(Some("bytes=-3"), 10), Partial(7..10));
+        assert_eq!(range_request(Some("bytes=-30"), 10), Partial(0..10));
+        assert_eq!(range_request(Some("bytes=8-100"), 10), Partial(8..10));
+        assert_eq!(range_request(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(range_request(Some("bytes=10-12"), 10), Unsatisfiable);
+        assert_eq!(range_request(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(range_request(Some("bytes=0-0"), 0), Unsatisfiable);
+        // Ignored: several ranges, other units, nonsense, a reversed range.
+        assert_eq!(range_request(Some("bytes=0-1,3-4"), 10), Whole);
+        assert_eq!(range_request(Some("items=0-1"), 10), Whole);
+        assert_eq!(range_request(Some("bytes=x-y"), 10), Whole);
+        assert_eq!(range_request(Some("bytes=5-2"), 10), Whole);
+    }
+}

@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-use crate::domain::attachments::{AttachmentKey, UploadClaims, UploadLengthError, upload_length};
+use crate::domain::attachments::{
+    AttachmentKey, RangeRequest, UploadClaims, UploadLengthError, range_request, upload_length,
+};
 use crate::domain::clock::now_ms;
 use crate::error::AppError;
 use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
+use crate::storage::objects::{ByteStream, ObjectStore};
 
 /// The server secret upload tokens are signed with (HS256), the same on every pod.
 pub const UPLOAD_SECRET: &str = "attachment-upload-key";
@@ -27,8 +30,27 @@ pub struct UploadForm {
     pub location: String,
 }
 
+/// What a download answers.
+pub enum Download {
+    /// 200 (`range` None) or 206: the object's size, the bytes sent, and their stream (none
+    /// for `HEAD`).
+    Found {
+        size: u64,
+        range: Option<std::ops::Range<u64>>,
+        body: Option<ByteStream>,
+    },
+    /// 416: nothing of the object is in the range.
+    Unsatisfiable { size: u64 },
+}
+
+/// Where an attachment's bytes live in the object store.
+pub fn object_key(key: &AttachmentKey) -> String {
+    format!("attachments/{}", key.as_str())
+}
+
 #[derive(Clone)]
 pub struct AttachmentService {
+    objects: Arc<dyn ObjectStore>,
     limiter: RateLimiter,
     signing: Arc<EncodingKey>,
     max_bytes: u64,
@@ -38,6 +60,7 @@ pub struct AttachmentService {
 
 impl AttachmentService {
     pub fn new(
+        objects: Arc<dyn ObjectStore>,
         limiter: RateLimiter,
         secret: [u8; 32],
         max_bytes: u64,
@@ -46,6 +69,7 @@ impl AttachmentService {
         let signing = EncodingKey::from_secret(&secret)
             .map_err(|e| anyhow::anyhow!("the upload-token key: {e}"))?;
         Ok(Self {
+            objects,
             limiter,
             signing: Arc::new(signing),
             max_bytes,
@@ -84,6 +108,41 @@ impl AttachmentService {
             key,
             authorization: format!("Bearer {token}"),
             location: format!("{}/upload/attachments", self.base),
+        })
+    }
+
+    /// `GET`/`HEAD /attachments/{key}`, without authentication (the bytes are end-to-end
+    /// encrypted): 404 for a key that is not one or names nothing, one `Range` honoured.
+    pub async fn download(
+        &self,
+        key: &str,
+        range: Option<&str>,
+        with_body: bool,
+    ) -> Result<Download, AppError> {
+        let missing = || AppError::NotFound("no such attachment".into());
+        let key = AttachmentKey::parse(key).map_err(|_| missing())?;
+        let name = object_key(&key);
+        let meta = self.objects.head(&name).await?.ok_or_else(missing)?;
+        let (partial, bytes) = match range_request(range, meta.size) {
+            RangeRequest::Unsatisfiable => return Ok(Download::Unsatisfiable { size: meta.size }),
+            RangeRequest::Whole => (None, 0..meta.size),
+            RangeRequest::Partial(bytes) => (Some(bytes.clone()), bytes),
+        };
+        let body = if with_body {
+            // Deleted since `head`: gone.
+            Some(
+                self.objects
+                    .get(&name, Some(bytes))
+                    .await?
+                    .ok_or_else(missing)?,
+            )
+        } else {
+            None
+        };
+        Ok(Download::Found {
+            size: meta.size,
+            range: partial,
+            body,
         })
     }
 }

@@ -36,6 +36,9 @@ use crate::storage::memory::{
     MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryPushScheduleStore,
     MemoryRateLimitStore, MemorySecretStore,
 };
+use crate::storage::objects::ObjectStore;
+use crate::storage::objects::directory::DirectoryObjects;
+use crate::storage::objects::memory::MemoryObjects;
 use crate::storage::postgres::PgStore;
 use crate::storage::redis::RedisStore;
 use crate::storage::{QueuePolicy, Stores};
@@ -55,8 +58,25 @@ pub struct Application {
 /// Builds the stores the configuration names, migrating Postgres first.
 /// With Postgres, account reads go through the account cache, which stays off until
 /// [`AccountCache::resume`] (the pub/sub listener calls it once it hears invalidations).
+/// Attachments are kept in memory here: the tools and storage tests that call this do not
+/// read them (the server's own come from [`objects`]).
 pub async fn connect_stores(config: &StoreConfig, queue: QueuePolicy) -> anyhow::Result<Stores> {
-    Ok(connect(config, queue, None).await?.0)
+    Ok(connect(config, queue, None, Arc::new(MemoryObjects::new()))
+        .await?
+        .0)
+}
+
+/// Where the server keeps attachment bytes: memory in the embedded mode, else the data
+/// directory's `objects/` (an S3 bucket is to come).
+fn objects(config: &Config) -> Arc<dyn ObjectStore> {
+    match config.stores {
+        StoreConfig::Embedded => Arc::new(MemoryObjects::new()),
+        // Created on the first upload, so a read-only working directory (a container) or a
+        // checkout running the tests is not written to by a server that stores nothing.
+        StoreConfig::External { .. } => {
+            Arc::new(DirectoryObjects::lazy(config.data_dir.join("objects")))
+        }
+    }
 }
 
 /// The stores, and the Redis store itself when there is one (pub/sub uses it too).
@@ -64,6 +84,7 @@ async fn connect(
     config: &StoreConfig,
     queue: QueuePolicy,
     metrics: Option<Metrics>,
+    objects: Arc<dyn ObjectStore>,
 ) -> anyhow::Result<(Stores, Option<RedisStore>)> {
     match config {
         StoreConfig::Embedded => {
@@ -77,6 +98,7 @@ async fn connect(
                 accounts: accounts.clone(),
                 keys: accounts.clone(),
                 push: accounts,
+                objects,
                 push_schedule: Arc::new(MemoryPushScheduleStore::new()),
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
@@ -114,6 +136,7 @@ async fn connect(
                 link_codes: shared.clone(),
                 secrets: pg.clone(),
                 push: pg.clone(),
+                objects,
                 push_schedule: shared.clone(),
                 probes: vec![pg, shared],
                 account_cache: Some(account_cache),
@@ -190,8 +213,13 @@ impl Application {
             anyhow::anyhow!("cannot listen on {} (admin): {e}", config.admin_listen)
         })?;
 
-        let (stores, redis) =
-            connect(&config.stores, config.queue_policy(), Some(metrics.clone())).await?;
+        let (stores, redis) = connect(
+            &config.stores,
+            config.queue_policy(),
+            Some(metrics.clone()),
+            objects(&config),
+        )
+        .await?;
         let address_secret = stores
             .secrets
             .secret(crate::limits::ADDRESS_SECRET)
@@ -302,6 +330,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("reading the upload-token secret: {e}"))?;
         let attachments = AttachmentService::new(
+            stores.objects.clone(),
             limiter.clone(),
             upload_secret,
             config.attachments.max_bytes,

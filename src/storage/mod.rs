@@ -444,6 +444,8 @@ pub struct Stores {
     pub link_codes: Arc<dyn LinkCodeStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub push: Arc<dyn PushStore>,
+    /// Attachment bytes (memory in the embedded mode, else a directory; S3 to come).
+    pub objects: Arc<dyn objects::ObjectStore>,
     pub push_schedule: Arc<dyn PushScheduleStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,

@@ -1,8 +1,8 @@
 //! The attachment upload form through the real server (PROTOCOL.md 12.1, 12.3): `cdn: 3`, a
 //! 20-character key, an HS256 upload token whose claims name that key and length and expire
 //! in 24 h, the `Upload-Metadata` header, the TUS location; 400 and 413 for bad lengths; the
-//! `attachmentCreate` and `attachmentCreateBytes` limits. Who may call it is in the
-//! authorization matrix.
+//! `attachmentCreate` and `attachmentCreateBytes` limits; the public download with one
+//! `Range` (200, 206, 416, `HEAD`, 404). Who may call them is in the authorization matrix.
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -130,7 +130,91 @@ async fn forms_are_limited_by_count_and_by_bytes(backend: Backend) {
     app.stop().await;
 }
 
+/// Stores `bytes` as the attachment `key`, as a finished upload leaves it.
+async fn stored(app: &TestApp, key: &str, bytes: &[u8]) {
+    let objects = &app.stores.objects;
+    let name = format!("attachments/{key}");
+    let upload = objects.start_upload(&name).await.unwrap();
+    let part = objects
+        .put_part(&name, &upload, 1, bytes::Bytes::copy_from_slice(bytes))
+        .await
+        .unwrap();
+    objects
+        .complete_upload(&name, &upload, &[part])
+        .await
+        .unwrap();
+}
+
+async fn fetch(app: &TestApp, method: &str, key: &str, range: Option<&str>) -> reqwest::Response {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = app
+        .client
+        .http()
+        .request(method, app.client.url(&format!("/attachments/{key}")));
+    if let Some(range) = range {
+        request = request.header("Range", range);
+    }
+    request.send().await.unwrap()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn downloads_are_public_and_honour_one_range(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config()).await;
+    let key = "AbCdEfGhIjKlMnOpQr-_";
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    stored(&app, key, &bytes).await;
+
+    let whole = fetch(&app, "GET", key, None).await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(header(&whole, "accept-ranges").as_deref(), Some("bytes"));
+    assert_eq!(header(&whole, "content-length").as_deref(), Some("100000"));
+    assert_eq!(whole.bytes().await.unwrap(), bytes);
+
+    let part = fetch(&app, "GET", key, Some("bytes=10-19")).await;
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        header(&part, "content-range").as_deref(),
+        Some("bytes 10-19/100000")
+    );
+    assert_eq!(part.bytes().await.unwrap(), bytes[10..20]);
+    let tail = fetch(&app, "GET", key, Some("bytes=-5")).await;
+    assert_eq!(tail.status(), 206);
+    assert_eq!(tail.bytes().await.unwrap(), bytes[99_995..]);
+    let from = fetch(&app, "GET", key, Some("bytes=99990-")).await;
+    assert_eq!(from.bytes().await.unwrap(), bytes[99_990..]);
+
+    let outside = fetch(&app, "GET", key, Some("bytes=100000-")).await;
+    assert_eq!(outside.status(), 416);
+    assert_eq!(
+        header(&outside, "content-range").as_deref(),
+        Some("bytes */100000")
+    );
+    let body: Value = outside.json().await.unwrap();
+    assert_eq!(body["code"], 416);
+
+    let head = fetch(&app, "HEAD", key, None).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "content-length").as_deref(), Some("100000"));
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    for missing in ["ZZZZZZZZZZZZZZZZZZZZ", "short", "..%2F..%2Fetc%2Fpasswd"] {
+        let response = fetch(&app, "GET", missing, None).await;
+        assert_eq!(response.status(), 404, "{missing}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], 404);
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
     the_form_is_signals_cdn3_descriptor,
     forms_are_limited_by_count_and_by_bytes,
+    downloads_are_public_and_honour_one_range,
 );

@@ -125,6 +125,25 @@ impl Drop for TestRedis {
 pub struct TestStores {
     pub db: Option<TestDatabase>,
     pub redis: Option<TestRedis>,
+    /// The data directory (attachments) of the external mode, removed when this drops.
+    pub data: TestDir,
+}
+
+/// A directory of its own under the system's temporary one, removed when dropped.
+pub struct TestDir(pub std::path::PathBuf);
+
+impl TestDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("sealpost-test-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        Self(path)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl TestStores {
@@ -133,10 +152,12 @@ impl TestStores {
             Backend::Embedded => Self {
                 db: None,
                 redis: None,
+                data: TestDir::new(),
             },
             Backend::External => Self {
                 db: Some(TestDatabase::create().await),
                 redis: Some(TestRedis::new()),
+                data: TestDir::new(),
             },
         }
     }
@@ -160,6 +181,7 @@ impl TestStores {
                 ("SEALPOST_DATABASE_URL", db.url.clone()),
                 ("SEALPOST_REDIS_URL", redis_url()),
                 ("SEALPOST_REDIS_KEY_PREFIX", redis.prefix.clone()),
+                ("SEALPOST_DATA_DIR", self.data.0.display().to_string()),
             ],
             _ => Vec::new(),
         }
@@ -188,6 +210,7 @@ impl TestStores {
     pub fn config(&self) -> Config {
         let mut config = Config::embedded_for_tests();
         config.stores = self.store_config();
+        config.data_dir = self.data.0.clone();
         config.workers = Some(1);
         config
     }

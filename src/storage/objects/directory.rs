@@ -51,6 +51,12 @@ fn parse_part(name: &str) -> Option<(u32, String)> {
 
 impl DirectoryObjects {
     /// Creates the root (and its staging area) if missing.
+    /// A store on `root` that touches the disk only when first written to (a server whose
+    /// data directory is not writable starts, and fails only the uploads).
+    pub fn lazy(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
     pub async fn open(root: impl Into<PathBuf>) -> StorageResult<Self> {
         let root = root.into();
         fs::create_dir_all(root.join(STAGING)).await.map_err(io)?;

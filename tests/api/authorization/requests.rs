@@ -59,6 +59,7 @@ pub enum Endpoint {
     DeleteWebPush,
     VapidKey,
     UploadForm,
+    Download,
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -271,6 +272,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         ),
         Endpoint::DeleteWebPush => bare("DELETE", "/v1/accounts/webpush/"),
         Endpoint::VapidKey => bare("GET", "/v1/webpush/vapid"),
+        Endpoint::Download => bare("GET", "/attachments/AAAAAAAAAAAAAAAAAAAA"),
         Endpoint::UploadForm => bare("GET", "/v4/attachments/form/upload?uploadLength=100"),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
     }
