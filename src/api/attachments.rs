@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::AppError;
-use crate::identity::AuthenticatedDevice;
+use crate::identity::{AuthenticatedDevice, ClientAddr};
 use crate::service::attachments::Download;
 use crate::state::AppState;
 
@@ -78,13 +78,15 @@ pub async fn upload_form(
         (status = 206, description = "The requested byte range, with Content-Range", content_type = "application/octet-stream"),
         (status = 404, description = "No such attachment", body = crate::error::ErrorJson),
         (status = 416, description = "The range lies outside the object", body = crate::error::ErrorJson),
+        (status = 429, description = "Rate limited (attachmentDownload, per client address)", body = crate::error::ErrorJson),
     ))]
 pub async fn download(
     state: web::Data<AppState>,
     key: web::Path<String>,
+    client: ClientAddr,
     request: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    serve(state, &key, &request, true).await
+    serve(state, client, &key, &request, true).await
 }
 
 #[utoipa::path(head, path = "/attachments/{key}", tag = "attachments",
@@ -95,17 +97,20 @@ pub async fn download(
         (status = 206, description = "Content-Range and Content-Length of the range"),
         (status = 404, description = "No such attachment"),
         (status = 416, description = "The range lies outside the object"),
+        (status = 429, description = "Rate limited (attachmentDownload, per client address)"),
     ))]
 pub async fn download_head(
     state: web::Data<AppState>,
     key: web::Path<String>,
+    client: ClientAddr,
     request: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    serve(state, &key, &request, false).await
+    serve(state, client, &key, &request, false).await
 }
 
 async fn serve(
     state: web::Data<AppState>,
+    client: ClientAddr,
     key: &str,
     request: &HttpRequest,
     with_body: bool,
@@ -114,7 +119,11 @@ async fn serve(
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok());
-    match state.attachments.download(key, range, with_body).await? {
+    match state
+        .attachments
+        .download(client.0, key, range, with_body)
+        .await?
+    {
         Download::Unsatisfiable { size } => {
             let mut response = AppError::RangeNotSatisfiable.error_response();
             response.headers_mut().insert(

@@ -56,10 +56,13 @@ pub enum Limit {
     AttachmentCreate,
     /// Bytes of the upload forms that name a length, per account.
     AttachmentCreateBytes,
+    /// Attachment downloads, per client address (sealpost's: they need no credentials, and
+    /// a pod serves the bytes itself).
+    AttachmentDownload,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 12] = [
+    pub const ALL: [Limit; 13] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -72,6 +75,7 @@ impl Limit {
         Limit::WebPushVapid,
         Limit::AttachmentCreate,
         Limit::AttachmentCreateBytes,
+        Limit::AttachmentDownload,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -89,6 +93,7 @@ impl Limit {
             Limit::WebPushVapid => "webPushVapid",
             Limit::AttachmentCreate => "attachmentCreate",
             Limit::AttachmentCreateBytes => "attachmentCreateBytes",
+            Limit::AttachmentDownload => "attachmentDownload",
         }
     }
 
@@ -111,6 +116,8 @@ impl Limit {
             Limit::AttachmentCreate => (50, 1_200.0),
             // 1 GiB, one byte back every microsecond.
             Limit::AttachmentCreateBytes => (1 << 30, 0.001),
+            // A conversation's worth of media at once, then 50 a second.
+            Limit::AttachmentDownload => (1000, 20.0),
         };
         BucketSpec {
             bucket_size,

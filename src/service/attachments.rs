@@ -112,13 +112,17 @@ impl AttachmentService {
     }
 
     /// `GET`/`HEAD /attachments/{key}`, without authentication (the bytes are end-to-end
-    /// encrypted): 404 for a key that is not one or names nothing, one `Range` honoured.
+    /// encrypted) but within `attachmentDownload` per client address: 404 for a key that is not one or names nothing, one `Range` honoured.
     pub async fn download(
         &self,
+        client: std::net::IpAddr,
         key: &str,
         range: Option<&str>,
         with_body: bool,
     ) -> Result<Download, AppError> {
+        self.limiter
+            .check(Limit::AttachmentDownload, &self.limiter.address_key(client))
+            .await?;
         let missing = || AppError::NotFound("no such attachment".into());
         let key = AttachmentKey::parse(key).map_err(|_| missing())?;
         let name = object_key(&key);

@@ -213,7 +213,22 @@ async fn downloads_are_public_and_honour_one_range(backend: Backend) {
     app.stop().await;
 }
 
+async fn downloads_are_limited_per_client_address(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let app =
+        TestApp::start(stores.config_with_limit(Limit::AttachmentDownload, 2, 60_000.0)).await;
+    let key = "AbCdEfGhIjKlMnOpQr-_";
+    stored(&app, key, b"sealed bytes").await;
+    assert_eq!(fetch(&app, "GET", key, None).await.status(), 200);
+    assert_eq!(fetch(&app, "HEAD", key, None).await.status(), 200);
+    let refused = fetch(&app, "GET", key, None).await;
+    assert_eq!(refused.status(), 429);
+    assert!(header(&refused, "retry-after").is_some());
+    app.stop().await;
+}
+
 on_both_backends!(
+    downloads_are_limited_per_client_address,
     the_form_is_signals_cdn3_descriptor,
     forms_are_limited_by_count_and_by_bytes,
     downloads_are_public_and_honour_one_range,

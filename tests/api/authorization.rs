@@ -75,7 +75,8 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     // An upload form: the calling device's own account (PROTOCOL 12.1).
     (UploadForm,                            [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
     // Downloads need no credentials and ignore any (PROTOCOL 12.3): no such key, 404.
-    (Download,                              [404, 404, 404, 404, 404, 404, 404, 404, 404, 404]),
+    (Download("GET"),                       [404, 404, 404, 404, 404, 404, 404, 404, 404, 404]),
+    (Download("HEAD"),                      [404, 404, 404, 404, 404, 404, 404, 404, 404, 404]),
     // The VAPID key is public: no credentials needed, none refused (sealpost, 11.8).
     (VapidKey,                              [200, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove

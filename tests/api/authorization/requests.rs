@@ -59,7 +59,8 @@ pub enum Endpoint {
     DeleteWebPush,
     VapidKey,
     UploadForm,
-    Download,
+    /// `GET` or `HEAD /attachments/{key}`.
+    Download(&'static str),
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -272,7 +273,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         ),
         Endpoint::DeleteWebPush => bare("DELETE", "/v1/accounts/webpush/"),
         Endpoint::VapidKey => bare("GET", "/v1/webpush/vapid"),
-        Endpoint::Download => bare("GET", "/attachments/AAAAAAAAAAAAAAAAAAAA"),
+        Endpoint::Download(method) => bare(method, "/attachments/AAAAAAAAAAAAAAAAAAAA"),
         Endpoint::UploadForm => bare("GET", "/v4/attachments/form/upload?uploadLength=100"),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
     }
