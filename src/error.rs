@@ -22,6 +22,10 @@ pub enum AppError {
     BadRequest(String),
     #[error("missing or invalid credentials")]
     Unauthorized,
+    /// 401 of an attachment upload whose token is missing, forged, expired or for another
+    /// key; the message says which.
+    #[error("{0}")]
+    UploadTokenRejected(String),
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -30,6 +34,19 @@ pub enum AppError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// 410: what the request names existed and is gone for good (an expired upload).
+    #[error("{0}")]
+    Gone(String),
+    /// 412: a precondition header is wrong (a TUS version sealpost does not speak).
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 423: another request holds what this one would change (an upload being appended to).
+    #[error("{0}")]
+    Locked(String),
+    /// 460 (TUS's checksum extension): the upload's bytes do not match its checksum; the
+    /// upload is dropped.
+    #[error("the upload does not match its X-Signal-Checksum-Sha256")]
+    ChecksumMismatch,
     /// 409 with the device lists a sender must fix.
     #[error("mismatched devices")]
     MismatchedDevices { missing: Vec<u8>, extra: Vec<u8> },
@@ -201,7 +218,13 @@ impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Unauthorized | AppError::UploadTokenRejected(_) => StatusCode::UNAUTHORIZED,
+            AppError::Gone(_) => StatusCode::GONE,
+            AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AppError::Locked(_) => StatusCode::LOCKED,
+            AppError::ChecksumMismatch => {
+                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

@@ -101,6 +101,18 @@ pub struct Inner {
     pub push_cancelled: IntCounter,
     /// Time from a push request's start to the provider's answer, by `provider`.
     pub push_duration: HistogramVec,
+    /// Resumable attachment uploads created (TUS `POST`).
+    pub attachment_uploads_started: IntCounter,
+    /// Uploads whose object became visible.
+    pub attachment_uploads_completed: IntCounter,
+    /// Uploads given up, by `reason` (checksum, replaced, expired).
+    pub attachment_uploads_aborted: IntCounterVec,
+    /// Attachment bytes received (`in`, uploads) and sent (`out`, downloads).
+    pub attachment_bytes: IntCounterVec,
+    /// Object-store operations that failed, by `operation`.
+    pub object_store_errors: IntCounterVec,
+    /// Objects the retention sweeper deleted.
+    pub attachments_expired: IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -132,6 +144,10 @@ const PUBSUB_EVENTS: [&str; 6] = [
 ];
 const CACHE_RESULTS: [&str; 3] = ["hit", "miss", "bypass"];
 const PUSH_PROVIDERS: [&str; 3] = ["fcm", "apns", "webpush"];
+/// Why an attachment upload was given up.
+pub const UPLOAD_ABORTS: [&str; 3] = ["checksum", "replaced", "expired"];
+/// The object-store operations `object_store_errors` counts.
+pub const OBJECT_OPERATIONS: [&str; 4] = ["upload", "download", "delete", "list"];
 const PUSH_KINDS: [&str; 3] = ["urgent", "background", "activation"];
 const PUSH_SKIPS: [&str; 3] = ["no_registration", "not_configured", "not_activated"];
 const PUSH_SCHEDULES: [&str; 3] = ["background", "delayed", "idle"];
@@ -414,6 +430,33 @@ impl Metrics {
                 "Devices whose scheduled wake-ups were cancelled as their socket began draining",
             ),
             push_duration,
+            attachment_uploads_started: b.counter(
+                "sealpost_attachment_uploads_started_total",
+                "Resumable attachment uploads created",
+            ),
+            attachment_uploads_completed: b.counter(
+                "sealpost_attachment_uploads_completed_total",
+                "Attachment uploads completed (the object became visible)",
+            ),
+            attachment_uploads_aborted: b.counters(
+                "sealpost_attachment_uploads_aborted_total",
+                "Attachment uploads given up, by reason",
+                &["reason"],
+            ),
+            attachment_bytes: b.counters(
+                "sealpost_attachment_bytes_total",
+                "Attachment bytes received (in) and sent (out)",
+                &["direction"],
+            ),
+            object_store_errors: b.counters(
+                "sealpost_object_store_errors_total",
+                "Object-store operations that failed, by operation",
+                &["operation"],
+            ),
+            attachments_expired: b.counter(
+                "sealpost_attachments_expired_total",
+                "Attachments deleted by the retention sweeper",
+            ),
             registry: b.0.clone(),
         };
         let build_info = b.gauges(
@@ -502,6 +545,15 @@ impl Inner {
         }
         for kind in PUSH_SCHEDULES {
             self.push_scheduled.with_label_values(&[kind]);
+        }
+        for reason in UPLOAD_ABORTS {
+            self.attachment_uploads_aborted.with_label_values(&[reason]);
+        }
+        for direction in ["in", "out"] {
+            self.attachment_bytes.with_label_values(&[direction]);
+        }
+        for operation in OBJECT_OPERATIONS {
+            self.object_store_errors.with_label_values(&[operation]);
         }
     }
 }

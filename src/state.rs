@@ -17,6 +17,7 @@ use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
 use crate::service::push::PushService;
+use crate::service::uploads::UploadService;
 use crate::service::wakeups::WakeupService;
 use crate::storage::Stores;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     pub accounts: AccountService,
     /// Attachment upload forms.
     pub attachments: AttachmentService,
+    /// Resumable attachment uploads (the TUS endpoint).
+    pub uploads: UploadService,
     pub keys: KeyService,
     pub messages: MessageService,
     pub profiles: ProfileService,

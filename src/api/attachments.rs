@@ -150,11 +150,27 @@ async fn serve(
                 .content_type("application/octet-stream")
                 .insert_header((header::ACCEPT_RANGES, "bytes"))
                 .no_chunking(length);
+            let metrics = state.metrics.clone();
             Ok(match body {
-                Some(body) => response.streaming(body.map_err(|e| {
-                    tracing::warn!(error = %e, "an attachment download failed midway");
-                    actix_web::error::ErrorInternalServerError("the object store failed")
-                })),
+                Some(body) => response.streaming(
+                    body.inspect_ok({
+                        let metrics = metrics.clone();
+                        move |bytes| {
+                            metrics
+                                .attachment_bytes
+                                .with_label_values(&["out"])
+                                .inc_by(bytes.len() as u64)
+                        }
+                    })
+                    .map_err(move |e| {
+                        metrics
+                            .object_store_errors
+                            .with_label_values(&["download"])
+                            .inc();
+                        tracing::warn!(error = %e, "an attachment download failed midway");
+                        actix_web::error::ErrorInternalServerError("the object store failed")
+                    }),
+                ),
                 // HEAD: the length of what GET would send (a sized body the server never
                 // writes for HEAD; `finish` would say 0).
                 None => response.body(actix_web::body::SizedStream::new(

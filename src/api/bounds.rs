@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
@@ -60,6 +61,22 @@ pub fn with_deadline(payload: Payload, deadline: Instant, fired: Rc<Cell<bool>>)
     let stream = DeadlineBody {
         inner: payload,
         deadline,
+        idle: None,
+        timer: None,
+        fired,
+    };
+    Payload::Stream {
+        payload: Box::pin(stream),
+    }
+}
+
+/// `payload` with an idle deadline: it times out as [`with_deadline`] does once `idle`
+/// passes without a chunk (the deadline moves with every chunk that arrives).
+pub fn with_idle_deadline(payload: Payload, idle: Duration, fired: Rc<Cell<bool>>) -> Payload {
+    let stream = DeadlineBody {
+        inner: payload,
+        deadline: Instant::now() + idle,
+        idle: Some(idle),
         timer: None,
         fired,
     };
@@ -71,6 +88,8 @@ pub fn with_deadline(payload: Payload, deadline: Instant, fired: Rc<Cell<bool>>)
 struct DeadlineBody {
     inner: Payload,
     deadline: Instant,
+    /// Set for an idle deadline: how far each chunk moves it.
+    idle: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
     fired: Rc<Cell<bool>>,
 }
@@ -84,6 +103,12 @@ impl Stream for DeadlineBody {
             return Poll::Ready(None);
         }
         if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            if let (Some(idle), Some(Ok(_))) = (this.idle, &item) {
+                this.deadline = Instant::now() + idle;
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(this.deadline);
+                }
+            }
             return Poll::Ready(item);
         }
         let deadline = this.deadline;

@@ -136,8 +136,17 @@ fn bound(
         return (Ok(ServiceRequest::from_parts(http, payload)), None);
     }
     let fired = Rc::new(Cell::new(false));
-    let deadline = tokio::time::Instant::now() + state.config.request_body_timeout;
-    let payload = bounds::with_deadline(payload, deadline, fired.clone());
+    let timeout = state.config.request_body_timeout;
+    // An upload's body may take minutes: it only has to keep moving.
+    let payload = if super::uploads::is_upload_path(http.path()) {
+        bounds::with_idle_deadline(payload, timeout, fired.clone())
+    } else {
+        bounds::with_deadline(
+            payload,
+            tokio::time::Instant::now() + timeout,
+            fired.clone(),
+        )
+    };
     (Ok(ServiceRequest::from_parts(http, payload)), Some(fired))
 }
 

@@ -15,6 +15,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod profiles;
 pub mod push;
+pub mod uploads;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
@@ -93,6 +94,12 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/attachments/{key}")
             .get(attachments::download)
             .head(attachments::download_head),
+        Endpoint::new("/upload/attachments")
+            .options(uploads::options)
+            .post(uploads::create),
+        Endpoint::new("/upload/attachments/{key}")
+            .head(uploads::head)
+            .patch(uploads::patch),
         Endpoint::new("/v1/devices").get(devices::list),
         // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
         Endpoint::new("/v1/devices/provisioning/code").get(devices::link_code),
@@ -204,6 +211,20 @@ impl Endpoint {
         F::Output: Responder + 'static,
     {
         self.on(Method::DELETE, handler)
+    }
+
+    fn patch<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self
+    where
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::PATCH, handler)
+    }
+
+    fn options<F: Handler<A>, A: FromRequest + 'static>(self, handler: F) -> Self
+    where
+        F::Output: Responder + 'static,
+    {
+        self.on(Method::OPTIONS, handler)
     }
 
     /// Another JSON body limit than [`JSON_LIMIT`] for this path.

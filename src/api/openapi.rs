@@ -8,7 +8,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, attachments, devices, entities, keys, messages, profiles, push};
+use super::{accounts, attachments, devices, entities, keys, messages, profiles, push, uploads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +48,10 @@ use super::{accounts, attachments, devices, entities, keys, messages, profiles, 
         attachments::upload_form,
         attachments::download,
         attachments::download_head,
+        uploads::options,
+        uploads::create,
+        uploads::head,
+        uploads::patch,
         crate::ws::upgrade,
         crate::ws::provisioning::upgrade,
     ),
@@ -64,6 +68,16 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        components.add_security_scheme(
+            "upload_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The upload form's token (its Authorization header)"))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "accessKey",

@@ -4,6 +4,10 @@
 use super::ConfigError;
 use crate::domain::attachments::DEFAULT_MAX_ATTACHMENT_BYTES;
 
+/// `SEALPOST_ATTACHMENT_RETENTION_DAYS`' default: longer than the 30-day queue TTL, so a
+/// queued pointer never outlives its blob.
+pub const DEFAULT_RETENTION_DAYS: u32 = 45;
+
 /// What the upload form hands out.
 #[derive(Clone, Debug)]
 pub struct AttachmentsConfig {
@@ -15,6 +19,10 @@ pub struct AttachmentsConfig {
     pub attachments_url: Option<String>,
     /// `SEALPOST_MAX_ATTACHMENT_BYTES`.
     pub max_bytes: u64,
+    /// `SEALPOST_ATTACHMENT_RETENTION_DAYS`.
+    pub retention_days: u32,
+    /// How often the sweeper runs (daily; tests shorten it).
+    pub sweep_interval: std::time::Duration,
 }
 
 impl Default for AttachmentsConfig {
@@ -23,11 +31,17 @@ impl Default for AttachmentsConfig {
             public_url: None,
             attachments_url: None,
             max_bytes: DEFAULT_MAX_ATTACHMENT_BYTES,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            sweep_interval: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
 
 impl AttachmentsConfig {
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.retention_days) * 24 * 3600)
+    }
+
     /// The cdn-3 base for a server whose public listener is bound at `bound`.
     pub fn attachments_base(&self, bound: std::net::SocketAddr) -> String {
         self.attachments_url

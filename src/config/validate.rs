@@ -159,6 +159,7 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             Some(n) => n,
             None => crate::domain::attachments::DEFAULT_MAX_ATTACHMENT_BYTES,
         },
+        ..AttachmentsConfig::default()
     };
     if raw.workers == Some(0) {
         return Err(ConfigError::new("workers must be at least 1"));

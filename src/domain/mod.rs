@@ -12,6 +12,7 @@ pub mod messages;
 pub mod multi_recipient;
 pub mod push;
 pub mod queued;
+pub mod uploads;
 pub mod xeddsa;
 
 /// Why client input was refused. `Invalid` is a 400; `BadSignature` and `Unprocessable` (a

@@ -59,10 +59,13 @@ pub enum Limit {
     /// Attachment downloads, per client address (sealpost's: they need no credentials, and
     /// a pod serves the bytes itself).
     AttachmentDownload,
+    /// Calls to one resumable upload (`POST`, `HEAD`, `PATCH`), per attachment key
+    /// (sealpost's: a token's holder cannot spin on an upload).
+    AttachmentUpload,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -76,6 +79,7 @@ impl Limit {
         Limit::AttachmentCreate,
         Limit::AttachmentCreateBytes,
         Limit::AttachmentDownload,
+        Limit::AttachmentUpload,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -94,6 +98,7 @@ impl Limit {
             Limit::AttachmentCreate => "attachmentCreate",
             Limit::AttachmentCreateBytes => "attachmentCreateBytes",
             Limit::AttachmentDownload => "attachmentDownload",
+            Limit::AttachmentUpload => "attachmentUpload",
         }
     }
 
@@ -118,6 +123,8 @@ impl Limit {
             Limit::AttachmentCreateBytes => (1 << 30, 0.001),
             // A conversation's worth of media at once, then 50 a second.
             Limit::AttachmentDownload => (1000, 20.0),
+            // Room for many resumes of one upload on a bad network, then one a second.
+            Limit::AttachmentUpload => (100, 1_000.0),
         };
         BucketSpec {
             bucket_size,

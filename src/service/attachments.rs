@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use crate::domain::attachments::{
     AttachmentKey, RangeRequest, UploadClaims, UploadLengthError, range_request, upload_length,
 };
-use crate::domain::clock::now_ms;
+use crate::domain::clock::Clock;
 use crate::error::AppError;
 use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
@@ -56,6 +56,8 @@ pub struct AttachmentService {
     max_bytes: u64,
     /// The cdn-3 base URL, without a trailing slash.
     base: Arc<str>,
+    /// The server's clock (tokens are dated by it and checked against it).
+    clock: Clock,
 }
 
 impl AttachmentService {
@@ -65,6 +67,7 @@ impl AttachmentService {
         secret: [u8; 32],
         max_bytes: u64,
         base: String,
+        clock: Clock,
     ) -> anyhow::Result<Self> {
         let signing = EncodingKey::from_secret(&secret)
             .map_err(|e| anyhow::anyhow!("the upload-token key: {e}"))?;
@@ -74,6 +77,7 @@ impl AttachmentService {
             signing: Arc::new(signing),
             max_bytes,
             base: base.into(),
+            clock,
         })
     }
 
@@ -100,7 +104,7 @@ impl AttachmentService {
                 .await?;
         }
         let key = AttachmentKey::generate();
-        let claims = UploadClaims::new(&key, length, now_ms() / 1000);
+        let claims = UploadClaims::new(&key, length, self.clock.now_ms() / 1000);
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.signing)
             .map_err(|e| AppError::internal(anyhow::anyhow!("signing an upload token: {e}")))?;
         Ok(UploadForm {

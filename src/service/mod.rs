@@ -3,10 +3,12 @@
 
 pub mod access;
 pub mod accounts;
+pub mod attachment_sweeper;
 pub mod attachments;
 pub mod keys;
 pub mod messages;
 pub mod presence;
 pub mod profiles;
 pub mod push;
+pub mod uploads;
 pub mod wakeups;

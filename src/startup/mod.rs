@@ -23,18 +23,20 @@ use crate::descriptors::Budget;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
+use crate::service::attachment_sweeper::AttachmentSweeper;
 use crate::service::attachments::AttachmentService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
 use crate::service::push::{PushParts, PushService};
+use crate::service::uploads::{UploadParts, UploadService};
 use crate::service::wakeups::{WakeupParts, WakeupService};
 use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
     MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryPushScheduleStore,
-    MemoryRateLimitStore, MemorySecretStore,
+    MemoryRateLimitStore, MemorySecretStore, MemoryUploadStore,
 };
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
@@ -70,7 +72,7 @@ pub async fn connect_stores(config: &StoreConfig, queue: QueuePolicy) -> anyhow:
 /// directory's `objects/` (an S3 bucket is to come).
 fn objects(config: &Config) -> Arc<dyn ObjectStore> {
     match config.stores {
-        StoreConfig::Embedded => Arc::new(MemoryObjects::new()),
+        StoreConfig::Embedded => Arc::new(MemoryObjects::with_clock(config.clock.clone())),
         // Created on the first upload, so a read-only working directory (a container) or a
         // checkout running the tests is not written to by a server that stores nothing.
         StoreConfig::External { .. } => {
@@ -100,6 +102,7 @@ async fn connect(
                 push: accounts,
                 objects,
                 push_schedule: Arc::new(MemoryPushScheduleStore::new()),
+                uploads: Arc::new(MemoryUploadStore::new()),
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
@@ -138,6 +141,7 @@ async fn connect(
                 push: pg.clone(),
                 objects,
                 push_schedule: shared.clone(),
+                uploads: shared.clone(),
                 probes: vec![pg, shared],
                 account_cache: Some(account_cache),
             };
@@ -329,13 +333,33 @@ impl Application {
             .secret(crate::service::attachments::UPLOAD_SECRET)
             .await
             .map_err(|e| anyhow::anyhow!("reading the upload-token secret: {e}"))?;
+        let attachments_base = config.attachments.attachments_base(listener.local_addr()?);
         let attachments = AttachmentService::new(
             stores.objects.clone(),
             limiter.clone(),
             upload_secret,
             config.attachments.max_bytes,
-            config.attachments.attachments_base(listener.local_addr()?),
+            attachments_base.clone(),
+            config.clock.clone(),
         )?;
+        let uploads = UploadService::new(UploadParts {
+            objects: stores.objects.clone(),
+            uploads: stores.uploads.clone(),
+            limiter: limiter.clone(),
+            secret: upload_secret,
+            clock: config.clock.clone(),
+            max_bytes: config.attachments.max_bytes,
+            base: attachments_base,
+            metrics: metrics.clone(),
+        })?;
+        let sweeper = AttachmentSweeper {
+            objects: stores.objects.clone(),
+            uploads: uploads.clone(),
+            clock: config.clock.clone(),
+            retention: config.attachments.retention(),
+            expire_objects: true,
+            metrics: metrics.clone(),
+        };
         let budget = descriptor_budget(&config);
         let state = web::Data::new(AppState {
             config: config.clone(),
@@ -343,6 +367,7 @@ impl Application {
             authenticator,
             accounts,
             attachments,
+            uploads,
             keys,
             messages,
             profiles,
@@ -377,9 +402,15 @@ impl Application {
         // that user's thread, so a first user here would put every request's Redis reply
         // through one more thread (measured: 13% fewer `pairs` messages/s).
         let wakeup_worker = Arc::new(std::sync::Once::new());
+        let sweep_interval = config.attachments.sweep_interval;
         let server = HttpServer::new(move || {
             wakeup_worker.call_once(|| {
                 actix_web::rt::spawn(app_state.wakeups.clone().run(app_state.shutdown.clone()));
+                actix_web::rt::spawn(
+                    sweeper
+                        .clone()
+                        .run(sweep_interval, app_state.shutdown.clone()),
+                );
             });
             crate::api::app(app_state.clone()).app_data(crate::ws::tunnel::per_worker(
                 app_state.clone(),

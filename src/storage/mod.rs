@@ -26,6 +26,7 @@ pub mod memory;
 pub mod objects;
 pub mod postgres;
 pub mod redis;
+pub mod uploads;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -447,6 +448,8 @@ pub struct Stores {
     /// Attachment bytes (memory in the embedded mode, else a directory; S3 to come).
     pub objects: Arc<dyn objects::ObjectStore>,
     pub push_schedule: Arc<dyn PushScheduleStore>,
+    /// Resumable uploads in progress (Redis, or memory in the embedded mode).
+    pub uploads: Arc<dyn uploads::UploadStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The cache in front of `accounts` (Postgres only: memory needs none).

@@ -78,6 +78,12 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (Download("GET"),                       [404, 404, 404, 404, 404, 404, 404, 404, 404, 404]),
     (Download("HEAD"),                      [404, 404, 404, 404, 404, 404, 404, 404, 404, 404]),
     // The VAPID key is public: no credentials needed, none refused (sealpost, 11.8).
+    // The TUS endpoint (PROTOCOL 12.3): the form's Bearer token authorizes, never account
+    // credentials or an access key; OPTIONS needs nothing.
+    (TusOptions,                            [204, 204, 204, 204, 204, 204, 204, 204, 204, 204]),
+    (TusCreate,                             [401, 401, 401, 401, 401, 401, 401, 401, 401, 401]),
+    (TusHead,                               [401, 401, 401, 401, 401, 401, 401, 401, 401, 401]),
+    (TusPatch,                              [401, 401, 401, 401, 401, 401, 401, 401, 401, 401]),
     (VapidKey,                              [200, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove
     // itself (403); the primary removes 3 (204), after which it is gone (404).

@@ -31,4 +31,5 @@ mod rate_limits;
 mod receipts;
 mod sealed_sender;
 mod timeouts;
+mod uploads;
 mod websocket;

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use crate::common::{Backend, spawn_app};
 use serde_json::Value;
 
-const METHODS: [&str; 5] = ["get", "head", "put", "post", "delete"];
+const METHODS: [&str; 7] = ["get", "head", "put", "post", "delete", "patch", "options"];
 
 fn operations(document: &Value) -> BTreeSet<(String, String)> {
     document["paths"]

@@ -21,3 +21,4 @@ mod rate_limits;
 mod shared_payloads;
 mod store_faults;
 mod support;
+mod uploads;

@@ -9,6 +9,7 @@ mod push;
 mod push_schedule;
 mod rate_limits;
 mod secrets;
+mod uploads;
 
 pub use accounts::MemoryAccountStore;
 pub use link_codes::MemoryLinkCodeStore;
@@ -16,3 +17,4 @@ pub use messages::MemoryMessageStore;
 pub use push_schedule::MemoryPushScheduleStore;
 pub use rate_limits::MemoryRateLimitStore;
 pub use secrets::MemorySecretStore;
+pub use uploads::MemoryUploadStore;

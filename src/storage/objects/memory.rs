@@ -14,7 +14,8 @@ use super::{
     ByteStream, CHUNK_BYTES, ObjectMeta, ObjectStore, PartTag, UploadId, check_completion,
     check_key, check_part_number, check_prefix, clamp, part_etag, refused,
 };
-use crate::storage::{StorageResult, now_ms};
+use crate::domain::clock::Clock;
+use crate::storage::StorageResult;
 
 struct Object {
     bytes: Bytes,
@@ -38,11 +39,21 @@ pub struct MemoryObjects {
     // std, not tokio: no lock is held across an await, and each is a few map operations
     // (a completion concatenates outside it).
     state: Arc<Mutex<State>>,
+    /// What stamps an object's last-modified time (the server's clock in the embedded
+    /// mode, so a test that moves it forward ages what is stored).
+    clock: Clock,
 }
 
 impl MemoryObjects {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_clock(clock: Clock) -> Self {
+        Self {
+            state: Arc::default(),
+            clock,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -130,7 +141,7 @@ impl ObjectStore for MemoryObjects {
             key.to_owned(),
             Object {
                 bytes: whole.freeze(),
-                modified_ms: now_ms(),
+                modified_ms: self.clock.now_ms(),
             },
         );
         Ok(())

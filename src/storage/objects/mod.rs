@@ -74,6 +74,19 @@ pub trait ObjectStore: Send + Sync {
     /// object. The range is clamped to the object: an end past it stops at its end, and a
     /// start at or past it gives an empty stream (the caller answers 416 from `head`).
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> StorageResult<Option<ByteStream>>;
+    /// Stores `bytes` as the whole object `key` at once (an upload's tail between
+    /// requests): one part of any size, replacing what was there.
+    async fn put(&self, key: &str, bytes: Bytes) -> StorageResult<()> {
+        let upload = self.start_upload(key).await?;
+        let part = match self.put_part(key, &upload, 1, bytes).await {
+            Ok(part) => part,
+            Err(e) => {
+                let _ = self.abort_upload(key, &upload).await;
+                return Err(e);
+            }
+        };
+        self.complete_upload(key, &upload, &[part]).await
+    }
     /// Deleting a missing key is not an error.
     async fn delete(&self, key: &str) -> StorageResult<()>;
     /// Keys under `prefix` last modified before `before_ms` (for the retention sweeper), in

@@ -7,6 +7,7 @@ mod link_codes;
 mod messages;
 mod push_schedule;
 mod rate_limits;
+mod uploads;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -61,6 +61,12 @@ pub enum Endpoint {
     UploadForm,
     /// `GET` or `HEAD /attachments/{key}`.
     Download(&'static str),
+    /// The TUS endpoint: `OPTIONS`, creation `POST`, resume `HEAD` and `PATCH`, with every
+    /// TUS header right; only the form's Bearer token is missing.
+    TusOptions,
+    TusCreate,
+    TusHead,
+    TusPatch,
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -71,6 +77,8 @@ pub struct Request {
     pub path: String,
     pub content_type: &'static str,
     pub body: Option<Vec<u8>>,
+    /// Headers besides the caller's and `Content-Type`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 fn json(method: &'static str, path: impl Into<String>, body: &impl serde::Serialize) -> Request {
@@ -79,6 +87,28 @@ fn json(method: &'static str, path: impl Into<String>, body: &impl serde::Serial
         path: path.into(),
         content_type: "application/json",
         body: Some(serde_json::to_vec(body).expect("serializable")),
+        headers: Vec::new(),
+    }
+}
+
+/// The key of the TUS rows (no form was made for it).
+const TUS_KEY: &str = "AAAAAAAAAAAAAAAAAAAA";
+
+/// A TUS request whose headers are all right but the upload token, which no caller has.
+fn tus(method: &'static str, path: String) -> Request {
+    use base64::Engine;
+    let metadata = base64::engine::general_purpose::STANDARD.encode(TUS_KEY);
+    Request {
+        method,
+        path,
+        content_type: "application/offset+octet-stream",
+        body: (method != "HEAD").then(|| vec![1u8; 100]),
+        headers: vec![
+            ("Tus-Resumable", "1.0.0".into()),
+            ("Upload-Metadata", format!("filename {metadata}")),
+            ("Upload-Length", "100".into()),
+            ("Upload-Offset", "0".into()),
+        ],
     }
 }
 
@@ -88,6 +118,7 @@ fn bare(method: &'static str, path: impl Into<String>) -> Request {
         path: path.into(),
         content_type: "application/json",
         body: None,
+        headers: Vec::new(),
     }
 }
 
@@ -230,6 +261,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
                 path: "/v1/messages/multi_recipient?ts=1700000000000&online=false".into(),
                 content_type: "application/vnd.signal-messenger.mrm",
                 body: Some(body),
+                headers: Vec::new(),
             }
         }
         Endpoint::WebSocket(path) | Endpoint::ProvisioningSocket(path) => bare("GET", path),
@@ -275,6 +307,10 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         Endpoint::VapidKey => bare("GET", "/v1/webpush/vapid"),
         Endpoint::Download(method) => bare(method, "/attachments/AAAAAAAAAAAAAAAAAAAA"),
         Endpoint::UploadForm => bare("GET", "/v4/attachments/form/upload?uploadLength=100"),
+        Endpoint::TusOptions => bare("OPTIONS", "/upload/attachments"),
+        Endpoint::TusCreate => tus("POST", "/upload/attachments".into()),
+        Endpoint::TusHead => tus("HEAD", format!("/upload/attachments/{TUS_KEY}")),
+        Endpoint::TusPatch => tus("PATCH", format!("/upload/attachments/{TUS_KEY}")),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
     }
 }
@@ -294,6 +330,9 @@ pub async fn send_http(
         .header("Content-Type", request.content_type);
     for (name, value) in world.headers(caller) {
         builder = builder.header(name, value);
+    }
+    for (name, value) in &request.headers {
+        builder = builder.header(*name, value);
     }
     if let Some(body) = &request.body {
         builder = builder.body(body.clone());
@@ -315,6 +354,12 @@ pub async fn send_tunnel(
         world
             .headers(caller)
             .into_iter()
+            .map(|(name, value)| format!("{name}:{value}")),
+    );
+    headers.extend(
+        request
+            .headers
+            .iter()
             .map(|(name, value)| format!("{name}:{value}")),
     );
     let response = socket
