@@ -119,17 +119,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let StoreConfig::External {
-        database_url,
-        database_pool_size,
-        ..
-    } = &config.stores
-    else {
-        anyhow::bail!("migrate needs SEALPOST_DATABASE_URL (and SEALPOST_REDIS_URL) to be set");
+    let database = match &config.stores {
+        StoreConfig::External {
+            database_url,
+            database_pool_size,
+            ..
+        } => Some((database_url, *database_pool_size)),
+        StoreConfig::Embedded => None,
     };
-    let store = PgStore::connect(database_url.expose(), *database_pool_size)?;
-    let applied = store.migrate().await?;
-    tracing::info!(applied, "migrations applied");
+    if database.is_none() && config.attachments.s3.is_none() {
+        anyhow::bail!(
+            "migrate needs SEALPOST_DATABASE_URL (and SEALPOST_REDIS_URL) or an S3 bucket \
+             (SEALPOST_S3_ENDPOINT) to be set"
+        );
+    }
+    if let Some((url, pool)) = database {
+        let store = PgStore::connect(url.expose(), pool)?;
+        let applied = store.migrate().await?;
+        tracing::info!(applied, "migrations applied");
+    }
+    let objects = sealpost::startup::objects(&config)?;
+    let _ = sealpost::startup::apply_lifecycle(&*objects, config.attachments.retention_days).await;
     Ok(())
 }
 

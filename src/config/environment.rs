@@ -140,6 +140,43 @@ pub(super) fn overlay_env(
     if let Some(v) = parse_var(env, "SEALPOST_MAX_ATTACHMENT_BYTES", "a whole number")? {
         raw.max_attachment_bytes = Some(v);
     }
+    if let Some(v) = parse_var(
+        env,
+        "SEALPOST_ATTACHMENT_RETENTION_DAYS",
+        "a whole number of days",
+    )? {
+        raw.attachment_retention_days = Some(v);
+    }
+    if let Some(v) = on_off_var(env, "SEALPOST_ATTACHMENTS_REDIRECT")? {
+        raw.attachments_redirect = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_S3_ENDPOINT") {
+        raw.s3_endpoint = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_S3_REGION") {
+        raw.s3_region = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_S3_BUCKET") {
+        raw.s3_bucket = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_S3_ACCESS_KEY_ID") {
+        raw.s3_access_key_id = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_S3_SECRET_ACCESS_KEY") {
+        raw.s3_secret_access_key = Some(v);
+    }
+    if let Some(v) = var(env, "SEALPOST_S3_PATH_STYLE") {
+        // Never echo a value here: someone may have pasted a key into the wrong variable.
+        raw.s3_path_style = Some(match v.trim() {
+            "on" | "true" => true,
+            "off" | "false" => false,
+            _ => {
+                return Err(ConfigError::new(
+                    "SEALPOST_S3_PATH_STYLE: expected on, off, true or false",
+                ));
+            }
+        });
+    }
     super::push::overlay_env(&mut raw.push, &|name| var(env, name), &|name| {
         on_off_var(env, name)
     })?;

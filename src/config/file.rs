@@ -39,6 +39,14 @@ pub(super) struct FileConfig {
     pub(super) public_url: Option<String>,
     pub(super) attachments_url: Option<String>,
     pub(super) max_attachment_bytes: Option<u64>,
+    pub(super) attachment_retention_days: Option<u32>,
+    pub(super) attachments_redirect: Option<bool>,
+    pub(super) s3_endpoint: Option<String>,
+    pub(super) s3_region: Option<String>,
+    pub(super) s3_bucket: Option<String>,
+    pub(super) s3_access_key_id: Option<String>,
+    pub(super) s3_secret_access_key: Option<String>,
+    pub(super) s3_path_style: Option<bool>,
     #[serde(default)]
     pub(super) rate_limits: FileRateLimits,
     #[serde(default)]

@@ -20,9 +20,9 @@ mod push;
 mod secret;
 mod validate;
 
-pub use attachments::AttachmentsConfig;
+pub use attachments::{AttachmentsConfig, S3Config};
 pub use push::{ApnsConfig, DEFAULT_VAPID_SUBJECT, PushConfig};
-pub use secret::SecretUrl;
+pub use secret::{Secret, SecretUrl};
 
 pub use crate::domain::clock::Clock;
 
@@ -349,5 +349,92 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.push.vapid_subject, "mailto:ops@example.org");
+    }
+
+    const S3: &[(&str, &str)] = &[
+        ("SEALPOST_S3_ENDPOINT", "http://minio:9000/"),
+        ("SEALPOST_S3_BUCKET", "sealpost-attachments"),
+        ("SEALPOST_S3_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("SEALPOST_S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-hunter2"),
+    ];
+
+    #[test]
+    fn a_bucket_is_configured_by_its_endpoint_with_defaults_and_a_hidden_secret() {
+        let none = Config::load_with(None, env(&[])).unwrap();
+        assert!(none.attachments.s3.is_none());
+        assert_eq!(none.attachments.retention_days, 45);
+        assert!(!none.attachments.redirect);
+        let config = Config::load_with(None, env(S3)).unwrap();
+        let s3 = config.attachments.s3.clone().expect("a bucket");
+        assert_eq!(s3.endpoint, "http://minio:9000");
+        assert_eq!(s3.region, "us-east-1");
+        assert!(s3.path_style);
+        assert_eq!(s3.secret_access_key.expose(), "wJalrXUtnFEMI-hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert_eq!(format!("{}", s3.secret_access_key), "***");
+        let mut more = S3.to_vec();
+        more.extend([
+            ("SEALPOST_S3_PATH_STYLE", "false"),
+            ("SEALPOST_S3_REGION", "eu-west-1"),
+            ("SEALPOST_ATTACHMENTS_REDIRECT", "on"),
+            ("SEALPOST_ATTACHMENT_RETENTION_DAYS", "90"),
+        ]);
+        let config = Config::load_with(None, env(&more)).unwrap();
+        let s3 = config.attachments.s3.expect("a bucket");
+        assert!(!s3.path_style);
+        assert_eq!(s3.region, "eu-west-1");
+        assert!(config.attachments.redirect);
+        assert_eq!(config.attachments.retention_days, 90);
+    }
+
+    #[test]
+    fn a_bucket_with_a_missing_or_bad_value_is_refused_by_name_without_the_secret() {
+        for missing in [
+            "SEALPOST_S3_BUCKET",
+            "SEALPOST_S3_ACCESS_KEY_ID",
+            "SEALPOST_S3_SECRET_ACCESS_KEY",
+        ] {
+            let partial: Vec<_> = S3.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let err = Config::load_with(None, env(&partial))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(missing), "{err}");
+            assert!(
+                !err.contains("hunter2") && !err.contains("AKIDEXAMPLE"),
+                "{err}"
+            );
+        }
+        let keys_only = [("SEALPOST_S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-hunter2")];
+        let err = Config::load_with(None, env(&keys_only))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SEALPOST_S3_ENDPOINT is not"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        for (name, bad) in [
+            ("SEALPOST_S3_ENDPOINT", "minio:9000"),
+            ("SEALPOST_S3_ENDPOINT", "ftp://minio"),
+            ("SEALPOST_S3_BUCKET", "Has_Upper"),
+            ("SEALPOST_S3_BUCKET", "ab"),
+            ("SEALPOST_S3_BUCKET", "192.168.1.1"),
+            ("SEALPOST_S3_PATH_STYLE", "hunter2"),
+            ("SEALPOST_ATTACHMENT_RETENTION_DAYS", "0"),
+            ("SEALPOST_ATTACHMENT_RETENTION_DAYS", "3651"),
+        ] {
+            let mut values: Vec<_> = S3.iter().copied().filter(|(k, _)| *k != name).collect();
+            values.push((name, bad));
+            let err = Config::load_with(None, env(&values))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{name}={bad}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn redirects_need_a_bucket() {
+        let err = Config::load_with(None, env(&[("SEALPOST_ATTACHMENTS_REDIRECT", "on")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SEALPOST_ATTACHMENTS_REDIRECT"), "{err}");
     }
 }

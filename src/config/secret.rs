@@ -1,4 +1,5 @@
-//! [`SecretUrl`]: a store URL whose password never reaches a log line.
+//! [`SecretUrl`]: a store URL whose password never reaches a log line; [`Secret`]: a secret
+//! string (an S3 secret key) that never does either.
 
 use std::fmt;
 
@@ -31,5 +32,31 @@ impl fmt::Display for SecretUrl {
             }
             _ => f.write_str(&self.0),
         }
+    }
+}
+
+/// A secret string (an access key's secret): `Debug` and `Display` show `***` only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
     }
 }

@@ -26,6 +26,7 @@ fn parse_addr(value: Option<String>, default: &str, name: &str) -> Result<Socket
 }
 
 pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
+    let s3 = super::attachments::s3(&raw)?;
     let listen = parse_addr(raw.listen, "127.0.0.1:8080", "listen (SEALPOST_LISTEN)")?;
     let admin_listen = parse_addr(
         raw.admin_listen,
@@ -159,8 +160,17 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             Some(n) => n,
             None => crate::domain::attachments::DEFAULT_MAX_ATTACHMENT_BYTES,
         },
+        s3,
+        retention_days: super::attachments::retention_days(raw.attachment_retention_days)?,
+        redirect: raw.attachments_redirect.unwrap_or(false),
         ..AttachmentsConfig::default()
     };
+    if attachments.redirect && attachments.s3.is_none() {
+        return Err(ConfigError::new(
+            "SEALPOST_ATTACHMENTS_REDIRECT=on needs an S3 bucket (SEALPOST_S3_ENDPOINT and the \
+             rest): only a bucket can presign the URL a download is redirected to",
+        ));
+    }
     if raw.workers == Some(0) {
         return Err(ConfigError::new("workers must be at least 1"));
     }

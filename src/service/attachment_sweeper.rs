@@ -5,6 +5,7 @@
 //! only repeat each other's deletes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -34,8 +35,8 @@ pub struct AttachmentSweeper {
     pub uploads: UploadService,
     pub clock: Clock,
     pub retention: Duration,
-    /// False where the bucket's lifecycle rule expires attachments itself.
-    pub expire_objects: bool,
+    /// False once the bucket's lifecycle rule expires attachments itself.
+    pub expire_objects: Arc<AtomicBool>,
     pub metrics: Metrics,
 }
 
@@ -44,7 +45,7 @@ impl AttachmentSweeper {
     pub async fn sweep(&self) -> StorageResult<Swept> {
         let now = self.clock.now_ms();
         let mut swept = Swept::default();
-        if self.expire_objects {
+        if self.expire_objects.load(Ordering::Relaxed) {
             let before = now - self.retention.as_millis() as i64;
             let mut after: Option<String> = None;
             loop {

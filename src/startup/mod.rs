@@ -41,6 +41,7 @@ use crate::storage::memory::{
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
 use crate::storage::objects::memory::MemoryObjects;
+use crate::storage::objects::s3::{S3Objects, S3Settings};
 use crate::storage::postgres::PgStore;
 use crate::storage::redis::RedisStore;
 use crate::storage::{QueuePolicy, Stores};
@@ -68,17 +69,64 @@ pub async fn connect_stores(config: &StoreConfig, queue: QueuePolicy) -> anyhow:
         .0)
 }
 
-/// Where the server keeps attachment bytes: memory in the embedded mode, else the data
-/// directory's `objects/` (an S3 bucket is to come).
-fn objects(config: &Config) -> Arc<dyn ObjectStore> {
-    match config.stores {
+/// Where the server keeps attachment bytes: the S3 bucket when one is configured (in either
+/// mode), else memory in the embedded mode and the data directory's `objects/` otherwise.
+pub fn objects(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    if let Some(s3) = &config.attachments.s3 {
+        let settings = S3Settings {
+            endpoint: s3.endpoint.clone(),
+            region: s3.region.clone(),
+            bucket: s3.bucket.clone(),
+            access_key_id: s3.access_key_id.clone(),
+            secret_access_key: s3.secret_access_key.expose().to_owned(),
+            path_style: s3.path_style,
+        };
+        let store =
+            S3Objects::new(&settings).map_err(|e| anyhow::anyhow!("the attachment bucket: {e}"))?;
+        tracing::info!(endpoint = %s3.endpoint, bucket = %s3.bucket, "attachments in an S3 bucket");
+        return Ok(Arc::new(store));
+    }
+    Ok(match config.stores {
         StoreConfig::Embedded => Arc::new(MemoryObjects::with_clock(config.clock.clone())),
         // Created on the first upload, so a read-only working directory (a container) or a
         // checkout running the tests is not written to by a server that stores nothing.
         StoreConfig::External { .. } => {
             Arc::new(DirectoryObjects::lazy(config.data_dir.join("objects")))
         }
+    })
+}
+
+/// Unfinished multipart uploads are aborted after this many days (PROTOCOL.md 12.3).
+pub const ABORT_INCOMPLETE_UPLOAD_DAYS: u32 = 7;
+
+/// Hands the retention to the object store's lifecycle (PROTOCOL.md 12.3), as `migrate`
+/// and every start do. Never fails: a store that cannot is logged, and the sweeper does it.
+/// Whether the store took it.
+pub async fn apply_lifecycle(objects: &dyn ObjectStore, retention_days: u32) -> bool {
+    let applied = objects
+        .apply_lifecycle(retention_days, ABORT_INCOMPLETE_UPLOAD_DAYS)
+        .await;
+    match applied {
+        Ok(true) => {
+            tracing::info!(
+                retention_days,
+                abort_incomplete_days = ABORT_INCOMPLETE_UPLOAD_DAYS,
+                "attachment lifecycle applied to the bucket"
+            );
+            return true;
+        }
+        Ok(false) => tracing::warn!(
+            retention_days,
+            "the object store has no lifecycle configuration: the sweeper will enforce \
+             attachment retention"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            retention_days,
+            "could not apply the attachment lifecycle: the sweeper will enforce retention"
+        ),
     }
+    false
 }
 
 /// The stores, and the Redis store itself when there is one (pub/sub uses it too).
@@ -217,11 +265,24 @@ impl Application {
             anyhow::anyhow!("cannot listen on {} (admin): {e}", config.admin_listen)
         })?;
 
+        let objects = objects(&config)?;
+        // In the background: a bucket that is slow to answer does not hold up the start.
+        // Until (unless) the bucket takes the rule, the sweeper expires attachments itself.
+        let sweeper_expires = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        tokio::spawn({
+            let (objects, days) = (objects.clone(), config.attachments.retention_days);
+            let sweeper_expires = sweeper_expires.clone();
+            async move {
+                if apply_lifecycle(&*objects, days).await {
+                    sweeper_expires.store(false, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
         let (stores, redis) = connect(
             &config.stores,
             config.queue_policy(),
             Some(metrics.clone()),
-            objects(&config),
+            objects,
         )
         .await?;
         let address_secret = stores
@@ -357,7 +418,7 @@ impl Application {
             uploads: uploads.clone(),
             clock: config.clock.clone(),
             retention: config.attachments.retention(),
-            expire_objects: true,
+            expire_objects: sweeper_expires,
             metrics: metrics.clone(),
         };
         let budget = descriptor_budget(&config);

@@ -4,6 +4,7 @@
 
 pub mod process;
 pub mod push;
+pub mod s3;
 
 use std::time::Duration;
 
@@ -127,6 +128,8 @@ pub struct TestStores {
     pub redis: Option<TestRedis>,
     /// The data directory (attachments) of the external mode, removed when this drops.
     pub data: TestDir,
+    /// A bucket of the in-process S3 server for attachments, when the test asked for one.
+    pub s3: Option<s3::TestBucket>,
 }
 
 /// A directory of its own under the system's temporary one, removed when dropped.
@@ -153,12 +156,22 @@ impl TestStores {
                 db: None,
                 redis: None,
                 data: TestDir::new(),
+                s3: None,
             },
             Backend::External => Self {
                 db: Some(TestDatabase::create().await),
                 redis: Some(TestRedis::new()),
                 data: TestDir::new(),
+                s3: None,
             },
+        }
+    }
+
+    /// Like `new`, with attachments in a bucket of the in-process S3 server.
+    pub async fn with_s3(backend: Backend) -> Self {
+        Self {
+            s3: Some(s3::TestBucket::new().await),
+            ..Self::new(backend).await
         }
     }
 
@@ -176,7 +189,7 @@ impl TestStores {
 
     /// The environment that points a `sealpost` process at these stores.
     pub fn process_env(&self) -> Vec<(&'static str, String)> {
-        match (&self.db, &self.redis) {
+        let mut env = match (&self.db, &self.redis) {
             (Some(db), Some(redis)) => vec![
                 ("SEALPOST_DATABASE_URL", db.url.clone()),
                 ("SEALPOST_REDIS_URL", redis_url()),
@@ -184,7 +197,25 @@ impl TestStores {
                 ("SEALPOST_DATA_DIR", self.data.0.display().to_string()),
             ],
             _ => Vec::new(),
+        };
+        if let Some(bucket) = &self.s3 {
+            let s3 = &bucket.config;
+            env.extend([
+                ("SEALPOST_S3_ENDPOINT", s3.endpoint.clone()),
+                ("SEALPOST_S3_REGION", s3.region.clone()),
+                ("SEALPOST_S3_BUCKET", s3.bucket.clone()),
+                ("SEALPOST_S3_ACCESS_KEY_ID", s3.access_key_id.clone()),
+                (
+                    "SEALPOST_S3_SECRET_ACCESS_KEY",
+                    s3.secret_access_key.expose().to_owned(),
+                ),
+                (
+                    "SEALPOST_S3_PATH_STYLE",
+                    if s3.path_style { "on" } else { "off" }.into(),
+                ),
+            ]);
         }
+        env
     }
 
     /// `config()` with one rate limit set to `bucket_size` permits, regaining one every
@@ -212,6 +243,7 @@ impl TestStores {
         config.stores = self.store_config();
         config.data_dir = self.data.0.clone();
         config.workers = Some(1);
+        config.attachments.s3 = self.s3.as_ref().map(|bucket| bucket.config.clone());
         config
     }
 }

@@ -1,7 +1,9 @@
 //! `ObjectStore` on every backend (PROTOCOL.md 12): a multipart upload appears whole only
 //! when completed, ranged reads are clamped to the object, an aborted upload leaves nothing,
 //! deletes and the sweeper's listing, an upload resumed from another store instance (another
-//! pod), and uploads side by side. Every directory is removed when its test ends.
+//! pod), and uploads side by side; presigned URLs and bucket lifecycles where a backend has
+//! them. S3 is a bucket of its own on the in-process s3s server (`common::s3`). Every
+//! directory and bucket is removed when its test ends.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,44 +15,56 @@ use sealpost::storage::objects::directory::DirectoryObjects;
 use sealpost::storage::objects::memory::MemoryObjects;
 use sealpost::storage::objects::{MIN_PART_BYTES, ObjectStore, PartTag, UploadId};
 
-#[derive(Clone, Copy, Debug)]
+use crate::common::s3::TestBucket;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Memory,
     Directory,
+    S3,
 }
 
-/// A store and a way to open it again as another process would; removes its directory.
+/// A store and a way to open it again as another process would; removes its directory or
+/// bucket.
 struct Fixture {
     store: Arc<dyn ObjectStore>,
     memory: MemoryObjects,
     dir: Option<PathBuf>,
+    bucket: Option<TestBucket>,
 }
 
 impl Fixture {
     async fn new(kind: Kind) -> Self {
         let memory = MemoryObjects::new();
         let dir = match kind {
-            Kind::Memory => None,
             Kind::Directory => Some(std::env::temp_dir().join(format!(
                 "sealpost-objects-{}",
                 uuid::Uuid::new_v4().simple()
             ))),
+            Kind::Memory | Kind::S3 => None,
+        };
+        let bucket = match kind {
+            Kind::S3 => Some(TestBucket::new().await),
+            Kind::Memory | Kind::Directory => None,
         };
         let mut fixture = Self {
             store: Arc::new(memory.clone()),
             memory,
             dir,
+            bucket,
         };
         fixture.store = fixture.reopen().await;
         fixture
     }
 
-    /// A fresh instance on the same objects: a new `DirectoryObjects` on the same root, or a
-    /// clone of the memory store (the embedded mode is one process).
+    /// A fresh instance on the same objects: a new `DirectoryObjects` on the same root, a
+    /// new S3 client of the same bucket, or a clone of the memory store (the embedded mode
+    /// is one process).
     async fn reopen(&self) -> Arc<dyn ObjectStore> {
-        match &self.dir {
-            Some(dir) => Arc::new(DirectoryObjects::open(dir).await.unwrap()),
-            None => Arc::new(self.memory.clone()),
+        match (&self.dir, &self.bucket) {
+            (Some(dir), _) => Arc::new(DirectoryObjects::open(dir).await.unwrap()),
+            (None, Some(bucket)) => Arc::new(bucket.store()),
+            (None, None) => Arc::new(self.memory.clone()),
         }
     }
 }
@@ -81,6 +95,14 @@ macro_rules! on_object_backends {
                 }
             )+
         }
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Kind::S3).await
+                }
+            )+
+        }
     };
 }
 
@@ -94,6 +116,8 @@ on_object_backends!(
     list_older_pages_through_old_keys_under_a_prefix,
     an_upload_resumes_from_another_store_instance,
     ten_uploads_at_once_each_appear_whole,
+    a_presigned_get_serves_the_bytes_where_the_backend_makes_one,
+    the_lifecycle_is_applied_where_the_backend_has_one,
 );
 
 fn key() -> String {
@@ -416,4 +440,78 @@ async fn ten_uploads_at_once_each_appear_whole(kind: Kind) {
             "{key}"
         );
     }
+}
+
+/// Only S3 presigns and keeps a lifecycle; the local backends are served through sealpost
+/// and swept.
+fn is_bucket(kind: Kind) -> bool {
+    kind == Kind::S3
+}
+
+async fn a_presigned_get_serves_the_bytes_where_the_backend_makes_one(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let store = &*fixture.store;
+    let key = key();
+    let whole = upload(store, &key, &[pattern(1000, 5)]).await;
+    let url = store
+        .presigned_get(&key, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    if !is_bucket(kind) {
+        assert_eq!(url, None);
+        return;
+    }
+    let url = url.expect("a bucket presigns");
+    let response = reqwest::get(&url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.bytes().await.unwrap() == whole, "byte for byte");
+    // One character of the signature changed: the service refuses it.
+    let at = url.find("X-Amz-Signature=").expect("a SigV4 query") + "X-Amz-Signature=".len();
+    let flipped = if url.as_bytes()[at] == b'0' { "1" } else { "0" };
+    let tampered = format!("{}{flipped}{}", &url[..at], &url[at + 1..]);
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 403);
+}
+
+async fn the_lifecycle_is_applied_where_the_backend_has_one(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let applied = fixture.store.apply_lifecycle(45, 7).await.unwrap();
+    assert_eq!(applied, is_bucket(kind));
+    let Some(bucket) = &fixture.bucket else {
+        return;
+    };
+    let rules = bucket
+        .lifecycle()
+        .expect("the bucket keeps the configuration")
+        .rules;
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    for rule in &rules {
+        let prefix = rule.filter.as_ref().and_then(|f| f.prefix.as_deref());
+        assert_eq!(prefix, Some("attachments/"), "{rule:?}");
+        assert_eq!(rule.status.as_str(), "Enabled");
+    }
+    let expires = rules
+        .iter()
+        .find_map(|rule| rule.expiration.as_ref()?.days)
+        .expect("an expiration rule");
+    assert_eq!(expires, 45);
+    let aborts = rules
+        .iter()
+        .find_map(|rule| {
+            rule.abort_incomplete_multipart_upload
+                .as_ref()?
+                .days_after_initiation
+        })
+        .expect("an abort rule");
+    assert_eq!(aborts, 7);
+}
+
+#[tokio::test]
+async fn a_bucket_without_lifecycle_support_leaves_retention_to_the_sweeper() {
+    let bucket = TestBucket::without_lifecycle().await;
+    assert!(!bucket.store().apply_lifecycle(45, 7).await.unwrap());
+    // The store itself works there.
+    let store = bucket.store();
+    let key = key();
+    let whole = upload(&store, &key, &[pattern(10, 1)]).await;
+    assert_eq!(read(&store, &key, None).await.unwrap(), whole);
 }

@@ -1,6 +1,7 @@
 //! Object storage for attachment bytes (PROTOCOL.md 12): one small trait that a resumable
 //! (TUS) upload streams into as S3-style multipart parts, and its backends (`memory`,
-//! `directory`). It knows keys and bytes only: no HTTP, no accounts, no retention policy.
+//! `directory`, `s3`). It knows keys and bytes only: no HTTP, no accounts; retention is a
+//! number of days it hands to a bucket's lifecycle where the backend has one.
 
 use std::ops::Range;
 
@@ -13,6 +14,7 @@ use super::{StorageError, StorageResult};
 
 pub mod directory;
 pub mod memory;
+pub mod s3;
 
 /// S3's smallest part but the last: every backend refuses less so that none accepts an
 /// upload S3 would refuse.
@@ -60,7 +62,11 @@ pub trait ObjectStore: Send + Sync {
         bytes: Bytes,
     ) -> StorageResult<PartTag>;
     /// The object `key` appears, whole, only now (replacing any object of that key); the
-    /// parts are the ones `put_part` returned, in ascending order. The upload is gone after.
+    /// parts are the ones `put_part` returned, numbered 1, 2, 3 and so on without a gap (the
+    /// S3 backend's client numbers parts by their position). The upload is gone after; a
+    /// refused completion (a part too small, an unknown ETag) keeps it. S3 itself may answer
+    /// a repeated completion of a finished upload with success: callers must not rely on
+    /// that failing.
     async fn complete_upload(
         &self,
         key: &str,
@@ -98,6 +104,29 @@ pub trait ObjectStore: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> StorageResult<Vec<String>>;
+    /// A URL anyone can GET `key` from for `expires`, where the backend can make one (S3's
+    /// presigned GET); None for the local backends, which are served through sealpost.
+    /// Whether the object exists is not checked.
+    async fn presigned_get(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> StorageResult<Option<String>> {
+        check_key(key)?;
+        let _ = expires;
+        Ok(None)
+    }
+    /// Has the backend expire objects under `attachments/` after `retention_days` and abort
+    /// multipart uploads unfinished after `abort_incomplete_days` (S3's bucket lifecycle).
+    /// `false`: the backend cannot, and the retention sweeper must do it.
+    async fn apply_lifecycle(
+        &self,
+        retention_days: u32,
+        abort_incomplete_days: u32,
+    ) -> StorageResult<bool> {
+        let _ = (retention_days, abort_incomplete_days);
+        Ok(false)
+    }
 }
 
 fn refused(what: impl std::fmt::Display) -> StorageError {
@@ -145,7 +174,8 @@ pub fn part_etag(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-/// Checks a completion list as S3 does: not empty, ascending numbers, each part stored with
+/// Checks a completion list as S3 does: not empty, numbered 1, 2, 3 and so on (stricter than
+/// S3, as object_store numbers by position), each part stored with
 /// that ETag (`stored` gives a number's ETag and size), every part but the last at least
 /// `MIN_PART_BYTES`.
 pub fn check_completion(
@@ -156,10 +186,11 @@ pub fn check_completion(
         return Err(refused("an upload completes with at least one part"));
     }
     if parts
-        .windows(2)
-        .any(|pair| pair[0].number >= pair[1].number)
+        .iter()
+        .enumerate()
+        .any(|(i, part)| part.number as usize != i + 1)
     {
-        return Err(refused("parts complete in ascending order"));
+        return Err(refused("parts complete numbered 1, 2, 3 and so on"));
     }
     for (i, part) in parts.iter().enumerate() {
         let Some((etag, size)) = stored(part.number) else {
