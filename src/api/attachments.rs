@@ -76,6 +76,7 @@ pub async fn upload_form(
     responses(
         (status = 200, description = "The whole object", content_type = "application/octet-stream"),
         (status = 206, description = "The requested byte range, with Content-Range", content_type = "application/octet-stream"),
+        (status = 302, description = "SEALPOST_ATTACHMENTS_REDIRECT=on: Location is a presigned GET of the bucket, valid one hour (it honours Range itself)"),
         (status = 404, description = "No such attachment", body = crate::error::ErrorJson),
         (status = 416, description = "The range lies outside the object", body = crate::error::ErrorJson),
         (status = 429, description = "Rate limited (attachmentDownload, per client address)", body = crate::error::ErrorJson),
@@ -133,6 +134,9 @@ async fn serve(
             );
             Ok(response)
         }
+        Download::Redirect(url) => Ok(HttpResponse::Found()
+            .insert_header((header::LOCATION, url))
+            .finish()),
         Download::Found { size, range, body } => {
             let mut response = match &range {
                 Some(bytes) => {

@@ -41,7 +41,13 @@ pub enum Download {
     },
     /// 416: nothing of the object is in the range.
     Unsatisfiable { size: u64 },
+    /// 302 to this presigned URL of the bucket (`SEALPOST_ATTACHMENTS_REDIRECT=on`, GET
+    /// only), which honours the `Range` itself.
+    Redirect(String),
 }
+
+/// How long a download redirect's presigned URL is valid.
+pub const REDIRECT_VALIDITY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Where an attachment's bytes live in the object store.
 pub fn object_key(key: &AttachmentKey) -> String {
@@ -58,6 +64,8 @@ pub struct AttachmentService {
     base: Arc<str>,
     /// The server's clock (tokens are dated by it and checked against it).
     clock: Clock,
+    /// Downloads answer 302 to a presigned URL where the store makes one.
+    redirect: bool,
 }
 
 impl AttachmentService {
@@ -78,7 +86,15 @@ impl AttachmentService {
             max_bytes,
             base: base.into(),
             clock,
+            redirect: false,
         })
+    }
+
+    /// Downloads (GET, not HEAD) redirect to the object store's presigned URL when `on` and
+    /// the store makes one.
+    pub fn redirecting(mut self, on: bool) -> Self {
+        self.redirect = on;
+        self
     }
 
     /// `GET /v4/attachments/form/upload`: 400 for a length that is not positive, 413 over
@@ -116,7 +132,9 @@ impl AttachmentService {
     }
 
     /// `GET`/`HEAD /attachments/{key}`, without authentication (the bytes are end-to-end
-    /// encrypted) but within `attachmentDownload` per client address: 404 for a key that is not one or names nothing, one `Range` honoured.
+    /// encrypted) but within `attachmentDownload` per client address: 404 for a key that is not
+    /// one or names nothing, one `Range` honoured; with redirects on, a GET of an existing
+    /// object is sent to the bucket instead.
     pub async fn download(
         &self,
         client: std::net::IpAddr,
@@ -131,6 +149,12 @@ impl AttachmentService {
         let key = AttachmentKey::parse(key).map_err(|_| missing())?;
         let name = object_key(&key);
         let meta = self.objects.head(&name).await?.ok_or_else(missing)?;
+        if self.redirect
+            && with_body
+            && let Some(url) = self.objects.presigned_get(&name, REDIRECT_VALIDITY).await?
+        {
+            return Ok(Download::Redirect(url));
+        }
         let (partial, bytes) = match range_request(range, meta.size) {
             RangeRequest::Unsatisfiable => return Ok(Download::Unsatisfiable { size: meta.size }),
             RangeRequest::Whole => (None, 0..meta.size),

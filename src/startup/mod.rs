@@ -402,7 +402,8 @@ impl Application {
             config.attachments.max_bytes,
             attachments_base.clone(),
             config.clock.clone(),
-        )?;
+        )?
+        .redirecting(config.attachments.redirect);
         let uploads = UploadService::new(UploadParts {
             objects: stores.objects.clone(),
             uploads: stores.uploads.clone(),

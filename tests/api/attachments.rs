@@ -2,7 +2,8 @@
 //! 20-character key, an HS256 upload token whose claims name that key and length and expire
 //! in 24 h, the `Upload-Metadata` header, the TUS location; 400 and 413 for bad lengths; the
 //! `attachmentCreate` and `attachmentCreateBytes` limits; the public download with one
-//! `Range` (200, 206, 416, `HEAD`, 404). Who may call them is in the authorization matrix.
+//! `Range` (200, 206, 416, `HEAD`, 404), from a bucket too, and redirected to a presigned
+//! bucket URL when asked. Who may call them is in the authorization matrix.
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -227,7 +228,96 @@ async fn downloads_are_limited_per_client_address(backend: Backend) {
     app.stop().await;
 }
 
+/// A client that shows redirects instead of following them.
+fn not_following() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn downloads_are_streamed_from_a_bucket(backend: Backend) {
+    let stores = TestStores::with_s3(backend).await;
+    let app = TestApp::start(stores.config()).await;
+    let key = "AbCdEfGhIjKlMnOpQr-_";
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    stored(&app, key, &bytes).await;
+    let bucket = &stores.s3.as_ref().unwrap().config;
+    let listed = app
+        .stores
+        .objects
+        .list_older("attachments/", i64::MAX, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        vec![format!("attachments/{key}")],
+        "in {}",
+        bucket.bucket
+    );
+
+    let whole = fetch(&app, "GET", key, None).await;
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().await.unwrap(), bytes);
+    let part = fetch(&app, "GET", key, Some("bytes=10-19")).await;
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), bytes[10..20]);
+    assert_eq!(
+        fetch(&app, "GET", key, Some("bytes=100000-"))
+            .await
+            .status(),
+        416
+    );
+    app.stop().await;
+}
+
+async fn downloads_redirect_to_a_presigned_bucket_url_when_asked(backend: Backend) {
+    let stores = TestStores::with_s3(backend).await;
+    let mut config = stores.config();
+    config.attachments.redirect = true;
+    let app = TestApp::start(config).await;
+    let key = "AbCdEfGhIjKlMnOpQr-_";
+    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 241) as u8).collect();
+    stored(&app, key, &bytes).await;
+    let url = app.client.url(&format!("/attachments/{key}"));
+
+    let redirected = not_following().get(&url).send().await.unwrap();
+    assert_eq!(redirected.status(), 302);
+    let location = header(&redirected, "location").expect("a Location");
+    let bucket = &stores.s3.as_ref().unwrap().config;
+    assert!(
+        location.starts_with(&format!(
+            "{}/{}/attachments/{key}?",
+            bucket.endpoint, bucket.bucket
+        )),
+        "{location}"
+    );
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+    assert!(!location.contains(bucket.secret_access_key.expose()));
+    let fetched = reqwest::get(&location).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap(), bytes);
+
+    // HEAD is still answered by sealpost itself.
+    let head = fetch(&app, "HEAD", key, None).await;
+    assert_eq!(head.status(), 200);
+    assert_eq!(header(&head, "content-length").as_deref(), Some("70000"));
+
+    for missing in ["ZZZZZZZZZZZZZZZZZZZZ", "short"] {
+        let response = not_following()
+            .get(app.client.url(&format!("/attachments/{missing}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{missing}");
+        assert!(header(&response, "location").is_none());
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
+    downloads_are_streamed_from_a_bucket,
+    downloads_redirect_to_a_presigned_bucket_url_when_asked,
     downloads_are_limited_per_client_address,
     the_form_is_signals_cdn3_descriptor,
     forms_are_limited_by_count_and_by_bytes,
