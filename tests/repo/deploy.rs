@@ -96,6 +96,53 @@ fn the_compose_file_runs_two_pods_behind_a_websocket_passing_balancer_with_monit
             "pods lack {variable}"
         );
     }
+    // Attachments in MinIO's bucket: made before the pods start, and the pods' variables
+    // (with compose's `${VAR:-default}` defaults) are a configuration sealpost accepts.
+    assert!(
+        service("minio")["healthcheck"]["test"].is_sequence(),
+        "minio has no healthcheck"
+    );
+    assert_eq!(
+        pod["depends_on"]["minio-bucket"]["condition"].as_str(),
+        Some("service_completed_successfully")
+    );
+    assert_eq!(
+        service("minio-bucket")["depends_on"]["minio"]["condition"].as_str(),
+        Some("service_healthy")
+    );
+    let environment = pod["environment"].as_mapping().expect("an environment map");
+    let resolved = |value: &str| match value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|v| v.split_once(":-"))
+    {
+        Some((_, default)) => default.to_owned(),
+        None => value.to_owned(),
+    };
+    let env: BTreeMap<String, String> = environment
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), resolved(v.as_str()?))))
+        .collect();
+    let config = sealpost::config::Config::load_with(None, |name| env.get(name).cloned())
+        .expect("the pods' environment is a valid configuration");
+    let s3 = config.attachments.s3.expect("the pods use a bucket");
+    assert_eq!(s3.endpoint, "http://minio:9000");
+    let bucket_made = str_list(&service("minio-bucket")["command"]).join(" ");
+    assert!(bucket_made.contains(&format!("mc mb --ignore-existing store/{}", s3.bucket)));
+    let minio = &service("minio")["environment"];
+    assert_eq!(
+        minio["MINIO_ROOT_USER"].as_str(),
+        environment
+            .get("SEALPOST_S3_ACCESS_KEY_ID")
+            .and_then(Value::as_str)
+    );
+    assert_eq!(
+        minio["MINIO_ROOT_PASSWORD"].as_str(),
+        environment
+            .get("SEALPOST_S3_SECRET_ACCESS_KEY")
+            .and_then(Value::as_str)
+    );
+
     let healthcheck = str_list(&pod["healthcheck"]["test"]).join(" ");
     assert!(
         healthcheck.contains("sealpost healthcheck"),
