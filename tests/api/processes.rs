@@ -294,3 +294,56 @@ async fn migrate_applies_the_schema_and_exits() {
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), 1);
 }
+
+/// The days of the expiration rule a bucket was given, if any.
+fn expiration_days(bucket: &crate::common::s3::TestBucket) -> Option<i32> {
+    bucket
+        .lifecycle()?
+        .rules
+        .iter()
+        .find_map(|rule| rule.expiration.as_ref()?.days)
+}
+
+#[tokio::test]
+async fn migrate_hands_the_attachment_retention_to_the_bucket() {
+    let stores = TestStores::with_s3(Backend::External).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .arg("migrate")
+        .envs(external_env(&stores))
+        .env("SEALPOST_ATTACHMENT_RETENTION_DAYS", "30")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("attachment lifecycle applied"), "{log}");
+    assert!(!log.contains(crate::common::s3::SECRET_KEY), "{log}");
+    assert_eq!(expiration_days(stores.s3.as_ref().unwrap()), Some(30));
+}
+
+#[tokio::test]
+async fn migrate_on_a_bucket_without_lifecycles_warns_that_the_sweeper_enforces_retention() {
+    let mut stores = TestStores::new(Backend::Embedded).await;
+    stores.s3 = Some(crate::common::s3::TestBucket::without_lifecycle().await);
+    let output = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .arg("migrate")
+        .envs(external_env(&stores))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("the sweeper will enforce"), "{log}");
+}
+
+#[tokio::test]
+async fn a_server_start_hands_the_attachment_retention_to_its_bucket() {
+    let stores = TestStores::with_s3(Backend::Embedded).await;
+    let app = crate::common::TestApp::start(stores.config()).await;
+    let bucket = stores.s3.as_ref().unwrap();
+    // Applied in the background, so that a slow bucket does not hold up the start.
+    let applied = eventually(Duration::from_secs(10), || async {
+        expiration_days(bucket) == Some(45)
+    })
+    .await;
+    assert!(applied.is_some(), "no lifecycle after 10 s");
+    app.stop().await;
+}
