@@ -515,3 +515,47 @@ async fn a_bucket_without_lifecycle_support_leaves_retention_to_the_sweeper() {
     let whole = upload(&store, &key, &[pattern(10, 1)]).await;
     assert_eq!(read(&store, &key, None).await.unwrap(), whole);
 }
+
+#[tokio::test]
+async fn a_bucket_that_refuses_the_keys_or_does_not_answer_fails_without_naming_the_secret() {
+    use sealpost::config::Secret;
+    use sealpost::storage::objects::s3::S3Objects;
+
+    let bucket = TestBucket::new().await;
+    let mut wrong = bucket.config.clone();
+    wrong.secret_access_key = Secret::new("not-the-secret-0123456789");
+    let store = S3Objects::new(&crate::common::s3::settings(&wrong)).unwrap();
+    // A refused signature is an error, never "no such object".
+    let refused = store.head(&key()).await.unwrap_err().to_string();
+    assert!(!refused.contains("not-the-secret"), "{refused}");
+    let refused = store.start_upload(&key()).await.unwrap_err().to_string();
+    assert!(!refused.contains("not-the-secret"), "{refused}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut down = bucket.config.clone();
+    down.endpoint = format!("http://127.0.0.1:{port}");
+    let store = S3Objects::new(&crate::common::s3::settings(&down)).unwrap();
+    let started = std::time::Instant::now();
+    let unreachable = store.head(&key()).await.unwrap_err();
+    assert!(
+        matches!(unreachable, sealpost::storage::StorageError::Unavailable(_)),
+        "{unreachable}"
+    );
+    let unreachable = unreachable.to_string();
+    assert!(
+        !unreachable.contains(crate::common::s3::SECRET_KEY),
+        "{unreachable}"
+    );
+    let lifecycle = store.apply_lifecycle(45, 7).await.unwrap_err().to_string();
+    assert!(
+        !lifecycle.contains(crate::common::s3::SECRET_KEY),
+        "{lifecycle}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+}

@@ -17,12 +17,13 @@ use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer};
+use object_store::client::HttpErrorKind;
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore as _, ObjectStoreExt, PutPayload,
+    ClientOptions, GetOptions, GetRange, ObjectStore as _, ObjectStoreExt, PutPayload, RetryConfig,
 };
 
 use super::{
@@ -77,6 +78,12 @@ impl S3Settings {
     }
 }
 
+/// Retries of a failed request (5xx, 429, a dropped connection), within `RETRY_TIMEOUT`:
+/// fewer than object_store's 10 in 3 minutes, so a request waiting on a bucket that is down
+/// (an upload part, a download) fails within seconds instead of holding its client.
+const MAX_RETRIES: usize = 3;
+const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
+
 pub struct S3Objects {
     s3: AmazonS3,
     /// For the requests `object_store` has no call for (the lifecycle configuration).
@@ -86,9 +93,30 @@ pub struct S3Objects {
 }
 
 /// An `object_store` failure as a storage error; its text names the operation and URL and
-/// the service's answer, never a credential.
+/// the service's answer, never a credential. A service that cannot be reached (connecting,
+/// timing out, after the retries) is `Unavailable`, anything it answered is `Backend`.
 fn backend(error: object_store::Error) -> StorageError {
-    StorageError::Backend(anyhow!(error))
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    let mut unreachable = false;
+    let mut root = String::new();
+    while let Some(current) = cause {
+        if let Some(http) = current.downcast_ref::<object_store::client::HttpError>() {
+            unreachable |= matches!(http.kind(), HttpErrorKind::Connect | HttpErrorKind::Timeout);
+        }
+        root = current.to_string();
+        cause = current.source();
+    }
+    // object_store's messages quote most of their causes: the text, and the first cause
+    // (connection refused, say) when it does not, rather than the chain, which repeats.
+    let text = error.to_string();
+    let error = match text.contains(&root) {
+        true => anyhow!("{text}"),
+        false => anyhow!("{text}: {root}"),
+    };
+    match unreachable {
+        true => StorageError::Unavailable(error),
+        false => StorageError::Backend(error),
+    }
 }
 
 fn is_not_found(error: &object_store::Error) -> bool {
@@ -132,6 +160,11 @@ impl S3Objects {
             .with_secret_access_key(&settings.secret_access_key)
             .with_virtual_hosted_style_request(!settings.path_style)
             .with_client_options(options)
+            .with_retry(RetryConfig {
+                max_retries: MAX_RETRIES,
+                retry_timeout: RETRY_TIMEOUT,
+                ..RetryConfig::default()
+            })
             .build()
             .map_err(|e| refused(format_args!("the S3 configuration: {e}")))?;
         let http = reqwest::Client::builder()
@@ -394,7 +427,10 @@ impl ObjectStore for S3Objects {
             .body(body)
             .send()
             .await
-            .map_err(|e| StorageError::Unavailable(anyhow!("PUT {url}: {}", e.without_url())))?;
+            .map_err(|e| {
+                let cause = anyhow::Error::new(e.without_url());
+                StorageError::Unavailable(cause.context(format!("PUT {url}")))
+            })?;
         let status = response.status();
         if status.is_success() {
             return Ok(true);
