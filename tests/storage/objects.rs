@@ -118,6 +118,7 @@ on_object_backends!(
     ten_uploads_at_once_each_appear_whole,
     a_presigned_get_serves_the_bytes_where_the_backend_makes_one,
     the_lifecycle_is_applied_where_the_backend_has_one,
+    every_allowed_key_character_round_trips,
 );
 
 fn key() -> String {
@@ -558,4 +559,22 @@ async fn a_bucket_that_refuses_the_keys_or_does_not_answer_fails_without_naming_
         "gave up only after {:?}",
         started.elapsed()
     );
+}
+
+async fn every_allowed_key_character_round_trips(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let store = &*fixture.store;
+    let key = "attachments/AZaz09-_=x/nested-Key_=";
+    let whole = upload(store, key, &[pattern(64, 8)]).await;
+    assert_eq!(read(store, key, Some(1..3)).await.unwrap(), &whole[1..3]);
+    assert_eq!(
+        store
+            .list_older("attachments/AZ", i64::MAX, None, 10)
+            .await
+            .unwrap(),
+        vec![key.to_owned()]
+    );
+    assert_eq!(store.head(key).await.unwrap().unwrap().size, 64);
+    store.delete(key).await.unwrap();
+    assert_eq!(store.head(key).await.unwrap(), None);
 }
