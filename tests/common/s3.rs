@@ -8,7 +8,7 @@
 //! s3s-fs does not (a multipart upload bound to its key, ETags and sizes checked before a
 //! completion, which keeps the upload when refused, and bucket lifecycle configurations
 //! kept in memory), and a plain s3s-fs that answers NotImplemented to a lifecycle, as
-//! Garage does.
+//! services without lifecycle support do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

@@ -437,7 +437,7 @@ impl ObjectStore for S3Objects {
         }
         let text = response.text().await.unwrap_or_default();
         let code = error_code(&text).unwrap_or("");
-        // Garage, SeaweedFS and some gateways have no lifecycle support: the sweeper does it.
+        // Some S3-compatible services and gateways have no lifecycles: the sweeper does it.
         let unsupported = status == reqwest::StatusCode::NOT_IMPLEMENTED
             || (status == reqwest::StatusCode::BAD_REQUEST
                 && matches!(code, "NotImplemented" | "NotSupported"));
