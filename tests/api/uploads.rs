@@ -17,6 +17,46 @@ use sha2::{Digest, Sha256};
 
 use crate::common::{Backend, TestApp, TestStores, register_with};
 
+/// Where the objects are: memory (embedded), a directory (external), an S3 bucket (the
+/// external stores plus a bucket on the in-process S3 server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Objects {
+    Memory,
+    Directory,
+    S3,
+}
+
+impl Objects {
+    fn backend(self) -> Backend {
+        match self {
+            Objects::Memory => Backend::Embedded,
+            Objects::Directory | Objects::S3 => Backend::External,
+        }
+    }
+
+    async fn stores(self) -> TestStores {
+        match self {
+            Objects::S3 => TestStores::with_s3(self.backend()).await,
+            _ => TestStores::new(self.backend()).await,
+        }
+    }
+}
+
+/// Each test on memory, a directory and an S3 bucket.
+macro_rules! on_object_stores {
+    ($($name:ident),+ $(,)?) => {
+        mod memory {
+            $( #[tokio::test] async fn $name() { super::$name(super::Objects::Memory).await } )+
+        }
+        mod directory {
+            $( #[tokio::test] async fn $name() { super::$name(super::Objects::Directory).await } )+
+        }
+        mod s3 {
+            $( #[tokio::test] async fn $name() { super::$name(super::Objects::S3).await } )+
+        }
+    };
+}
+
 const MIB: usize = 1024 * 1024;
 
 struct Form {
@@ -205,8 +245,8 @@ async fn finish(app: &TestApp, form: &Form, data: &[u8]) -> reqwest::Response {
     panic!("the upload never became free to resume");
 }
 
-async fn options_advertise_tus_1_0_0(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn options_advertise_tus_1_0_0(objects: Objects) {
+    let stores = objects.stores().await;
     let app = TestApp::start(upload_config(&stores)).await;
     let response = app
         .client
@@ -231,8 +271,8 @@ async fn options_advertise_tus_1_0_0(backend: Backend) {
     );
 }
 
-async fn a_whole_upload_in_one_post_downloads_byte_for_byte(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn a_whole_upload_in_one_post_downloads_byte_for_byte(objects: Objects) {
+    let stores = objects.stores().await;
     let app = TestApp::start(upload_config(&stores)).await;
     let (alice, _) = register_with(&app, None, false).await;
     let data = pattern(12 * MIB + 12_345, 1);
@@ -307,8 +347,8 @@ async fn json_error(response: reqwest::Response, status: u16, what: &str) {
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
 
-async fn bad_uploads_get_json_4xx_and_store_nothing(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn bad_uploads_get_json_4xx_and_store_nothing(objects: Objects) {
+    let stores = objects.stores().await;
     let config = upload_config(&stores);
     let clock = config.clock.clone();
     let app = TestApp::start(config).await;
@@ -522,8 +562,8 @@ async fn bad_uploads_get_json_4xx_and_store_nothing(backend: Backend) {
     assert_eq!(download(&app, &kept.key, data.len(), 600).await, data);
 }
 
-async fn an_upload_resumes_with_head_and_patch(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn an_upload_resumes_with_head_and_patch(objects: Objects) {
+    let stores = objects.stores().await;
     let app = TestApp::start(upload_config(&stores)).await;
     let (alice, _) = register_with(&app, None, false).await;
     let data = pattern(12 * MIB, 3);
@@ -570,10 +610,10 @@ async fn an_upload_resumes_with_head_and_patch(backend: Backend) {
 
 /// A 20 MiB upload cut off twice, resumed once on another pod (when the stores are shared)
 /// and with its checksum checked at the end, downloads byte for byte in ranges.
-async fn a_20_mib_upload_cut_off_twice_resumes_on_another_pod(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn a_20_mib_upload_cut_off_twice_resumes_on_another_pod(objects: Objects) {
+    let stores = objects.stores().await;
     let first = TestApp::start(upload_config(&stores)).await;
-    let other = match backend {
+    let other = match objects.backend() {
         Backend::External => Some(TestApp::start(upload_config(&stores)).await),
         Backend::Embedded => None,
     };
@@ -628,8 +668,8 @@ async fn a_20_mib_upload_cut_off_twice_resumes_on_another_pod(backend: Backend) 
     );
 }
 
-async fn ten_uploads_at_once_each_arrive_whole(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn ten_uploads_at_once_each_arrive_whole(objects: Objects) {
+    let stores = objects.stores().await;
     let app = TestApp::start(upload_config(&stores)).await;
     let (alice, _) = register_with(&app, None, false).await;
     let mut uploads = Vec::new();
@@ -657,8 +697,8 @@ async fn ten_uploads_at_once_each_arrive_whole(backend: Backend) {
     }
 }
 
-async fn one_request_at_a_time_appends_to_an_upload(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn one_request_at_a_time_appends_to_an_upload(objects: Objects) {
+    let stores = objects.stores().await;
     let app = TestApp::start(upload_config(&stores)).await;
     let (alice, _) = register_with(&app, None, false).await;
     let data = pattern(3 * MIB, 5);
@@ -705,11 +745,14 @@ fn tokio_stream_of(
 /// Makes the attachment `key` older than the retention: the embedded mode's objects carry
 /// the server's clock (moved 46 days on); a directory's carry their file's time (set back
 /// 46 days, and the clock moved past the uploads' 7-day lifetime).
-fn age(backend: Backend, stores: &TestStores, clock: &Clock, key: &str) {
-    match backend {
-        Backend::Embedded => clock.advance(Duration::from_secs(46 * 24 * 3600)),
-        Backend::External => {
-            let path = stores.data.0.join("objects/attachments").join(key);
+fn age(objects: Objects, stores: &TestStores, clock: &Clock, key: &str) {
+    match objects {
+        Objects::Memory => clock.advance(Duration::from_secs(46 * 24 * 3600)),
+        Objects::Directory | Objects::S3 => {
+            let path = match &stores.s3 {
+                Some(bucket) => bucket.object_file(&format!("attachments/{key}")),
+                None => stores.data.0.join("objects/attachments").join(key),
+            };
             let file = std::fs::File::options().write(true).open(&path).unwrap();
             file.set_modified(std::time::SystemTime::now() - Duration::from_secs(46 * 24 * 3600))
                 .unwrap();
@@ -718,8 +761,15 @@ fn age(backend: Backend, stores: &TestStores, clock: &Clock, key: &str) {
     }
 }
 
-async fn the_sweeper_removes_what_is_past_retention_and_nothing_else(backend: Backend) {
-    let stores = TestStores::new(backend).await;
+async fn the_sweeper_removes_what_is_past_retention_and_nothing_else(objects: Objects) {
+    // A bucket without lifecycles (plain s3s-fs): the sweeper expires its attachments.
+    let stores = match objects {
+        Objects::S3 => TestStores {
+            s3: Some(crate::common::s3::TestBucket::without_lifecycle().await),
+            ..TestStores::new(Backend::External).await
+        },
+        _ => objects.stores().await,
+    };
     let mut config = upload_config(&stores);
     config.attachments.sweep_interval = Duration::from_millis(100);
     let clock = config.clock.clone();
@@ -743,7 +793,7 @@ async fn the_sweeper_removes_what_is_past_retention_and_nothing_else(backend: Ba
             .status(),
         201
     );
-    age(backend, &stores, &clock, &old.key);
+    age(objects, &stores, &clock, &old.key);
     let fresh = form(&app, &alice, data.len()).await;
     assert_eq!(
         post(&app, &fresh, data.len(), data.clone(), &[])
@@ -799,7 +849,55 @@ async fn the_sweeper_removes_what_is_past_retention_and_nothing_else(backend: Ba
     );
 }
 
-on_both_backends!(
+/// A bucket that took the lifecycle rule expires attachments itself: the sweeper leaves
+/// them (s3s keeps the rule without enforcing it, so the aged object stays), and still
+/// forgets uploads past their 7 days.
+#[tokio::test]
+async fn the_sweeper_leaves_retention_to_a_bucket_lifecycle() {
+    let stores = Objects::S3.stores().await;
+    let mut config = upload_config(&stores);
+    config.attachments.sweep_interval = Duration::from_millis(100);
+    let clock = config.clock.clone();
+    let app = TestApp::start(config).await;
+    let (alice, _) = register_with(&app, None, false).await;
+    let data = pattern(MIB, 7);
+    // The rule is applied in the background at start.
+    for _ in 0..100 {
+        if stores.s3.as_ref().unwrap().lifecycle().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stores.s3.as_ref().unwrap().lifecycle().is_some());
+    let old = form(&app, &alice, data.len()).await;
+    assert_eq!(
+        post(&app, &old, data.len(), data.clone(), &[])
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let stale = form(&app, &alice, data.len()).await;
+    assert_eq!(
+        post(&app, &stale, data.len(), data[..1000].to_vec(), &[])
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    age(Objects::S3, &stores, &clock, &old.key);
+    for _ in 0..100 {
+        if app.stores.uploads.get(&stale.key).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(app.stores.uploads.get(&stale.key).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(download(&app, &old.key, data.len(), MIB).await, data);
+}
+
+on_object_stores!(
     options_advertise_tus_1_0_0,
     a_whole_upload_in_one_post_downloads_byte_for_byte,
     bad_uploads_get_json_4xx_and_store_nothing,

@@ -328,20 +328,22 @@ faithful_s3!({
 /// it drops (best effort, never a panic).
 pub struct TestBucket {
     pub config: S3Config,
+    /// Which server's directory holds its objects.
+    root: &'static str,
 }
 
 impl TestBucket {
     /// A bucket on the server that keeps lifecycle configurations.
     pub async fn new() -> Self {
-        Self::on(servers().faithful).await
+        Self::on(servers().faithful, "faithful").await
     }
 
     /// A bucket on plain s3s-fs, which answers NotImplemented to a lifecycle configuration.
     pub async fn without_lifecycle() -> Self {
-        Self::on(servers().plain).await
+        Self::on(servers().plain, "plain").await
     }
 
-    async fn on(server: SocketAddr) -> Self {
+    async fn on(server: SocketAddr, root: &'static str) -> Self {
         let name = format!(
             "sealpost-test-{}",
             &Uuid::new_v4().simple().to_string()[..20]
@@ -362,7 +364,18 @@ impl TestBucket {
             "creating the test bucket: {}",
             response.status()
         );
-        Self { config }
+        Self { config, root }
+    }
+
+    /// The file s3s-fs keeps object `key` of this bucket in (on the lifecycle-keeping server),
+    /// for a test that ages an object by its modification time, as S3's LastModified.
+    #[allow(dead_code)]
+    pub fn object_file(&self, key: &str) -> PathBuf {
+        ROOT.get()
+            .expect("the S3 servers run")
+            .join(self.root)
+            .join(&self.config.bucket)
+            .join(key)
     }
 
     /// The store sealpost makes of this bucket.
