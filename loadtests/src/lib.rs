@@ -16,6 +16,7 @@ pub mod progress;
 pub mod push_sink;
 pub mod relay;
 pub mod report;
+pub mod s3_server;
 pub mod scenarios;
 pub mod sequence;
 

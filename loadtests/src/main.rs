@@ -108,6 +108,26 @@ async fn serve_push_sink(options: &Options, address: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Serves the local S3 server until SIGINT or SIGTERM (as the push sink).
+async fn serve_s3(options: &Options, address: &str) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let bound = sealpost_loadtests::s3_server::serve(
+        address,
+        std::path::Path::new(&options.s3_root),
+        &options.s3_access_key,
+        &options.s3_secret_key,
+    )
+    .await?;
+    println!("s3 listening on http://{bound}");
+    std::io::stdout().flush()?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
 /// Writes a file only its owner can read (it holds a private key, if a throwaway one).
 fn write_private(path: &str, contents: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -129,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(address) = options.serve_push_sink.clone() {
         return serve_push_sink(&options, &address).await;
+    }
+    if let Some(address) = options.serve_s3.clone() {
+        return serve_s3(&options, &address).await;
     }
     if let Some(dir) = options.summarize.clone() {
         let (runs, summary) = sealpost_loadtests::summarize_dir(std::path::Path::new(&dir))?;

@@ -17,10 +17,11 @@ pub enum Scenario {
     Fanout,
     Auth,
     Push,
+    Attachments,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Pairs,
         Scenario::LatencyAtRate,
         Scenario::Drain,
@@ -29,11 +30,13 @@ impl Scenario {
         Scenario::Fanout,
         Scenario::Auth,
         Scenario::Push,
+        Scenario::Attachments,
     ];
 
     /// What runs when no `--scenario` is given: all but `push`, which needs a push sink and
     /// a server sending to it (`scripts/bench` has both; a server started by hand often
-    /// has neither) and a thousand more accounts.
+    /// has neither) and a thousand more accounts, and `attachments`, which needs a server on
+    /// an S3 bucket this process can reach too.
     pub const DEFAULT: [Scenario; 7] = [
         Scenario::Pairs,
         Scenario::LatencyAtRate,
@@ -54,6 +57,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Auth => "auth",
             Scenario::Push => "push",
+            Scenario::Attachments => "attachments",
         }
     }
 
@@ -112,6 +116,26 @@ pub struct Options {
     /// PEM here (for `SEALPOST_PUSH_CA_FILE`); plain HTTP without it.
     #[arg(long, value_name = "FILE")]
     pub push_ca: Option<String>,
+    /// Do not run anything: serve a local S3-compatible server (s3s over s3s-fs, SigV4
+    /// checked with `--s3-access-key`/`--s3-secret-key`) on this address, objects under
+    /// `--s3-root`, and print where it listens.
+    #[arg(long, value_name = "ADDR")]
+    pub serve_s3: Option<String>,
+    #[arg(long, value_name = "DIR", default_value = "target/loadtests/s3")]
+    pub s3_root: String,
+    #[arg(long, default_value = "bench-access-key")]
+    pub s3_access_key: String,
+    #[arg(long, default_value = "bench-secret-key")]
+    pub s3_secret_key: String,
+    /// attachments: object sizes in bytes (each uploaded, downloaded and copied).
+    #[arg(long, value_delimiter = ',', default_value = "1048576,20971520")]
+    pub attachment_sizes: Vec<usize>,
+    /// attachments: objects of each size.
+    #[arg(long, default_value_t = 10)]
+    pub attachment_count: usize,
+    /// attachments: the upload during which the server's memory is sampled.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    pub attachment_rss_bytes: usize,
     /// push: the push sink whose `/count` tells the pushes the server sent.
     #[arg(long, value_name = "URL")]
     pub push_sink_url: Option<String>,

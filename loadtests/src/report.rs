@@ -82,6 +82,7 @@ pub fn headline(scenario: Scenario) -> &'static str {
         Scenario::Fanout => "deliveries_per_s",
         Scenario::Auth => "authenticated_per_s",
         Scenario::Push => "pushes_per_s",
+        Scenario::Attachments => "upload_vs_plain_copy_20mib",
     }
 }
 
@@ -402,6 +403,28 @@ fn describe(
                 num(s.get("sent")),
                 num(s.get("sink_rejected")),
                 num(s.get("errors"))
+            ),
+            "recorded in RESULTS.md (no goal)".into(),
+        ),
+        Scenario::Attachments => (
+            format!(
+                "upload 1 MiB {} / 20 MiB {} MiB/s, {} / {} of a plain copy",
+                num(s.get("upload_mib_s_1mib")),
+                num(s.get("upload_mib_s_20mib")),
+                num(s.get("upload_vs_plain_copy_1mib")),
+                num(s.get("upload_vs_plain_copy_20mib"))
+            ),
+            "- (no store)".into(),
+            format!(
+                "download 1 MiB {} / 20 MiB {} MiB/s, {} / {} of a plain read",
+                num(s.get("download_mib_s_1mib")),
+                num(s.get("download_mib_s_20mib")),
+                num(s.get("download_vs_plain_get_1mib")),
+                num(s.get("download_vs_plain_get_20mib"))
+            ),
+            format!(
+                "RSS +{} MiB during a 100 MiB upload",
+                num(s.get("rss_growth_mib_during_100mib_upload"))
             ),
             "recorded in RESULTS.md (no goal)".into(),
         ),

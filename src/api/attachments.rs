@@ -15,6 +15,32 @@ use crate::identity::{AuthenticatedDevice, ClientAddr};
 use crate::service::attachments::Download;
 use crate::state::AppState;
 
+/// The socket a request arrived on (connection data, set when the connection is accepted;
+/// absent for tunnelled requests).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionSocket(pub std::os::fd::RawFd);
+
+/// Turns Nagle's algorithm off on the download's connection: a streamed body's last short
+/// segment would otherwise wait for the client's delayed ACK (measured: 1 MiB downloads
+/// took about 33 ms, 0.19 of a plain read from the bucket). Only here: messaging traffic
+/// gains from the coalescing (measured: `pairs` 6% lower with it off for every connection).
+fn no_delay(request: &HttpRequest) {
+    if let Some(ConnectionSocket(fd)) = request.conn_data::<ConnectionSocket>() {
+        let on: libc::c_int = 1;
+        // SAFETY: the descriptor is this request's connection, open while the request is
+        // served; TCP_NODELAY takes an int, passed with its size.
+        unsafe {
+            libc::setsockopt(
+                *fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
 /// The cdn number of sealpost's own TUS endpoint.
 pub const CDN: u8 = 3;
 
@@ -116,6 +142,9 @@ async fn serve(
     request: &HttpRequest,
     with_body: bool,
 ) -> Result<HttpResponse, AppError> {
+    if with_body {
+        no_delay(request);
+    }
     let range = request
         .headers()
         .get(header::RANGE)

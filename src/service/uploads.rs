@@ -383,10 +383,15 @@ impl UploadService {
                 .inc_by(chunk.len() as u64);
             buffer.extend_from_slice(&chunk);
             while buffer.len() >= PART_BYTES {
-                let rest = buffer.split_off(PART_BYTES);
-                let part = Bytes::from(std::mem::replace(&mut buffer, rest));
+                // The next buffer is allocated only once the part is stored and let go, so
+                // the allocator hands the same memory back: one part's worth per upload.
+                let rest = buffer[PART_BYTES..].to_vec();
+                buffer.truncate(PART_BYTES);
+                let part = Bytes::from(std::mem::take(&mut buffer));
                 self.put_part(&mut upload, &name, &id, part, hasher.as_mut(), holder)
                     .await?;
+                buffer = Vec::with_capacity(PART_BYTES + 64 * 1024);
+                buffer.extend_from_slice(&rest);
             }
             if renewed.elapsed() >= RENEW_EVERY {
                 if !self.uploads.lease(&upload.key, holder, LEASE_MS).await? {
@@ -508,7 +513,7 @@ impl UploadService {
 
     /// The bytes of the upload's tail, to continue after them.
     async fn read_tail(&self, upload: &Upload) -> Result<Vec<u8>, AppError> {
-        let mut buffer = Vec::with_capacity(PART_BYTES);
+        let mut buffer = Vec::with_capacity(PART_BYTES + 64 * 1024);
         if upload.tail_bytes == 0 {
             return Ok(buffer);
         }

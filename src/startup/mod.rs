@@ -480,9 +480,12 @@ impl Application {
             ))
         })
         .on_connect(move |connection, data| {
-            let peer = connection
-                .downcast_ref::<actix_web::rt::net::TcpStream>()
-                .and_then(|tcp| tcp.peer_addr().ok());
+            let tcp = connection.downcast_ref::<actix_web::rt::net::TcpStream>();
+            if let Some(tcp) = tcp {
+                use std::os::fd::AsRawFd;
+                data.insert(crate::api::attachments::ConnectionSocket(tcp.as_raw_fd()));
+            }
+            let peer = tcp.and_then(|tcp| tcp.peer_addr().ok());
             let peer = peer.map(|a| a.ip()).unwrap_or([0, 0, 0, 0].into());
             data.insert(ConnectionAdmission::admit(&connections, peer));
         })

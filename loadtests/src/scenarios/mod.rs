@@ -3,6 +3,7 @@
 //! scenarios once, each against sealpost and then (where it has one) the same load
 //! against the bare relay.
 
+pub mod attachments;
 pub mod auth;
 pub mod connections;
 pub mod drain;
@@ -102,6 +103,7 @@ pub async fn run_set(env: &Env, run: usize) -> anyhow::Result<Run> {
                 Scenario::Fanout => fanout::run(env, &target).await?,
                 Scenario::Auth => auth::run(env, &target).await?,
                 Scenario::Push => push::run(env, &target).await?,
+                Scenario::Attachments => attachments::run(env, &target).await?,
             };
             eprintln!(
                 "== {} {}: {}",
