@@ -133,6 +133,9 @@ pub struct Options {
     /// attachments: objects of each size.
     #[arg(long, default_value_t = 10)]
     pub attachment_count: usize,
+    /// attachments: small expired objects the timed sweeper pass deletes.
+    #[arg(long, default_value_t = 1000)]
+    pub attachment_sweep_objects: usize,
     /// attachments: the upload during which the server's memory is sampled.
     #[arg(long, default_value_t = 100 * 1024 * 1024)]
     pub attachment_rss_bytes: usize,

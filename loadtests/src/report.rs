@@ -423,8 +423,9 @@ fn describe(
                 num(s.get("download_vs_plain_get_20mib"))
             ),
             format!(
-                "RSS +{} MiB during a 100 MiB upload",
-                num(s.get("rss_growth_mib_during_100mib_upload"))
+                "RSS +{} MiB during a 100 MiB upload; sweeper {} objects/s",
+                num(s.get("rss_growth_mib_during_100mib_upload")),
+                num(s.get("sweeper_deleted_per_s"))
             ),
             "recorded in RESULTS.md (no goal)".into(),
         ),

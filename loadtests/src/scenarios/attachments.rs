@@ -109,6 +109,13 @@ pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
             mib / plain_get_s
         );
     }
+    let (swept, seconds) = sweep(o.attachment_sweep_objects).await?;
+    outcome.set("sweeper_objects", swept as f64);
+    outcome.set("sweeper_deleted_per_s", swept as f64 / seconds);
+    eprintln!(
+        "attachments: the sweeper deleted {swept} expired objects in {seconds:.2} s ({:.0}/s)",
+        swept as f64 / seconds
+    );
     if let Some(pid) = target.pid {
         let growth = rss_during_upload(env, &http, &who, pid, o.attachment_rss_bytes).await?;
         outcome.set("rss_growth_mib_during_100mib_upload", growth);
@@ -215,6 +222,63 @@ async fn read_plain(store: &S3Objects, key: &str, size: usize) -> anyhow::Result
     }
     anyhow::ensure!(read == size, "a copied object reads back short");
     Ok(())
+}
+
+/// Writes `n` small attachments into the bucket and times one pass of sealpost's sweeper
+/// (its own code, on this bucket) with every object past retention: what it deleted (these
+/// and whatever the scenario uploaded) and the seconds it took.
+async fn sweep(n: usize) -> anyhow::Result<(usize, f64)> {
+    use sealpost::domain::clock::Clock;
+    use sealpost::limits::{Limit, RateLimiter, RateLimitsConfig};
+    use sealpost::metrics::Metrics;
+    use sealpost::service::attachment_sweeper::AttachmentSweeper;
+    use sealpost::service::uploads::{UploadParts, UploadService};
+    use sealpost::storage::memory::{MemoryRateLimitStore, MemoryUploadStore};
+
+    let objects: Arc<dyn ObjectStore> = Arc::new(plain_store()?);
+    for i in 0..n {
+        objects
+            .put(
+                &format!("attachments/sweep-{i:06}"),
+                Bytes::from_static(b"x"),
+            )
+            .await?;
+    }
+    let metrics = Metrics::new();
+    let limits = RateLimitsConfig {
+        enabled: false,
+        specs: Limit::ALL.map(|l| (l, l.default_spec())).into(),
+    };
+    let limiter = RateLimiter::new(
+        &limits,
+        Arc::new(MemoryRateLimitStore::new()),
+        metrics.clone(),
+        [0; 32],
+    );
+    let clock = Clock::default();
+    let uploads = UploadService::new(UploadParts {
+        objects: objects.clone(),
+        uploads: Arc::new(MemoryUploadStore::new()),
+        limiter,
+        secret: [0; 32],
+        clock: clock.clone(),
+        max_bytes: 1,
+        base: "http://127.0.0.1".into(),
+        metrics: metrics.clone(),
+    })?;
+    // Everything is past a retention of zero once a moment has passed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sweeper = AttachmentSweeper {
+        objects,
+        uploads,
+        clock,
+        retention: Duration::ZERO,
+        expire_objects: Arc::new(AtomicBool::new(true)),
+        metrics,
+    };
+    let clock = Instant::now();
+    let swept = sweeper.sweep().await?;
+    Ok((swept.attachments, clock.elapsed().as_secs_f64()))
 }
 
 /// The server's resident-memory growth (MiB) over its idle level while one upload of
