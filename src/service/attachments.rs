@@ -111,14 +111,19 @@ impl AttachmentService {
             UploadLengthError::TooLarge => AppError::PayloadTooLarge,
         })?;
         let account = caller.aci.to_string();
-        self.limiter
-            .check(Limit::AttachmentCreate, &account)
-            .await?;
         if requested.is_some() {
+            // Signal returns the count permit when the bytes check fails: here the count is
+            // only looked at first and taken after the bytes, so a refused form costs none.
+            self.limiter
+                .ensure_available(Limit::AttachmentCreate, &account)
+                .await?;
             self.limiter
                 .check_permits(Limit::AttachmentCreateBytes, &account, length)
                 .await?;
         }
+        self.limiter
+            .check(Limit::AttachmentCreate, &account)
+            .await?;
         let key = AttachmentKey::generate();
         let claims = UploadClaims::new(&key, length, self.clock.now_ms() / 1000);
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.signing)

@@ -129,6 +129,26 @@ async fn forms_are_limited_by_count_and_by_bytes(backend: Backend) {
     // A form without a length charges no bytes.
     assert_eq!(form(&app, &bob, "").await.0, 200);
     app.stop().await;
+
+    // A form refused for its bytes costs no count permit (Signal returns it).
+    let stores = TestStores::new(backend).await;
+    let mut config = stores.config_with_limit(Limit::AttachmentCreate, 2, 60_000.0);
+    config.rate_limits.specs.insert(
+        Limit::AttachmentCreateBytes,
+        sealpost::limits::BucketSpec {
+            bucket_size: 1000,
+            permit_period_ms: 60_000.0,
+        },
+    );
+    let app = TestApp::start(config).await;
+    let (carol, _) = register_with(&app, None, false).await;
+    for _ in 0..3 {
+        assert_eq!(form(&app, &carol, "?uploadLength=5000").await.0, 429);
+    }
+    assert_eq!(form(&app, &carol, "").await.0, 200);
+    assert_eq!(form(&app, &carol, "").await.0, 200);
+    assert_eq!(form(&app, &carol, "").await.0, 429);
+    app.stop().await;
 }
 
 /// Stores `bytes` as the attachment `key`, as a finished upload leaves it.
