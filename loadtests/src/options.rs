@@ -123,6 +123,12 @@ pub struct Options {
     pub serve_s3: Option<String>,
     #[arg(long, value_name = "DIR", default_value = "target/loadtests/s3")]
     pub s3_root: String,
+    /// attachments: the server's bucket for the plain-copy baseline (else
+    /// `SEALPOST_S3_ENDPOINT` / `SEALPOST_S3_BUCKET`); with `--serve-s3`, the keys it checks.
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long)]
+    pub s3_bucket: Option<String>,
     #[arg(long, default_value = "bench-access-key")]
     pub s3_access_key: String,
     #[arg(long, default_value = "bench-secret-key")]
@@ -268,6 +274,10 @@ impl Options {
         self.push_receivers = self.push_receivers.min(50);
         self.push_queue_depth = self.push_queue_depth.max(1000);
         self.push_senders = self.push_senders.min(2);
+        self.attachment_sizes = vec![1024 * 1024, 6 * 1024 * 1024];
+        self.attachment_count = self.attachment_count.min(2);
+        self.attachment_rss_bytes = self.attachment_rss_bytes.min(12 * 1024 * 1024);
+        self.attachment_sweep_objects = self.attachment_sweep_objects.min(50);
     }
 }
 

@@ -9,9 +9,14 @@ use sealpost_loadtests::options::{Options, Scenario};
 use sealpost_loadtests::report::{RELAY, SEALPOST, headline};
 use sealpost_loadtests::scenarios::Target;
 
+/// One quick run at a time: each loads both cores, and a run beside another measures the
+/// other (a push scenario sharing the machine once left 18 wake-ups for later).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_in_quick_mode_against_sealpost_and_the_relay_without_losing_a_message()
 {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut config = Config::embedded_for_tests();
     config.rate_limits.enabled = false;
     let app = Application::build(config).await.expect("the app builds");
@@ -108,6 +113,7 @@ async fn every_scenario_runs_in_quick_mode_against_sealpost_and_the_relay_withou
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_with_push_tokens_and_push_run_in_quick_mode_beside_the_push_sink() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     // The sink first: the server reads its credentials and CA at start (FCM is https only).
     let sink = sealpost_loadtests::push_sink::PushSink::bind("127.0.0.1:0", true)
         .await
@@ -177,5 +183,79 @@ async fn pairs_with_push_tokens_and_push_run_in_quick_mode_beside_the_push_sink(
     let _ = stop_sink.send(());
     let _ = stop.send(());
     sink.await.unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachments_run_in_quick_mode_against_a_local_s3_server() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let root = std::env::temp_dir().join(format!("sealpost-loadtest-s3-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(root.join("quick-bucket")).unwrap();
+    let s3 =
+        sealpost_loadtests::s3_server::serve("127.0.0.1:0", &root, "quick-key", "quick-secret")
+            .await
+            .unwrap();
+    let mut config = Config::embedded_for_tests();
+    config.rate_limits.enabled = false;
+    config.attachments.s3 = Some(sealpost::config::S3Config {
+        endpoint: format!("http://{s3}"),
+        region: "us-east-1".into(),
+        bucket: "quick-bucket".into(),
+        access_key_id: "quick-key".into(),
+        secret_access_key: sealpost::config::Secret::new("quick-secret"),
+        path_style: true,
+    });
+    let app = Application::build(config).await.expect("the app builds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    let out_dir = std::env::temp_dir().join(format!("sealpost-loadtest-{}", uuid::Uuid::new_v4()));
+    let mut options = Options::defaults();
+    options.quick = true;
+    options.apply_quick();
+    options.url = url.clone();
+    options.out_dir = out_dir.to_string_lossy().into_owned();
+    options.scenario = vec![Scenario::Attachments];
+    options.s3_endpoint = Some(format!("http://{s3}"));
+    options.s3_bucket = Some("quick-bucket".into());
+    options.s3_access_key = "quick-key".into();
+    options.s3_secret_key = "quick-secret".into();
+    let (runs, _) = sealpost_loadtests::run_all(
+        options,
+        Target {
+            name: SEALPOST,
+            url,
+            pid: Some(std::process::id()),
+        },
+        None,
+    )
+    .await
+    .expect("attachments runs");
+    let outcome = runs[0].find(Scenario::Attachments, SEALPOST).unwrap();
+    for figure in [
+        "upload_mib_s_1mib",
+        "upload_mib_s_6mib",
+        "download_mib_s_6mib",
+        "plain_copy_mib_s_6mib",
+        "plain_get_mib_s_6mib",
+        "upload_vs_plain_copy_6mib",
+        "sweeper_deleted_per_s",
+    ] {
+        assert!(
+            outcome.get(figure) > 0.0,
+            "{figure}: {}",
+            outcome.get(figure)
+        );
+    }
+    // Two of each size uploaded, 50 small ones written for the sweeper: all expired.
+    assert_eq!(outcome.get("sweeper_objects"), 54.0);
+    assert!(outcome.get("rss_growth_mib_during_100mib_upload") >= 0.0);
+
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = stop.send(());
     server.await.unwrap().unwrap();
 }

@@ -31,7 +31,7 @@ const PART: usize = 5 * MIB;
 pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
     anyhow::ensure!(!target.is_relay(), "the relay stores no attachments");
     let o = &env.options;
-    let plain = plain_store()?;
+    let plain = plain_store(o)?;
     let who = crate::accounts::register(&env.client, 1, false)
         .await?
         .remove(0);
@@ -109,7 +109,7 @@ pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
             mib / plain_get_s
         );
     }
-    let (swept, seconds) = sweep(o.attachment_sweep_objects).await?;
+    let (swept, seconds) = sweep(o).await?;
     outcome.set("sweeper_objects", swept as f64);
     outcome.set("sweeper_deleted_per_s", swept as f64 / seconds);
     eprintln!(
@@ -131,22 +131,25 @@ pub async fn run(env: &Env, target: &Target) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-/// The bucket the server writes to, from the same `SEALPOST_S3_*` variables.
-fn plain_store() -> anyhow::Result<S3Objects> {
-    let var = |name: &str| {
-        std::env::var(name).map_err(|_| {
+/// The bucket the server writes to: `--s3-endpoint`/`--s3-bucket` and the keys, or the same
+/// `SEALPOST_S3_*` variables the server reads.
+fn plain_store(o: &crate::options::Options) -> anyhow::Result<S3Objects> {
+    let var =
+        |name: &str, given: &Option<String>| {
+            given.clone().or_else(|| std::env::var(name).ok()).ok_or_else(|| {
             anyhow::anyhow!(
                 "attachments needs {name} (the server's bucket, for the plain-copy baseline); \
                  scripts/bench sets it"
             )
         })
-    };
+        };
+    let env_or = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
     let settings = S3Settings {
-        endpoint: var("SEALPOST_S3_ENDPOINT")?,
-        region: std::env::var("SEALPOST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        bucket: var("SEALPOST_S3_BUCKET")?,
-        access_key_id: var("SEALPOST_S3_ACCESS_KEY_ID")?,
-        secret_access_key: var("SEALPOST_S3_SECRET_ACCESS_KEY")?,
+        endpoint: var("SEALPOST_S3_ENDPOINT", &o.s3_endpoint)?,
+        region: env_or("SEALPOST_S3_REGION", "us-east-1"),
+        bucket: var("SEALPOST_S3_BUCKET", &o.s3_bucket)?,
+        access_key_id: env_or("SEALPOST_S3_ACCESS_KEY_ID", &o.s3_access_key),
+        secret_access_key: env_or("SEALPOST_S3_SECRET_ACCESS_KEY", &o.s3_secret_key),
         path_style: true,
     };
     Ok(S3Objects::new(&settings)?)
@@ -227,7 +230,8 @@ async fn read_plain(store: &S3Objects, key: &str, size: usize) -> anyhow::Result
 /// Writes `n` small attachments into the bucket and times one pass of sealpost's sweeper
 /// (its own code, on this bucket) with every object past retention: what it deleted (these
 /// and whatever the scenario uploaded) and the seconds it took.
-async fn sweep(n: usize) -> anyhow::Result<(usize, f64)> {
+async fn sweep(o: &crate::options::Options) -> anyhow::Result<(usize, f64)> {
+    let n = o.attachment_sweep_objects;
     use sealpost::domain::clock::Clock;
     use sealpost::limits::{Limit, RateLimiter, RateLimitsConfig};
     use sealpost::metrics::Metrics;
@@ -235,7 +239,7 @@ async fn sweep(n: usize) -> anyhow::Result<(usize, f64)> {
     use sealpost::service::uploads::{UploadParts, UploadService};
     use sealpost::storage::memory::{MemoryRateLimitStore, MemoryUploadStore};
 
-    let objects: Arc<dyn ObjectStore> = Arc::new(plain_store()?);
+    let objects: Arc<dyn ObjectStore> = Arc::new(plain_store(o)?);
     for i in 0..n {
         objects
             .put(
