@@ -82,6 +82,10 @@ pub enum AppError {
     /// `queue_max_bytes`); nothing of the send was queued. It drains when the device reads.
     #[error("the recipient's message queue is full")]
     QueueFull,
+    /// 503: this process streams as many uploads as it may at once; a retry (or another
+    /// pod) can serve. The message says what is busy.
+    #[error("{0}")]
+    Busy(String),
     /// This process holds as many sockets as it may; another pod (or a retry) can serve.
     #[error("too many connections, try again later")]
     Overloaded,
@@ -190,9 +194,10 @@ impl AppError {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 vec![(header::RETRY_AFTER, secs.max(1).to_string())]
             }
-            AppError::Unavailable(_) | AppError::Overloaded | AppError::ClientLimit => {
-                vec![(header::RETRY_AFTER, "5".to_owned())]
-            }
+            AppError::Unavailable(_)
+            | AppError::Overloaded
+            | AppError::Busy(_)
+            | AppError::ClientLimit => vec![(header::RETRY_AFTER, "5".to_owned())],
             AppError::QueueFull => vec![(header::RETRY_AFTER, QUEUE_FULL_RETRY_SECS.to_string())],
             _ => Vec::new(),
         }
@@ -244,7 +249,9 @@ impl ResponseError for AppError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            AppError::Unavailable(_) | AppError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unavailable(_) | AppError::Overloaded | AppError::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Store(_) | AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -100,6 +100,7 @@ pub async fn options(state: web::Data<AppState>) -> HttpResponse {
         (status = 423, description = "Another request is uploading to this key", body = crate::error::ErrorJson),
         (status = 429, description = "Rate limited (attachmentUpload, per key)", body = crate::error::ErrorJson),
         (status = 460, description = "The bytes do not match X-Signal-Checksum-Sha256; the upload is dropped", body = crate::error::ErrorJson),
+        (status = 503, description = "The pod streams as many uploads as it may; retry after Retry-After", body = crate::error::ErrorJson),
     ))]
 pub async fn create(
     state: web::Data<AppState>,
@@ -177,6 +178,7 @@ pub async fn head(
         (status = 423, description = "Another request is uploading to this key", body = crate::error::ErrorJson),
         (status = 429, description = "Rate limited (attachmentUpload, per key)", body = crate::error::ErrorJson),
         (status = 460, description = "The bytes do not match X-Signal-Checksum-Sha256; the upload is dropped", body = crate::error::ErrorJson),
+        (status = 503, description = "The pod streams as many uploads as it may; retry after Retry-After", body = crate::error::ErrorJson),
     ))]
 pub async fn patch(
     state: web::Data<AppState>,

@@ -29,6 +29,9 @@ pub struct S3Config {
     pub path_style: bool,
 }
 
+/// 64 uploads at once per pod: at most 320 MiB of parts in memory.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 64;
+
 /// What the upload form hands out.
 #[derive(Clone, Debug)]
 pub struct AttachmentsConfig {
@@ -49,6 +52,9 @@ pub struct AttachmentsConfig {
     pub redirect: bool,
     /// How often the sweeper runs (daily; tests shorten it).
     pub sweep_interval: std::time::Duration,
+    /// Upload requests one pod streams at once (each may hold one 5 MiB part); more get
+    /// 503 with `Retry-After`.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for AttachmentsConfig {
@@ -61,6 +67,7 @@ impl Default for AttachmentsConfig {
             retention_days: DEFAULT_RETENTION_DAYS,
             redirect: false,
             sweep_interval: std::time::Duration::from_secs(24 * 3600),
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
         }
     }
 }

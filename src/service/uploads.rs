@@ -79,6 +79,8 @@ pub struct UploadService {
     /// `<attachments base>/upload/attachments`.
     location: Arc<str>,
     metrics: Metrics,
+    /// One permit per upload request streaming on this pod: each may hold a part in memory.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// The parts of an [`UploadService`].
@@ -93,6 +95,8 @@ pub struct UploadParts {
     /// The cdn-3 base URL, without a trailing slash.
     pub base: String,
     pub metrics: Metrics,
+    /// Upload requests this pod streams at once (each may hold one part, `PART_BYTES`).
+    pub max_streams: usize,
 }
 
 impl UploadService {
@@ -108,6 +112,15 @@ impl UploadService {
             max_bytes: parts.max_bytes,
             location: format!("{}/upload/attachments", parts.base).into(),
             metrics: parts.metrics,
+            streams: Arc::new(tokio::sync::Semaphore::new(parts.max_streams.max(1))),
+        })
+    }
+
+    /// A streaming slot of this pod, or 503 with `Retry-After` when all are taken: memory
+    /// stays bounded however many uploads clients open.
+    fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            AppError::Busy("this server is receiving as many uploads as it may; retry".into())
         })
     }
 
@@ -231,6 +244,11 @@ impl UploadService {
         if request.content_length.is_some_and(|n| n > length) {
             return Err(AppError::PayloadTooLarge);
         }
+        let _slot = if has_body {
+            Some(self.stream_slot()?)
+        } else {
+            None
+        };
         let name = object_key(&key);
         if self
             .counted("download", self.objects.head(&name).await)?
@@ -297,6 +315,7 @@ impl UploadService {
         check_content_type(request.content_type)?;
         let offset = uploads::byte_count("Upload-Offset", request.upload_offset)?;
         self.current(&key).await?;
+        let _slot = self.stream_slot()?;
         let holder = uuid::Uuid::new_v4().to_string();
         if !self.uploads.lease(key.as_str(), &holder, LEASE_MS).await? {
             return Err(locked());
@@ -408,6 +427,11 @@ impl UploadService {
         let done = upload.parts_bytes() + buffer.len() as u64 == upload.length;
         if !done {
             if received > 0 && !buffer.is_empty() {
+                // The body may have stalled until its deadline: hold the upload again
+                // before what arrived is written down.
+                if !self.uploads.lease(&upload.key, holder, LEASE_MS).await? {
+                    return Err(locked());
+                }
                 let tail = Bytes::from(buffer);
                 let tail_len = tail.len() as u64;
                 self.counted(

@@ -413,6 +413,7 @@ impl Application {
             max_bytes: config.attachments.max_bytes,
             base: attachments_base,
             metrics: metrics.clone(),
+            max_streams: config.attachments.max_concurrent_uploads,
         })?;
         let sweeper = AttachmentSweeper {
             objects: stores.objects.clone(),

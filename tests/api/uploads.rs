@@ -849,6 +849,67 @@ async fn the_sweeper_removes_what_is_past_retention_and_nothing_else(objects: Ob
     );
 }
 
+/// A pod streams at most `max_concurrent_uploads` upload requests at once (each may hold a
+/// 5 MiB part): one more is told to come back (503, `Retry-After`), before anything is
+/// stored, and succeeds once a slot is free.
+#[tokio::test]
+async fn uploads_beyond_what_a_pod_streams_at_once_are_told_to_retry() {
+    let stores = Objects::Memory.stores().await;
+    let mut config = upload_config(&stores);
+    config.attachments.max_concurrent_uploads = 1;
+    let app = TestApp::start(config).await;
+    let (alice, _) = register_with(&app, None, false).await;
+    let data = pattern(2 * MIB, 8);
+    let (first, second) = (
+        form(&app, &alice, data.len()).await,
+        form(&app, &alice, data.len()).await,
+    );
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let slow = post(
+        &app,
+        &first,
+        data.len(),
+        reqwest::Body::wrap_stream(tokio_stream_of(receiver)),
+        &[],
+    );
+    let other = async {
+        sender
+            .send(Ok(Bytes::copy_from_slice(&data[..MIB])))
+            .await
+            .unwrap();
+        // The first request holds its slot once its upload exists.
+        for _ in 0..100 {
+            if app.stores.uploads.get(&first.key).await.unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let response = post(&app, &second, data.len(), data.clone(), &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            header(&response, "Retry-After").as_deref(),
+            Some("5"),
+            "{}",
+            response.status()
+        );
+        json_error(response, 503, "a stream over the pod's").await;
+        assert!(app.stores.uploads.get(&second.key).await.unwrap().is_none());
+        sender
+            .send(Ok(Bytes::copy_from_slice(&data[MIB..])))
+            .await
+            .unwrap();
+        drop(sender);
+    };
+    let (response, ()) = tokio::join!(slow, other);
+    assert_eq!(response.unwrap().status(), 201);
+    let response = post(&app, &second, data.len(), data.clone(), &[])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(download(&app, &second.key, data.len(), MIB).await, data);
+}
+
 /// A bucket that took the lifecycle rule expires attachments itself: the sweeper leaves
 /// them (s3s keeps the rule without enforcing it, so the aged object stays), and still
 /// forgets uploads past their 7 days.

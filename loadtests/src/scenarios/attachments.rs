@@ -269,6 +269,7 @@ async fn sweep(o: &crate::options::Options) -> anyhow::Result<(usize, f64)> {
         max_bytes: 1,
         base: "http://127.0.0.1".into(),
         metrics: metrics.clone(),
+        max_streams: 1,
     })?;
     // Everything is past a retention of zero once a moment has passed.
     tokio::time::sleep(Duration::from_millis(1100)).await;
