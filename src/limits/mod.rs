@@ -62,10 +62,26 @@ pub enum Limit {
     /// Calls to one resumable upload (`POST`, `HEAD`, `PATCH`), per attachment key
     /// (sealpost's: a token's holder cannot spin on an upload).
     AttachmentUpload,
+    /// Authenticated profile reads, per requesting account (PROTOCOL.md "9 (additions)").
+    Profile,
+    /// Username hash reservations, per account.
+    UsernameReserve,
+    /// Username hash confirmations, per account.
+    UsernameSet,
+    /// Anonymous username hash lookups, per client address.
+    UsernameLookup,
+    /// Setting or deleting a username link, per account.
+    UsernameLinkOperation,
+    /// Anonymous username link lookups, per client address.
+    UsernameLinkLookupPerIp,
+    /// Anonymous account existence checks, per client address.
+    CheckAccountExistence,
+    /// Waiting for a linked device, per account.
+    WaitForLinkedDevice,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 14] = [
+    pub const ALL: [Limit; 22] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -80,6 +96,14 @@ impl Limit {
         Limit::AttachmentCreateBytes,
         Limit::AttachmentDownload,
         Limit::AttachmentUpload,
+        Limit::Profile,
+        Limit::UsernameReserve,
+        Limit::UsernameSet,
+        Limit::UsernameLookup,
+        Limit::UsernameLinkOperation,
+        Limit::UsernameLinkLookupPerIp,
+        Limit::CheckAccountExistence,
+        Limit::WaitForLinkedDevice,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -99,6 +123,14 @@ impl Limit {
             Limit::AttachmentCreateBytes => "attachmentCreateBytes",
             Limit::AttachmentDownload => "attachmentDownload",
             Limit::AttachmentUpload => "attachmentUpload",
+            Limit::Profile => "profile",
+            Limit::UsernameReserve => "usernameReserve",
+            Limit::UsernameSet => "usernameSet",
+            Limit::UsernameLookup => "usernameLookup",
+            Limit::UsernameLinkOperation => "usernameLinkOperation",
+            Limit::UsernameLinkLookupPerIp => "usernameLinkLookupPerIp",
+            Limit::CheckAccountExistence => "checkAccountExistence",
+            Limit::WaitForLinkedDevice => "waitForLinkedDevice",
         }
     }
 
@@ -125,6 +157,14 @@ impl Limit {
             Limit::AttachmentDownload => (1000, 20.0),
             // Room for many resumes of one upload on a bad network, then one a second.
             Limit::AttachmentUpload => (100, 1_000.0),
+            Limit::Profile => (4320, 20_000.0),
+            Limit::UsernameReserve => (100, 900_000.0),
+            Limit::UsernameSet => (100, 900_000.0),
+            Limit::UsernameLookup => (100, 900_000.0),
+            Limit::UsernameLinkOperation => (10, 60_000.0),
+            Limit::UsernameLinkLookupPerIp => (100, 15_000.0),
+            Limit::CheckAccountExistence => (1000, 4_000.0),
+            Limit::WaitForLinkedDevice => (10, 30_000.0),
         };
         BucketSpec {
             bucket_size,

@@ -304,7 +304,16 @@ async fn a_socket_closed_with_messages_queued_gets_a_push_a_minute_later(backend
     let (ws, backlog) = connect(&app, &bob).await;
     assert_eq!(backlog.len(), 1);
     drop(backlog);
+    let scheduled = r#"sealpost_push_scheduled_total{kind="delayed"}"#;
+    let before = app.metric(scheduled).await;
     ws.close().await;
+    // The close schedules the next wake-up in its own task: wait for it, so that the drain
+    // below has a schedule to cancel.
+    let deadline = Instant::now() + WAIT;
+    while app.metric(scheduled).await <= before {
+        assert!(Instant::now() < deadline, "the close schedules a wake-up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (ws, backlog) = connect(&app, &bob).await;
     for request in backlog {
         ws.respond(request.id, 200).await.unwrap();

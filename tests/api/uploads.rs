@@ -61,6 +61,8 @@ const MIB: usize = 1024 * 1024;
 
 struct Form {
     key: String,
+    /// The `uploadLength` the form was asked for.
+    length: usize,
     authorization: String,
     metadata: String,
     location: String,
@@ -81,6 +83,7 @@ async fn form(app: &TestApp, who: &DeviceCredentials, length: usize) -> Form {
     let body: Value = response.json().await.unwrap();
     Form {
         key: body["key"].as_str().unwrap().to_owned(),
+        length,
         authorization: body["headers"]["Authorization"]
             .as_str()
             .unwrap()
@@ -147,6 +150,12 @@ async fn post(
         request = request.header(*name, *value);
     }
     request.body(body).send().await
+}
+
+/// Creates the form's upload with `body` as its first bytes, expecting 201.
+async fn created(app: &TestApp, form: &Form, body: impl Into<reqwest::Body>) {
+    let response = post(app, form, form.length, body, &[]).await.unwrap();
+    assert_eq!(response.status(), 201, "the upload is created");
 }
 
 async fn head(app: &TestApp, form: &Form) -> reqwest::Response {
@@ -778,38 +787,14 @@ async fn the_sweeper_removes_what_is_past_retention_and_nothing_else(objects: Ob
     let data = pattern(6 * MIB, 6);
 
     let old = form(&app, &alice, data.len()).await;
-    assert_eq!(
-        post(&app, &old, data.len(), data.clone(), &[])
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&app, &old, data.clone()).await;
     let stale = form(&app, &alice, data.len()).await;
-    assert_eq!(
-        post(&app, &stale, data.len(), data[..MIB].to_vec(), &[])
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&app, &stale, data[..MIB].to_vec()).await;
     age(objects, &stores, &clock, &old.key);
     let fresh = form(&app, &alice, data.len()).await;
-    assert_eq!(
-        post(&app, &fresh, data.len(), data.clone(), &[])
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&app, &fresh, data.clone()).await;
     let pending = form(&app, &alice, data.len()).await;
-    assert_eq!(
-        post(&app, &pending, data.len(), data[..MIB].to_vec(), &[])
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&app, &pending, data[..MIB].to_vec()).await;
 
     let mut swept = false;
     for _ in 0..100 {
@@ -931,21 +916,9 @@ async fn the_sweeper_leaves_retention_to_a_bucket_lifecycle() {
     }
     assert!(stores.s3.as_ref().unwrap().lifecycle().is_some());
     let old = form(&app, &alice, data.len()).await;
-    assert_eq!(
-        post(&app, &old, data.len(), data.clone(), &[])
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&app, &old, data.clone()).await;
     let stale = form(&app, &alice, data.len()).await;
-    assert_eq!(
-        post(&app, &stale, data.len(), data[..1000].to_vec(), &[])
-            .await
-            .unwrap()
-            .status(),
-        201
-    );
+    created(&app, &stale, data[..1000].to_vec()).await;
     age(Objects::S3, &stores, &clock, &old.key);
     for _ in 0..100 {
         if app.stores.uploads.get(&stale.key).await.unwrap().is_none() {

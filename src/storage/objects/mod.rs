@@ -174,14 +174,9 @@ pub fn part_etag(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
 }
 
-/// Checks a completion list as S3 does: not empty, numbered 1, 2, 3 and so on (stricter than
-/// S3, as object_store numbers by position), each part stored with
-/// that ETag (`stored` gives a number's ETag and size), every part but the last at least
-/// `MIN_PART_BYTES`.
-pub fn check_completion(
-    parts: &[PartTag],
-    stored: impl Fn(u32) -> Option<(String, u64)>,
-) -> StorageResult<()> {
+/// Checks a completion list's shape as every backend must: not empty, numbered 1, 2, 3 and
+/// so on (stricter than S3, as object_store numbers by position).
+pub fn check_part_list(parts: &[PartTag]) -> StorageResult<()> {
     if parts.is_empty() {
         return Err(refused("an upload completes with at least one part"));
     }
@@ -192,6 +187,17 @@ pub fn check_completion(
     {
         return Err(refused("parts complete numbered 1, 2, 3 and so on"));
     }
+    Ok(())
+}
+
+/// Checks a completion list against the stored parts: [`check_part_list`], each part stored
+/// with its ETag (`stored` gives a number's ETag and size), every part but the last at least
+/// `MIN_PART_BYTES`.
+pub fn check_completion(
+    parts: &[PartTag],
+    stored: impl Fn(u32) -> Option<(String, u64)>,
+) -> StorageResult<()> {
+    check_part_list(parts)?;
     for (i, part) in parts.iter().enumerate() {
         let Some((etag, size)) = stored(part.number) else {
             return Err(refused(format_args!("no part {}", part.number)));

@@ -264,16 +264,7 @@ impl ObjectStore for S3Objects {
         check_upload(upload)?;
         // object_store completes an empty list by uploading an empty part, and numbers the
         // parts by their position: refuse both cases here, as the trait asks.
-        if parts.is_empty() {
-            return Err(refused("an upload completes with at least one part"));
-        }
-        if parts
-            .iter()
-            .enumerate()
-            .any(|(i, part)| part.number as usize != i + 1)
-        {
-            return Err(refused("parts complete numbered 1, 2, 3 and so on"));
-        }
+        super::check_part_list(parts)?;
         let ids = parts
             .iter()
             .map(|part| PartId {
