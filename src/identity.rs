@@ -33,6 +33,12 @@ impl PrimaryDevice {
     }
 }
 
+/// A caller on an endpoint that must not be authenticated (400 otherwise, as Signal's
+/// anonymous-only endpoints answer): no `Authorization` header on an unauthenticated socket
+/// or over HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Anonymous;
+
 /// Who acts on another account: an authenticated device, or a holder of the target's
 /// access key (sealed sender).
 #[derive(Clone, Copy, Debug)]

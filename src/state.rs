@@ -26,6 +26,10 @@ pub struct AppState {
     pub stores: Stores,
     pub authenticator: Authenticator,
     pub accounts: AccountService,
+    /// The account identity (`whoami`) and the existence check.
+    pub identity: crate::service::identity::IdentityService,
+    /// The device list, renaming, the wait for a linked device.
+    pub devices: crate::service::devices::DeviceService,
     /// Attachment upload forms.
     pub attachments: AttachmentService,
     /// Resumable attachment uploads (the TUS endpoint).

@@ -2,9 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::entities::{
-    AccountAttributesJson, RegistrationRequestJson, RegistrationResponseJson, WhoAmIJson,
-};
+use super::entities::{AccountAttributesJson, RegistrationRequestJson, RegistrationResponseJson};
 use crate::api::extract::NewPassword;
 use crate::error::AppError;
 use crate::identity::{AuthenticatedDevice, ClientAddr};
@@ -30,31 +28,11 @@ pub async fn register(
 ) -> Result<HttpResponse, AppError> {
     let NewPassword(password) = password;
     let registration = body.into_inner().try_into()?;
-    let aci = state
+    let identity = state
         .accounts
         .register(registration, password, client.0)
         .await?;
-    Ok(HttpResponse::Ok().json(RegistrationResponseJson {
-        uuid: aci,
-        number: None,
-        pni: None,
-        storage_capable: false,
-        reregistration: false,
-    }))
-}
-
-#[utoipa::path(get, path = "/v1/accounts/whoami", tag = "accounts",
-    summary = "The caller's account", security(("basic" = [])),
-    responses(
-        (status = 200, description = "The account", body = crate::api::entities::WhoAmIJson),
-        (status = 401, description = "Missing or invalid credentials", body = crate::api::entities::ErrorJson),
-    ))]
-/// `GET /v1/accounts/whoami`.
-pub async fn whoami(caller: AuthenticatedDevice) -> HttpResponse {
-    HttpResponse::Ok().json(WhoAmIJson {
-        uuid: caller.aci,
-        number: None,
-    })
+    Ok(HttpResponse::Ok().json(RegistrationResponseJson::of(&identity, false)))
 }
 
 #[utoipa::path(put, path = "/v1/accounts/attributes/", tag = "accounts",

@@ -199,23 +199,9 @@ impl TryFrom<RegistrationRequestJson> for Registration {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct RegistrationResponseJson {
-    #[schema(value_type = String, format = Uuid)]
-    pub uuid: Aci,
-    pub number: Option<String>,
-    pub pni: Option<String>,
-    pub storage_capable: bool,
-    pub reregistration: bool,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
-pub struct WhoAmIJson {
-    #[schema(value_type = String, format = Uuid)]
-    pub uuid: Aci,
-    pub number: Option<String>,
-}
+pub use super::identity::{AccountIdentityResponseJson, RegistrationResponseJson};
+/// `GET /v1/accounts/whoami`'s answer (PROTOCOL.md 16.1).
+pub type WhoAmIJson = AccountIdentityResponseJson;
 
 /// `{keyId, publicKey}`: an EC one-time prekey.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
@@ -461,6 +447,8 @@ pub struct LinkCodeJson {
 pub struct LinkDeviceResponseJson {
     #[schema(value_type = String, format = Uuid)]
     pub uuid: Aci,
+    /// Always `null`: sealpost accounts have no PNI.
+    pub pni: Option<String>,
     pub device_id: u8,
 }
 

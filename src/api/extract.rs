@@ -1,4 +1,4 @@
-//! Request extractors: the authenticated device (and the primary one), the requester (device
+//! Request extractors: the authenticated device (and the primary one), the anonymous caller, the requester (device
 //! or access key), the client's address, a new device's password and a multi-recipient send,
 //! each a type in a handler's signature.
 
@@ -16,7 +16,9 @@ use crate::auth::extract::{UNIDENTIFIED_ACCESS_KEY, access_key_header};
 use crate::domain::accounts::AccessKey;
 use crate::domain::multi_recipient::MultiRecipientMessage;
 use crate::error::AppError;
-use crate::identity::{AuthenticatedDevice, ClientAddr, PrimaryDevice, Requester, TunnelIdentity};
+use crate::identity::{
+    Anonymous, AuthenticatedDevice, ClientAddr, PrimaryDevice, Requester, TunnelIdentity,
+};
 use crate::state::AppState;
 
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
@@ -73,6 +75,27 @@ impl FromRequest for AuthenticatedDevice {
             };
             let client = client.unwrap_or(ClientAddr(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
             authenticator.authenticate(&credentials, client.0).await
+        })
+    }
+}
+
+/// A caller that is not authenticated: 400 on an authenticated socket, and with an
+/// `Authorization` header whatever its value (over HTTP and in the tunnel alike, where the
+/// header authenticates nothing but still says the client meant to), so that both answer
+/// the same.
+impl FromRequest for Anonymous {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let authenticated = matches!(tunnel_identity(req), Some(TunnelIdentity::Device(_)))
+            || req.headers().contains_key(header::AUTHORIZATION);
+        std::future::ready(if authenticated {
+            Err(AppError::bad_request(
+                "this endpoint must be called without authentication",
+            ))
+        } else {
+            Ok(Anonymous)
         })
     }
 }

@@ -116,3 +116,12 @@ pub async fn send_multi(
 pub async fn keepalive() -> HttpResponse {
     HttpResponse::Ok().finish()
 }
+
+#[utoipa::path(get, path = "/v1/keepalive/provisioning", tag = "messages",
+    summary = "Answers 200, without authentication (provisioning sockets ping with it)",
+    responses((status = 200, description = "Alive")))]
+/// `GET /v1/keepalive/provisioning` (PROTOCOL.md 16.3). The provisioning socket answers it
+/// itself (`ws::provisioning`); this is the same answer over HTTP.
+pub async fn keepalive_provisioning() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}

@@ -9,6 +9,7 @@ pub mod bounds;
 pub mod devices;
 pub mod entities;
 pub mod extract;
+pub mod identity;
 pub mod keys;
 pub mod messages;
 pub mod middleware;
@@ -70,7 +71,11 @@ pub fn tunnel_app(
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
         Endpoint::new("/v1/registration").post(accounts::register),
-        Endpoint::new("/v1/accounts/whoami").get(accounts::whoami),
+        Endpoint::new("/v1/accounts/whoami").get(identity::whoami),
+        Endpoint::new("/v1/accounts/account/{service_id}").head(identity::account_exists),
+        Endpoint::new("/v1/accounts/name/")
+            .json_limit(devices::DEVICE_NAME_JSON_LIMIT)
+            .put(devices::rename),
         Endpoint::new("/v1/accounts/attributes/").put(accounts::set_attributes),
         Endpoint::new("/v1/accounts/attributes").put(accounts::set_attributes),
         Endpoint::new("/v1/accounts/me").delete(accounts::delete),
@@ -104,6 +109,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         // Before `/v1/devices/{device_id}`, which would otherwise take these paths.
         Endpoint::new("/v1/devices/provisioning/code").get(devices::link_code),
         Endpoint::new("/v1/devices/link").put(devices::link),
+        Endpoint::new("/v1/devices/wait_for_linked_device/{token_identifier}")
+            .get(devices::wait_for_linked_device),
         Endpoint::new("/v1/devices/{device_id}").delete(devices::remove),
         Endpoint::new("/v2/keys")
             .get(keys::counts)
@@ -115,6 +122,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             .json_limit(messages::MESSAGES_JSON_LIMIT)
             .put(messages::send),
         Endpoint::new("/v1/keepalive").get(messages::keepalive),
+        Endpoint::new("/v1/keepalive/provisioning").get(messages::keepalive_provisioning),
         Endpoint::new("/v1/profile/{identifier}").get(profiles::profile),
         Endpoint::new("/v1/certificate/delivery").get(profiles::delivery_certificate),
         Endpoint::new("/v1/provisioning/{address}").put(devices::provision),

@@ -8,7 +8,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, attachments, devices, entities, keys, messages, profiles, push, uploads};
+use super::{
+    accounts, attachments, devices, entities, identity, keys, messages, profiles, push, uploads,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,13 +22,16 @@ use super::{accounts, attachments, devices, entities, keys, messages, profiles, 
     ),
     paths(
         accounts::register,
-        accounts::whoami,
+        identity::whoami,
+        identity::account_exists,
         accounts::set_attributes,
         accounts::delete,
         devices::list,
         devices::link_code,
         devices::link,
         devices::remove,
+        devices::rename,
+        devices::wait_for_linked_device,
         devices::provision,
         keys::counts,
         keys::upload,
@@ -35,6 +40,7 @@ use super::{accounts, attachments, devices, entities, keys, messages, profiles, 
         messages::send,
         messages::send_multi,
         messages::keepalive,
+        messages::keepalive_provisioning,
         profiles::profile,
         profiles::delivery_certificate,
         push::set_gcm,

@@ -176,7 +176,14 @@ pub fn default_attributes() -> AccountAttributesJson {
     AccountAttributesJson {
         fetches_messages: true,
         registration_id: 1 + i64::from(rand::rngs::OsRng.next_u32() % 16383),
-        capabilities: [("storage".to_owned(), true)].into_iter().collect(),
+        // `optionalPhoneNumber`: what a device needs to link to an account without a phone
+        // number (PROTOCOL.md 16.2), as every sealpost account is.
+        capabilities: [
+            ("storage".to_owned(), true),
+            ("optionalPhoneNumber".to_owned(), true),
+        ]
+        .into_iter()
+        .collect(),
         unidentified_access_key: Some(encode_base64(&access_key)),
         ..Default::default()
     }

@@ -129,6 +129,19 @@ pub struct Account {
     pub aci: Aci,
     pub identity_key: IdentityKey,
     pub access: AccessSettings,
+    /// 16 random bytes made at registration and kept: Signal's salt for the zk auth
+    /// credentials of accounts without a phone number (PROTOCOL.md 16.1).
+    pub auth_credential_salt: AuthCredentialSalt,
+}
+
+/// An account's `authCredentialSalt`.
+pub type AuthCredentialSalt = [u8; 16];
+
+/// A fresh `authCredentialSalt`.
+pub fn new_auth_credential_salt() -> AuthCredentialSalt {
+    let mut salt = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+    salt
 }
 
 /// A stored device, with its password hash for authentication.
@@ -143,6 +156,9 @@ pub struct Device {
     pub created_ms: i64,
     /// Last-seen day, as the milliseconds of that day's midnight UTC (kept only to the day).
     pub last_seen_day_ms: i64,
+    /// The creation time sealed to the account's identity key when the device was made
+    /// (`super::created_at`); `None` only for devices stored before sealpost kept it.
+    pub created_at_ciphertext: Option<Vec<u8>>,
 }
 
 /// Which credential a device had when something authenticated as it: a SHA-256 of its
@@ -179,6 +195,29 @@ pub struct NewDevice {
     pub pq_last_resort_pre_key: KemSignedPreKey,
     /// Its push registration, when it linked with a token.
     pub push: Option<super::push::PushRegistration>,
+    /// The account's identity key, to which the creation time is sealed once the store has
+    /// picked the id (the id is part of the sealed bytes' associated data).
+    pub seal_to: IdentityKey,
+}
+
+impl NewDevice {
+    /// The device as stored under `id`, its creation time sealed now, once.
+    pub fn into_device(&self, aci: Aci, id: DeviceId) -> Device {
+        Device {
+            aci,
+            id,
+            password_hash: self.password_hash.clone(),
+            attributes: self.attributes.clone(),
+            created_ms: self.created_ms,
+            last_seen_day_ms: self.last_seen_day_ms,
+            created_at_ciphertext: Some(super::created_at::seal(
+                &self.seal_to,
+                id,
+                self.attributes.registration_id,
+                self.created_ms,
+            )),
+        }
+    }
 }
 
 /// The lowest device id not in `taken`, from 2 (the primary is 1).

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod attachments;
 pub mod certificates;
 pub mod clock;
+pub mod created_at;
 pub mod encoding;
 pub mod ids;
 pub mod keys;

@@ -7,9 +7,11 @@ use super::keys::signatures_checked;
 use super::messages::MessageService;
 use crate::auth::Authenticator;
 use crate::auth::password::Passwords;
+use crate::domain::accounts::new_auth_credential_salt;
 use crate::domain::accounts::{Account, AccountAttributes, Device, NewAccount, Password, day_of};
 use crate::domain::accounts::{MAX_DEVICES, NewDevice};
 use crate::domain::clock::now_ms;
+use crate::domain::created_at;
 use crate::domain::ids::{Aci, DeviceId};
 use crate::domain::keys::verify_device_keys;
 use crate::domain::keys::{IdentityKey, KemSignedPreKey, SignedEcPreKey};
@@ -18,7 +20,15 @@ use crate::error::AppError;
 use crate::identity::{AuthenticatedDevice, PrimaryDevice};
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
+use crate::storage::linked_devices::{LinkedDevice, LinkedDeviceStore};
 use crate::storage::{AccountStore, DeviceAdded, LinkCodeStore};
+
+use super::devices::{DeviceService, token_identifier};
+use super::identity::AccountIdentity;
+
+/// The capability a new device must have to join an account without a phone number
+/// (PROTOCOL.md 16.2): clients without it assume a PNI, and no sealpost account has one.
+pub const OPTIONAL_PHONE_NUMBER_CAPABILITY: &str = "optionalPhoneNumber";
 
 /// A registration request, parsed; signatures not yet checked.
 #[derive(Clone, Debug)]
@@ -39,7 +49,15 @@ pub struct AccountService {
     passwords: Passwords,
     messages: MessageService,
     link_codes: Arc<dyn LinkCodeStore>,
+    linked_devices: Arc<dyn LinkedDeviceStore>,
     metrics: Metrics,
+}
+
+/// The stores of device linking: the codes, and which device linked with which.
+#[derive(Clone)]
+pub struct LinkStores {
+    pub codes: Arc<dyn LinkCodeStore>,
+    pub linked: Arc<dyn LinkedDeviceStore>,
 }
 
 /// How long a device-linking code stays usable.
@@ -70,7 +88,7 @@ impl AccountService {
         authenticator: Authenticator,
         passwords: Passwords,
         messages: MessageService,
-        link_codes: Arc<dyn LinkCodeStore>,
+        links: LinkStores,
         metrics: Metrics,
     ) -> Self {
         Self {
@@ -79,7 +97,8 @@ impl AccountService {
             authenticator,
             passwords,
             messages,
-            link_codes,
+            link_codes: links.codes,
+            linked_devices: links.linked,
             metrics,
         }
     }
@@ -102,10 +121,7 @@ impl AccountService {
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut random);
         let url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let verification_code = base64::Engine::encode(&url, random);
-        let token_identifier = base64::Engine::encode(
-            &url,
-            <sha2::Sha256 as sha2::Digest>::digest(verification_code.as_bytes()),
-        );
+        let token_identifier = token_identifier(&verification_code);
         self.link_codes
             .put_code(&verification_code, caller.aci, LINK_CODE_TTL)
             .await?;
@@ -117,8 +133,10 @@ impl AccountService {
 
     /// Adds a device to the account that issued the code: 403 for a bad or used code, 422
     /// when a signature does not verify against the account's identity key (the code stays
-    /// usable), 411 beyond six devices. The device gets the lowest free id; the access-key
-    /// fields of its attributes are ignored (they are the account's).
+    /// usable), 409 without the `optionalPhoneNumber` capability (the code stays usable),
+    /// 411 beyond six devices. The device gets the lowest free id; the access-key fields of
+    /// its attributes are ignored (they are the account's). Its creation time is sealed to
+    /// the account's identity key, and the primary's waits for the code hear of it.
     pub async fn link_device(
         &self,
         request: LinkRequest,
@@ -142,6 +160,13 @@ impl AccountService {
                 &request.pq_last_resort_pre_key,
             ),
         )?;
+        let capabilities = &request.attributes.device.capabilities;
+        if capabilities.get(OPTIONAL_PHONE_NUMBER_CAPABILITY) != Some(&true) {
+            return Err(AppError::Conflict(format!(
+                "the new device lacks the {OPTIONAL_PHONE_NUMBER_CAPABILITY} capability, \
+                 which an account without a phone number requires"
+            )));
+        }
         if self
             .link_codes
             .take_code(&request.verification_code)
@@ -160,9 +185,19 @@ impl AccountService {
             signed_pre_key: request.signed_pre_key,
             pq_last_resort_pre_key: request.pq_last_resort_pre_key,
             push: request.push,
+            seal_to: account.identity_key,
         };
         match self.accounts.add_device(aci, &new, MAX_DEVICES).await? {
-            DeviceAdded::Added(id) => Ok((aci, id)),
+            DeviceAdded::Added(id) => {
+                let device = LinkedDevice { aci, id };
+                DeviceService::linked(
+                    self.linked_devices.as_ref(),
+                    &request.verification_code,
+                    device,
+                )
+                .await?;
+                Ok((aci, id))
+            }
             DeviceAdded::NoAccount => Err(bad_code()),
             DeviceAdded::Full(current) => Err(AppError::DeviceLimit {
                 current,
@@ -172,13 +207,14 @@ impl AccountService {
     }
 
     /// Creates an account with its primary device; nothing is stored unless every
-    /// signature verifies against the identity key.
+    /// signature verifies against the identity key. The account gets its
+    /// `authCredentialSalt` and the primary its sealed creation time here, once.
     pub async fn register(
         &self,
         registration: Registration,
         password: Password,
         client: IpAddr,
-    ) -> Result<Aci, AppError> {
+    ) -> Result<AccountIdentity, AppError> {
         self.limiter
             .check(Limit::Registration, &self.limiter.address_key(client))
             .await?;
@@ -194,11 +230,18 @@ impl AccountService {
         let password_hash = self.passwords.hash(password.expose().to_owned()).await?;
         let aci = Aci::random();
         let now = now_ms();
+        let created_at_ciphertext = created_at::seal(
+            &registration.identity_key,
+            DeviceId::PRIMARY,
+            registration.attributes.device.registration_id,
+            now,
+        );
         let new = NewAccount {
             account: Account {
                 aci,
                 identity_key: registration.identity_key,
                 access: registration.attributes.access,
+                auth_credential_salt: new_auth_credential_salt(),
             },
             primary: Device {
                 aci,
@@ -207,6 +250,7 @@ impl AccountService {
                 attributes: registration.attributes.device,
                 created_ms: now,
                 last_seen_day_ms: day_of(now),
+                created_at_ciphertext: Some(created_at_ciphertext),
             },
             signed_pre_key: registration.signed_pre_key,
             pq_last_resort_pre_key: registration.pq_last_resort_pre_key,
@@ -214,7 +258,7 @@ impl AccountService {
         };
         self.accounts.create(&new).await?;
         self.metrics.registrations.inc();
-        Ok(aci)
+        Ok(AccountIdentity::of(&new.account))
     }
 
     /// Replaces the caller's device attributes; the account's access settings change only

@@ -5,6 +5,8 @@ pub mod access;
 pub mod accounts;
 pub mod attachment_sweeper;
 pub mod attachments;
+pub mod devices;
+pub mod identity;
 pub mod keys;
 pub mod messages;
 pub mod presence;

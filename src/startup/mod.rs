@@ -35,8 +35,8 @@ use crate::service::wakeups::{WakeupParts, WakeupService};
 use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
-    MemoryAccountStore, MemoryLinkCodeStore, MemoryMessageStore, MemoryPushScheduleStore,
-    MemoryRateLimitStore, MemorySecretStore, MemoryUploadStore,
+    MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore,
+    MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore, MemoryUploadStore,
 };
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
@@ -154,6 +154,7 @@ async fn connect(
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
+                linked_devices: Arc::new(MemoryLinkedDeviceStore::new()),
                 secrets: Arc::new(MemorySecretStore::new()),
                 probes: Vec::new(),
                 account_cache: None,
@@ -185,6 +186,7 @@ async fn connect(
                 rate_limits: shared.clone(),
                 messages: shared.clone(),
                 link_codes: shared.clone(),
+                linked_devices: shared.clone(),
                 secrets: pg.clone(),
                 push: pg.clone(),
                 objects,
@@ -355,8 +357,20 @@ impl Application {
             authenticator.clone(),
             passwords,
             messages.clone(),
-            stores.link_codes.clone(),
+            crate::service::accounts::LinkStores {
+                codes: stores.link_codes.clone(),
+                linked: stores.linked_devices.clone(),
+            },
             metrics.clone(),
+        );
+        let identity = crate::service::identity::IdentityService::new(
+            stores.accounts.clone(),
+            limiter.clone(),
+        );
+        let devices = crate::service::devices::DeviceService::new(
+            stores.accounts.clone(),
+            stores.linked_devices.clone(),
+            limiter.clone(),
         );
         let keys = KeyService::new(
             stores.accounts.clone(),
@@ -429,6 +443,8 @@ impl Application {
             stores,
             authenticator,
             accounts,
+            identity,
+            devices,
             attachments,
             uploads,
             keys,

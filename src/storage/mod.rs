@@ -22,6 +22,7 @@ pub use crate::domain::queued::SharedMessage;
 pub(crate) use crate::domain::queued::stored;
 
 pub mod cache;
+pub mod linked_devices;
 pub mod memory;
 pub mod objects;
 pub mod postgres;
@@ -65,6 +66,10 @@ pub trait AccountStore: Send + Sync {
 
     /// Deletes the account with its devices and keys; `false` when it did not exist.
     async fn delete(&self, aci: Aci) -> StorageResult<bool>;
+
+    /// Replaces one device's (client-encrypted) name; `false` when the device does not
+    /// exist (`PUT /v1/accounts/name/`).
+    async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool>;
 
     /// Adds a device to the account with the lowest free id (2 or more), with its signed
     /// keys, in one transaction (nothing is stored unless it is `Added`).
@@ -443,6 +448,8 @@ pub struct Stores {
     pub rate_limits: Arc<dyn RateLimitStore>,
     pub messages: Arc<dyn MessageStore>,
     pub link_codes: Arc<dyn LinkCodeStore>,
+    /// Which device linked with which code, for the primary waiting to hear it.
+    pub linked_devices: Arc<dyn linked_devices::LinkedDeviceStore>,
     pub secrets: Arc<dyn SecretStore>,
     pub push: Arc<dyn PushStore>,
     /// Attachment bytes (memory in the embedded mode, else a directory; S3 to come).

@@ -68,12 +68,27 @@ impl Kind for Provisioning {
     async fn on_binary(&mut self, socket: &mut Socket, frame: Bytes) -> Step {
         match ClientFrame::decode(frame) {
             ClientFrame::Request(request) => {
-                let response = WebSocketResponseMessage {
-                    id: request.id,
-                    status: Some(404),
-                    message: Some("Not Found".into()),
-                    headers: Vec::new(),
-                    body: None,
+                // The one request a provisioning socket serves (PROTOCOL.md 16.3): its
+                // keepalive, which needs no application; anything else is 404.
+                let response = if is_provisioning_keepalive(&request) {
+                    WebSocketResponseMessage {
+                        id: request.id,
+                        status: Some(200),
+                        message: Some("OK".into()),
+                        headers: vec![format!(
+                            "X-Signal-Timestamp:{}",
+                            crate::domain::clock::now_ms()
+                        )],
+                        body: None,
+                    }
+                } else {
+                    WebSocketResponseMessage {
+                        id: request.id,
+                        status: Some(404),
+                        message: Some("Not Found".into()),
+                        headers: Vec::new(),
+                        body: None,
+                    }
                 };
                 socket.write(frames::response(response)).await;
                 Step::Continue
@@ -84,6 +99,17 @@ impl Kind for Provisioning {
     }
 
     async fn on_tick(&mut self, _: &mut Socket) {}
+}
+
+/// `GET /v1/keepalive/provisioning` (query string aside).
+fn is_provisioning_keepalive(request: &crate::proto::textsecure::WebSocketRequestMessage) -> bool {
+    let path = request.path.as_deref().unwrap_or("");
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    request
+        .verb
+        .as_deref()
+        .is_some_and(|v| v.eq_ignore_ascii_case("GET"))
+        && path == "/v1/keepalive/provisioning"
 }
 
 #[utoipa::path(get, path = "/v1/websocket/provisioning/", tag = "websocket",

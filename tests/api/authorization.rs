@@ -85,6 +85,17 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (TusHead,                               [401, 401, 401, 401, 401, 401, 401, 401, 401, 401]),
     (TusPatch,                              [401, 401, 401, 401, 401, 401, 401, 401, 401, 401]),
     (VapidKey,                              [200, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
+    // Section 16. The provisioning keepalive needs nothing (16.3).
+    (KeepaliveProvisioning,                 [200, 200, 200, 200, 200, 200, 200, 200, 200, 200]),
+    // Anonymous only: any `Authorization` (even a wrong one) or an authenticated socket is
+    // a 400; an access key is no credential here (16.3).
+    (AccountExists(Alice),                  [200, 400, 400, 400, 200, 200, 400, 400, 400, 400]),
+    (AccountExists(Unknown),                [404, 400, 400, 400, 404, 404, 400, 400, 400, 400]),
+    // A device renames itself; with `deviceId` only the primary renames others (16.2).
+    (RenameDevice(""),                      [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (RenameDevice("?deviceId=1"),           [401, 401, 401, 401, 401, 401, 204, 403, 204, 204]),
+    // Any device of an account may wait; nobody used this code, so the wait ends (204).
+    (WaitForLinkedDevice,                   [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove
     // itself (403); the primary removes 3 (204), after which it is gone (404).
     (RemoveDevice(3),                       [401, 401, 401, 401, 401, 401, 404, 403, 204, 404]),

@@ -36,7 +36,7 @@ async fn remove(app: &TestApp, who: &DeviceCredentials, id: &str) -> StatusCode 
 
 async fn a_new_account_lists_its_primary_device(backend: Backend) {
     let (app, _stores) = spawn_app(backend).await;
-    let (alice, _) = app.client.register_new().await.unwrap();
+    let (alice, keys) = app.client.register_new().await.unwrap();
     app.client.whoami(&alice).await.unwrap();
     let (status, devices) = list(&app, &alice).await;
     assert_eq!(status, StatusCode::OK);
@@ -48,7 +48,22 @@ async fn a_new_account_lists_its_primary_device(backend: Backend) {
         .unwrap()
         .as_millis() as i64;
     assert_eq!(devices[0].last_seen, day_of(now), "kept only to the day");
-    assert!(devices[0].created <= now && devices[0].created > now - 60_000);
+    // The creation time, sealed to the identity key (PROTOCOL.md 16.2), std-nopad.
+    let sealed = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        &devices[0].created_at_ciphertext,
+    )
+    .expect("std-nopad base64");
+    let registration_id =
+        sealpost::domain::ids::RegistrationId::new(devices[0].registration_id.into()).unwrap();
+    let created = sealpost::domain::created_at::open(
+        &keys.identity.to_bytes(),
+        &sealed,
+        sealpost::domain::ids::DeviceId::PRIMARY,
+        registration_id,
+    )
+    .expect("the identity key opens it");
+    assert!(created <= now && created > now - 60_000);
     assert_eq!(remove(&app, &alice, "1").await, StatusCode::FORBIDDEN);
     assert_eq!(remove(&app, &alice, "2").await, StatusCode::NOT_FOUND);
     assert_eq!(remove(&app, &alice, "zero").await, StatusCode::BAD_REQUEST);

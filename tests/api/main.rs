@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account_identity;
 mod accounts;
 mod attachments;
 mod authorization;

@@ -38,6 +38,7 @@ fn new_device(registration_id: u16) -> NewDevice {
         signed_pre_key: keys.signed_pre_key_json(21).to_ec("k").unwrap(),
         pq_last_resort_pre_key: keys.kem_pre_key_json(22).to_kem("k").unwrap(),
         push: None,
+        seal_to: sealpost::domain::keys::EcPublicKey::parse("k", &keys.identity_public()).unwrap(),
     }
 }
 

@@ -7,11 +7,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod account_identity;
 mod accounts;
 mod backends;
 mod devices;
 mod keys;
 mod link_codes;
+mod linked_devices;
 mod notifiers;
 mod objects;
 mod push;

@@ -54,6 +54,7 @@ pub(crate) fn new_account() -> NewAccount {
                 unidentified_access_key: Some(AccessKey::parse("k", &[7; 16]).unwrap()),
                 unrestricted_unidentified_access: false,
             },
+            auth_credential_salt: [42; 16],
         },
         primary: Device {
             aci,
@@ -70,6 +71,7 @@ pub(crate) fn new_account() -> NewAccount {
             },
             created_ms: 1_700_000_123_456,
             last_seen_day_ms: day_of(1_700_000_123_456),
+            created_at_ciphertext: Some(vec![0x01; 57]),
         },
         signed_pre_key: signed,
         pq_last_resort_pre_key: kem,

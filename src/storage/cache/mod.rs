@@ -79,6 +79,7 @@ mod tests {
                     unidentified_access_key: None,
                     unrestricted_unidentified_access: false,
                 },
+                auth_credential_salt: [9; 16],
             },
             primary: Device {
                 aci,
@@ -92,6 +93,7 @@ mod tests {
                 },
                 created_ms: 1,
                 last_seen_day_ms: day_of(1),
+                created_at_ciphertext: None,
             },
             signed_pre_key: keys.signed_pre_key_json(1).to_ec("k").unwrap(),
             pq_last_resort_pre_key: keys.kem_pre_key_json(2).to_kem("k").unwrap(),

@@ -155,6 +155,12 @@ impl AccountStore for CachedAccountStore {
         result
     }
 
+    async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool> {
+        let result = self.inner.set_device_name(aci, id, name).await;
+        self.changed(aci).await;
+        result
+    }
+
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {
         let result = self.inner.remove_device(aci, id).await;
         self.changed(aci).await;

@@ -148,6 +148,18 @@ impl AccountStore for MemoryAccountStore {
         Ok(self.lock()?.remove(&aci).is_some())
     }
 
+    async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool> {
+        let mut accounts = self.lock()?;
+        let device = accounts.get_mut(&aci).and_then(|a| a.devices.get_mut(&id));
+        Ok(match device {
+            Some(device) => {
+                device.device.attributes.name = Some(name.to_vec());
+                true
+            }
+            None => false,
+        })
+    }
+
     async fn add_device(
         &self,
         aci: Aci,
@@ -167,14 +179,7 @@ impl AccountStore for MemoryAccountStore {
         account.devices.insert(
             id,
             StoredDevice {
-                device: Device {
-                    aci,
-                    id,
-                    password_hash: new.password_hash.clone(),
-                    attributes: new.attributes.clone(),
-                    created_ms: new.created_ms,
-                    last_seen_day_ms: new.last_seen_day_ms,
-                },
+                device: new.into_device(aci, id),
                 signed_pre_key: Some(new.signed_pre_key.clone()),
                 pq_last_resort_pre_key: Some(new.pq_last_resort_pre_key.clone()),
                 one_time: OneTimeKeys::default(),

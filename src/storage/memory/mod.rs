@@ -4,6 +4,7 @@
 
 mod accounts;
 mod link_codes;
+mod linked_devices;
 mod messages;
 mod push;
 mod push_schedule;
@@ -13,6 +14,7 @@ mod uploads;
 
 pub use accounts::MemoryAccountStore;
 pub use link_codes::MemoryLinkCodeStore;
+pub use linked_devices::MemoryLinkedDeviceStore;
 pub use messages::MemoryMessageStore;
 pub use push_schedule::MemoryPushScheduleStore;
 pub use rate_limits::MemoryRateLimitStore;

@@ -15,7 +15,7 @@ use crate::domain::keys::{KemSignedPreKey, SignedEcPreKey};
 use crate::storage::{AccountStore, DeviceAdded, StorageResult};
 
 const DEVICE_COLUMNS: &str = "device_id, password_hash, registration_id, name, fetches_messages, \
-                              capabilities, created_ms, last_seen_day_ms";
+                              capabilities, created_ms, last_seen_day_ms, created_at_ciphertext";
 
 fn device_from_row(aci: Aci, row: &Row) -> StorageResult<Device> {
     let id = DeviceId::new(row.get::<_, i16>("device_id") as u32)
@@ -36,6 +36,7 @@ fn device_from_row(aci: Aci, row: &Row) -> StorageResult<Device> {
         },
         created_ms: row.get("created_ms"),
         last_seen_day_ms: row.get("last_seen_day_ms"),
+        created_at_ciphertext: row.get("created_at_ciphertext"),
     })
 }
 
@@ -52,8 +53,8 @@ async fn insert_device(tx: &tokio_postgres::Transaction<'_>, device: &Device) ->
         .map_err(|e| crate::storage::StorageError::Backend(e.into()))?;
     tx.execute(
         "INSERT INTO devices (aci, device_id, password_hash, registration_id, name, \
-         fetches_messages, capabilities, created_ms, last_seen_day_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         fetches_messages, capabilities, created_ms, last_seen_day_ms, created_at_ciphertext) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &device.aci.uuid(),
             &i16::from(device.id.get()),
@@ -64,6 +65,7 @@ async fn insert_device(tx: &tokio_postgres::Transaction<'_>, device: &Device) ->
             &capabilities,
             &device.created_ms,
             &device.last_seen_day_ms,
+            &device.created_at_ciphertext,
         ],
     )
     .await
@@ -102,7 +104,7 @@ impl AccountStore for PgStore {
         let aci = new.account.aci.uuid();
         tx.execute(
             "INSERT INTO accounts (aci, identity_key, unidentified_access_key, \
-             unrestricted_unidentified_access) VALUES ($1, $2, $3, $4)",
+             unrestricted_unidentified_access, auth_credential_salt) VALUES ($1, $2, $3, $4, $5)",
             &[
                 &aci,
                 &new.account.identity_key.as_bytes(),
@@ -112,6 +114,7 @@ impl AccountStore for PgStore {
                     .as_ref()
                     .map(|k| &k.as_bytes()[..]),
                 &new.account.access.unrestricted_unidentified_access,
+                &&new.account.auth_credential_salt[..],
             ],
         )
         .await
@@ -136,8 +139,8 @@ impl AccountStore for PgStore {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT identity_key, unidentified_access_key, unrestricted_unidentified_access \
-                 FROM accounts WHERE aci = $1",
+                "SELECT identity_key, unidentified_access_key, unrestricted_unidentified_access, \
+                 auth_credential_salt FROM accounts WHERE aci = $1",
             )
             .await
             .map_err(pg_error)?;
@@ -157,6 +160,10 @@ impl AccountStore for PgStore {
                 unidentified_access_key: access_key_from(row.get("unidentified_access_key"))?,
                 unrestricted_unidentified_access: row.get("unrestricted_unidentified_access"),
             },
+            auth_credential_salt: row
+                .get::<_, &[u8]>("auth_credential_salt")
+                .try_into()
+                .map_err(|e| corrupt("auth credential salt", e))?,
         }))
     }
 
@@ -279,14 +286,7 @@ impl AccountStore for PgStore {
         let Some(id) = lowest_free_device_id(taken.iter().copied()) else {
             return Ok(DeviceAdded::Full(taken.len()));
         };
-        let device = Device {
-            aci,
-            id,
-            password_hash: new.password_hash.clone(),
-            attributes: new.attributes.clone(),
-            created_ms: new.created_ms,
-            last_seen_day_ms: new.last_seen_day_ms,
-        };
+        let device = new.into_device(aci, id);
         insert_device(&tx, &device).await?;
         insert_signed_keys(
             &tx,
@@ -301,6 +301,18 @@ impl AccountStore for PgStore {
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(DeviceAdded::Added(id))
+    }
+
+    async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE devices SET name = $3 WHERE aci = $1 AND device_id = $2",
+                &[&aci.uuid(), &i16::from(id.get()), &name],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(updated == 1)
     }
 
     async fn remove_device(&self, aci: Aci, id: DeviceId) -> StorageResult<bool> {

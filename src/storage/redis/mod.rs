@@ -1,9 +1,10 @@
-//! Redis backends: rate-limit buckets, per-device message queues, link codes and scheduled
+//! Redis backends: rate-limit buckets, per-device message queues, link codes, linked devices and scheduled
 //! wake-ups (pub/sub lives in `delivery`). Every key starts with the configured prefix, so several deployments (or
 //! test runs) can share one Redis. One `ConnectionManager` multiplexes all commands and
 //! reconnects by itself.
 
 mod link_codes;
+mod linked_devices;
 mod messages;
 mod push_schedule;
 mod rate_limits;
@@ -20,6 +21,8 @@ use crate::storage::{Probe, QueuePolicy, StorageError, StorageResult};
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// For the dedicated pub/sub connection of a long wait (`linked_devices`).
+    client: redis::Client,
     prefix: String,
     queue: QueuePolicy,
     scripts: Arc<messages::QueueScripts>,
@@ -35,9 +38,10 @@ impl RedisStore {
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
             conn,
+            client,
             prefix: prefix.to_owned(),
             queue,
             scripts: Arc::new(messages::QueueScripts::new()),

@@ -67,6 +67,14 @@ pub enum Endpoint {
     TusCreate,
     TusHead,
     TusPatch,
+    /// `GET /v1/keepalive/provisioning` (PROTOCOL.md 16.3).
+    KeepaliveProvisioning,
+    /// `HEAD /v1/accounts/account/{serviceId}`: anonymous callers only.
+    AccountExists(Target),
+    /// `PUT /v1/accounts/name/` with this query (the caller's own device without one).
+    RenameDevice(&'static str),
+    /// `GET /v1/devices/wait_for_linked_device/{token}?timeout=1` for a code nobody used.
+    WaitForLinkedDevice,
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
@@ -139,6 +147,25 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
     let own_device = world.device(caller).map_or(1, |d| d.device.get());
     match endpoint {
         Endpoint::Keepalive => bare("GET", "/v1/keepalive"),
+        Endpoint::KeepaliveProvisioning => bare("GET", "/v1/keepalive/provisioning"),
+        Endpoint::AccountExists(target) => bare(
+            "HEAD",
+            format!("/v1/accounts/account/{}", target_aci(world, target)),
+        ),
+        Endpoint::RenameDevice(query) => json(
+            "PUT",
+            format!("/v1/accounts/name/{query}"),
+            // The caller's device's own name again (none: "name"), so later rows see the
+            // same world.
+            &serde_json::json!({"deviceName": encode_base64(b"name")}),
+        ),
+        Endpoint::WaitForLinkedDevice => bare(
+            "GET",
+            format!(
+                "/v1/devices/wait_for_linked_device/{}?timeout=1",
+                "w".repeat(43)
+            ),
+        ),
         Endpoint::Register => json(
             "POST",
             "/v1/registration",

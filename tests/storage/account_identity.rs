@@ -1,0 +1,142 @@
+//! What PROTOCOL.md 16 adds to `AccountStore`, on every backend: the account's
+//! `authCredentialSalt` is kept as made; a device's sealed creation time is stored as given
+//! (the primary) or sealed once at linking to the key the link names, with the id the store
+//! picked; a device's name is replaced alone.
+
+use sealpost::client::AccountKeys;
+use sealpost::domain::accounts::{DeviceAttributes, NewDevice, day_of};
+use sealpost::domain::created_at;
+use sealpost::domain::ids::{Aci, DeviceId, RegistrationId};
+use sealpost::domain::keys::EcPublicKey;
+use sealpost::storage::DeviceAdded;
+
+use super::support::{new_account, stores};
+use crate::common::Backend;
+
+async fn the_auth_credential_salt_and_the_sealed_creation_time_are_kept(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let new = new_account();
+    stores.accounts.create(&new).await.unwrap();
+    let account = stores
+        .accounts
+        .account(new.account.aci)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        account.auth_credential_salt,
+        new.account.auth_credential_salt
+    );
+    let primary = stores
+        .accounts
+        .device(new.account.aci, DeviceId::PRIMARY)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        primary.created_at_ciphertext,
+        new.primary.created_at_ciphertext
+    );
+}
+
+async fn a_linked_device_s_creation_time_is_sealed_with_the_id_it_got(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let new = new_account();
+    stores.accounts.create(&new).await.unwrap();
+    let identity = AccountKeys::generate();
+    let device_keys = AccountKeys::generate();
+    let created_ms = 1_700_000_999_000;
+    let registration_id = RegistrationId::new(321).unwrap();
+    let link = NewDevice {
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$sealed".into(),
+        attributes: DeviceAttributes {
+            fetches_messages: true,
+            registration_id,
+            name: None,
+            capabilities: Default::default(),
+        },
+        created_ms,
+        last_seen_day_ms: day_of(created_ms),
+        signed_pre_key: device_keys.signed_pre_key_json(1).to_ec("k").unwrap(),
+        pq_last_resort_pre_key: device_keys.kem_pre_key_json(2).to_kem("k").unwrap(),
+        push: None,
+        seal_to: EcPublicKey::parse("k", &identity.identity_public()).unwrap(),
+    };
+    let added = stores
+        .accounts
+        .add_device(new.account.aci, &link, 6)
+        .await
+        .unwrap();
+    let DeviceAdded::Added(id) = added else {
+        panic!("linked: {added:?}");
+    };
+    let stored = stores
+        .accounts
+        .device(new.account.aci, id)
+        .await
+        .unwrap()
+        .unwrap();
+    let sealed = stored.created_at_ciphertext.expect("sealed at linking");
+    assert_eq!(sealed.len(), created_at::SEALED_LEN);
+    assert_eq!(
+        created_at::open(&identity.identity.to_bytes(), &sealed, id, registration_id),
+        Ok(created_ms)
+    );
+    let other_id = DeviceId::new(u32::from(id.get()) + 1).unwrap();
+    assert!(
+        created_at::open(
+            &identity.identity.to_bytes(),
+            &sealed,
+            other_id,
+            registration_id
+        )
+        .is_err(),
+        "the id is part of the associated data"
+    );
+}
+
+async fn renaming_replaces_one_device_s_name_only(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let new = new_account();
+    let aci = new.account.aci;
+    stores.accounts.create(&new).await.unwrap();
+    assert!(
+        stores
+            .accounts
+            .set_device_name(aci, DeviceId::PRIMARY, b"new name")
+            .await
+            .unwrap()
+    );
+    let primary = stores
+        .accounts
+        .device(aci, DeviceId::PRIMARY)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(primary.attributes.name.as_deref(), Some(&b"new name"[..]));
+    let mut expected = new.primary.attributes.clone();
+    expected.name = Some(b"new name".to_vec());
+    assert_eq!(primary.attributes, expected, "nothing else changed");
+    assert!(
+        !stores
+            .accounts
+            .set_device_name(aci, DeviceId::new(2).unwrap(), b"x")
+            .await
+            .unwrap(),
+        "no such device"
+    );
+    assert!(
+        !stores
+            .accounts
+            .set_device_name(Aci::random(), DeviceId::PRIMARY, b"x")
+            .await
+            .unwrap(),
+        "no such account"
+    );
+}
+
+on_both_backends!(
+    the_auth_credential_salt_and_the_sealed_creation_time_are_kept,
+    a_linked_device_s_creation_time_is_sealed_with_the_id_it_got,
+    renaming_replaces_one_device_s_name_only,
+);
