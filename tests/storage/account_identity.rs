@@ -140,3 +140,89 @@ on_both_backends!(
     a_linked_device_s_creation_time_is_sealed_with_the_id_it_got,
     renaming_replaces_one_device_s_name_only,
 );
+
+/// V0005 on a database that already holds accounts: each gets a salt of its own, 16 bytes;
+/// devices made before have no sealed time (the server seals theirs when it lists them).
+#[tokio::test]
+async fn the_migration_gives_existing_accounts_a_salt_of_their_own() {
+    let db = crate::common::TestDatabase::create().await;
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let (before, from): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|p| p.file_name().unwrap().to_string_lossy().as_ref() < "V0005");
+    for file in &before {
+        client
+            .batch_execute(&std::fs::read_to_string(file).unwrap())
+            .await
+            .unwrap();
+    }
+    let keys = AccountKeys::generate();
+    let acis = [Aci::random(), Aci::random()];
+    for aci in acis {
+        client
+            .execute(
+                "INSERT INTO accounts (aci, identity_key) VALUES ($1, $2)",
+                &[&aci.uuid(), &keys.identity_public()],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO devices (aci, device_id, password_hash, registration_id, \
+                 fetches_messages, created_ms, last_seen_day_ms) VALUES ($1, 1, 'h', 7, true, 0, 0)",
+                &[&aci.uuid()],
+            )
+            .await
+            .unwrap();
+    }
+    let v0005 = from
+        .iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("V0005")
+        })
+        .expect("V0005");
+    client
+        .batch_execute(&std::fs::read_to_string(v0005).unwrap())
+        .await
+        .unwrap();
+    let salts: Vec<Vec<u8>> = client
+        .query("SELECT auth_credential_salt FROM accounts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(salts.len(), 2);
+    assert!(salts.iter().all(|s| s.len() == 16));
+    assert_ne!(salts[0], salts[1]);
+    let sealed: Vec<Option<Vec<u8>>> = client
+        .query("SELECT created_at_ciphertext FROM devices", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(sealed, vec![None, None]);
+    // New rows must carry a salt, of 16 bytes.
+    assert!(
+        client
+            .execute(
+                "INSERT INTO accounts (aci, identity_key) VALUES ($1, $2)",
+                &[&Aci::random().uuid(), &keys.identity_public()],
+            )
+            .await
+            .is_err()
+    );
+}
