@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::domain::accounts::{Device, MAX_DEVICE_NAME_BYTES};
 use crate::domain::created_at;
 use crate::domain::ids::{DeviceId, RegistrationId};
@@ -102,6 +104,8 @@ pub struct DeviceService {
     linked: Arc<dyn LinkedDeviceStore>,
     limiter: RateLimiter,
     waits: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when shutdown begins: waits end then (204), so none holds up the drain.
+    shutdown: CancellationToken,
 }
 
 impl DeviceService {
@@ -109,12 +113,14 @@ impl DeviceService {
         accounts: Arc<dyn AccountStore>,
         linked: Arc<dyn LinkedDeviceStore>,
         limiter: RateLimiter,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             accounts,
             linked,
             limiter,
             waits: Arc::new(tokio::sync::Semaphore::new(MAX_WAITS_PER_POD)),
+            shutdown,
         }
     }
 
@@ -165,7 +171,7 @@ impl DeviceService {
 
     /// Waits for the device that links with the code of `wait.token` (on any pod) and
     /// answers its info; `None` when the wait ends first, or when that code was another
-    /// account's (which the caller must not learn about).
+    /// account's (which the caller must not learn about), or when shutdown begins.
     pub async fn wait_for_linked(
         &self,
         caller: AuthenticatedDevice,
@@ -177,11 +183,11 @@ impl DeviceService {
         let _permit = self.waits.clone().try_acquire_owned().map_err(|_| {
             AppError::Busy("this server holds as many waits as it may; try again".into())
         })?;
-        let Some(linked) = self
-            .linked
-            .wait_for_linked(&wait.token, wait.timeout)
-            .await?
-        else {
+        let waited = tokio::select! {
+            waited = self.linked.wait_for_linked(&wait.token, wait.timeout) => waited?,
+            _ = self.shutdown.cancelled() => None,
+        };
+        let Some(linked) = waited else {
             return Ok(None);
         };
         if linked.aci != caller.aci {

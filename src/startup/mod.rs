@@ -371,6 +371,7 @@ impl Application {
             stores.accounts.clone(),
             stores.linked_devices.clone(),
             limiter.clone(),
+            shutdown.clone(),
         );
         let keys = KeyService::new(
             stores.accounts.clone(),

@@ -474,6 +474,36 @@ async fn a_wait_on_one_pod_hears_a_link_made_on_another() {
     two.stop().await;
 }
 
+async fn a_wait_ends_when_its_server_shuts_down(backend: Backend) {
+    let (app, _stores) = spawn_app(backend).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let waiter = {
+        let (client, alice) = (app.client.clone(), alice.clone());
+        tokio::spawn(async move {
+            client
+                .http()
+                .get(client.url(&format!(
+                    "/v1/devices/wait_for_linked_device/{}?timeout=3600",
+                    "s".repeat(43)
+                )))
+                .header("Authorization", alice.authorization())
+                .send()
+                .await
+                .map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `stop` fails the test unless the server drains within 10 s: the hour-long wait must
+    // not hold it up.
+    app.stop().await;
+    let status = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the wait was answered")
+        .unwrap()
+        .expect("an answer, not a dropped connection");
+    assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
 async fn the_provisioning_keepalive_answers_over_http_and_on_the_provisioning_socket(
     backend: Backend,
 ) {
@@ -560,6 +590,7 @@ on_both_backends!(
     devices_are_renamed_by_themselves_or_by_the_primary,
     a_primary_waiting_for_its_link_hears_of_the_device,
     waits_are_limited_per_account,
+    a_wait_ends_when_its_server_shuts_down,
     the_provisioning_keepalive_answers_over_http_and_on_the_provisioning_socket,
     the_existence_check_is_anonymous_and_limited_per_client_address,
 );
