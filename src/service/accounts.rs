@@ -281,11 +281,6 @@ impl AccountService {
         }
     }
 
-    /// The caller's account's devices.
-    pub async fn devices(&self, caller: AuthenticatedDevice) -> Result<Vec<Device>, AppError> {
-        Ok(self.accounts.devices(caller.aci).await?)
-    }
-
     /// Removes a device: the primary may remove any linked device, a linked device only
     /// itself, and nobody the primary. Its keys go with it (the store cascades), its queue is
     /// dropped and its sockets close with 4401 on every pod; its credentials stop working
