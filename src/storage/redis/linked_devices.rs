@@ -14,6 +14,9 @@ use super::{RedisStore, redis_error};
 use crate::storage::linked_devices::{LinkedDevice, LinkedDeviceStore};
 use crate::storage::{StorageError, StorageResult};
 
+/// How long opening and subscribing a waiter's pub/sub connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn parse(value: Option<String>) -> StorageResult<Option<LinkedDevice>> {
     value
         .map(|v| {
@@ -66,8 +69,21 @@ impl LinkedDeviceStore for RedisStore {
         timeout: Duration,
     ) -> StorageResult<Option<LinkedDevice>> {
         let key = self.linked_key(token);
-        let mut pubsub = self.client.get_async_pubsub().await.map_err(redis_error)?;
-        pubsub.subscribe(&key).await.map_err(redis_error)?;
+        // Bounded like every other command (the shared connection's 2 s): a Redis that does
+        // not answer is a 503 at once, not a wait on the operating system's TCP timeout.
+        let connect = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&key).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| {
+                StorageError::Unavailable(anyhow::anyhow!(
+                    "redis did not answer a pub/sub subscription in time"
+                ))
+            })?
+            .map_err(redis_error)?;
         let mut conn = self.connection();
         let stored: Option<String> = redis::cmd("GET")
             .arg(&key)
