@@ -119,3 +119,24 @@ on_both_backends!(
     a_wait_with_nothing_recorded_ends_at_its_timeout,
     a_record_expires_after_its_ttl,
 );
+
+/// A Redis that does not answer makes a wait fail as "unavailable" (a 503), at once.
+#[tokio::test]
+async fn a_wait_against_an_unreachable_redis_is_unavailable_at_once() {
+    use sealpost::storage::StorageError;
+    use sealpost::storage::linked_devices::LinkedDeviceStore;
+    // Port 1 on loopback: nothing listens there.
+    let store = sealpost::storage::redis::RedisStore::connect(
+        "redis://127.0.0.1:1/",
+        "unreachable:",
+        policy(HOUR),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let result = store.wait_for_linked(&token(7), HOUR).await;
+    assert!(
+        matches!(result, Err(StorageError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
