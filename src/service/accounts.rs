@@ -190,12 +190,18 @@ impl AccountService {
         match self.accounts.add_device(aci, &new, MAX_DEVICES).await? {
             DeviceAdded::Added(id) => {
                 let device = LinkedDevice { aci, id };
-                DeviceService::linked(
+                // The device is linked and the code used up whatever happens next: a failed
+                // record must not turn that into an error the new device cannot retry. The
+                // primary's wait then ends at its timeout, and its device list shows the link.
+                if let Err(e) = DeviceService::linked(
                     self.linked_devices.as_ref(),
                     &request.verification_code,
                     device,
                 )
-                .await?;
+                .await
+                {
+                    tracing::warn!(error = %e, "could not tell waiters about a linked device");
+                }
                 Ok((aci, id))
             }
             DeviceAdded::NoAccount => Err(bad_code()),

@@ -207,15 +207,14 @@ impl DeviceService {
         linked: &dyn LinkedDeviceStore,
         verification_code: &str,
         device: LinkedDevice,
-    ) -> Result<(), AppError> {
+    ) -> crate::storage::StorageResult<()> {
         linked
             .record_linked(
                 &token_identifier(verification_code),
                 device,
                 crate::storage::linked_devices::LINKED_DEVICE_TTL,
             )
-            .await?;
-        Ok(())
+            .await
     }
 }
 
