@@ -12,7 +12,7 @@ ALTER TABLE accounts ADD CONSTRAINT accounts_auth_credential_salt_length
     CHECK (octet_length(auth_credential_salt) = 16);
 
 -- The creation time sealed to the account's identity key when the device was made (HPKE,
--- 57 bytes). Devices made before this migration have none: the server seals their creation
--- time when it lists them (src/service/devices.rs).
+-- 57 bytes). Devices made before this migration have none: the server seals theirs the
+-- first time it lists them and keeps it (src/service/devices.rs).
 ALTER TABLE devices ADD COLUMN created_at_ciphertext BYTEA
     CHECK (octet_length(created_at_ciphertext) = 57);

@@ -39,18 +39,13 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
-    /// `device` as listed. A device stored before sealpost kept the sealed time gets it
-    /// sealed now (a fresh sealing each time; it opens to the same time).
-    pub fn of(device: &Device, identity: &IdentityKey) -> Self {
-        let registration_id = device.attributes.registration_id;
+    fn of(device: &Device, created_at_ciphertext: Vec<u8>) -> Self {
         Self {
             id: device.id,
             name: device.attributes.name.clone(),
             last_seen_day_ms: device.last_seen_day_ms,
-            registration_id,
-            created_at_ciphertext: device.created_at_ciphertext.clone().unwrap_or_else(|| {
-                created_at::seal(identity, device.id, registration_id, device.created_ms)
-            }),
+            registration_id: device.attributes.registration_id,
+            created_at_ciphertext,
         }
     }
 }
@@ -132,10 +127,36 @@ impl DeviceService {
             .await?
             .ok_or(AppError::Unauthorized)?;
         let devices = self.accounts.devices(caller.aci).await?;
-        Ok(devices
-            .iter()
-            .map(|d| DeviceInfo::of(d, &account.identity_key))
-            .collect())
+        let mut infos = Vec::with_capacity(devices.len());
+        for device in &devices {
+            infos.push(self.info(device, &account.identity_key).await?);
+        }
+        Ok(infos)
+    }
+
+    /// `device` as listed. A device stored before sealpost kept its sealed creation time
+    /// gets it sealed now and stored, once (another request sealing it meanwhile wins), so
+    /// every listing shows the same bytes.
+    async fn info(&self, device: &Device, identity: &IdentityKey) -> Result<DeviceInfo, AppError> {
+        if let Some(sealed) = &device.created_at_ciphertext {
+            return Ok(DeviceInfo::of(device, sealed.clone()));
+        }
+        let registration_id = device.attributes.registration_id;
+        let sealed = created_at::seal(identity, device.id, registration_id, device.created_ms);
+        if self
+            .accounts
+            .seal_created_at_once(device.aci, device.id, &sealed)
+            .await?
+        {
+            return Ok(DeviceInfo::of(device, sealed));
+        }
+        // Sealed by another request since it was read (or removed meanwhile: then ours).
+        let stored = self
+            .accounts
+            .device(device.aci, device.id)
+            .await?
+            .and_then(|d| d.created_at_ciphertext);
+        Ok(DeviceInfo::of(device, stored.unwrap_or(sealed)))
     }
 
     /// Sets a device's encrypted name (`PUT /v1/accounts/name/`): the caller's own, or
@@ -197,8 +218,10 @@ impl DeviceService {
             return Err(AppError::Unauthorized);
         };
         // Removed again since it linked: nothing to show.
-        let device = self.accounts.device(linked.aci, linked.id).await?;
-        Ok(device.map(|d| DeviceInfo::of(&d, &account.identity_key)))
+        match self.accounts.device(linked.aci, linked.id).await? {
+            Some(device) => Ok(Some(self.info(&device, &account.identity_key).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Tells the waiters of `verification_code`'s token identifier, on every pod, which

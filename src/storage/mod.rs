@@ -71,6 +71,16 @@ pub trait AccountStore: Send + Sync {
     /// exist (`PUT /v1/accounts/name/`).
     async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool>;
 
+    /// Stores a device's sealed creation time unless it has one (a device stored before
+    /// sealpost kept it; PROTOCOL.md 16.2): `false` when it had one already, or does not
+    /// exist. So a device's sealed time, once stored, never changes.
+    async fn seal_created_at_once(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        sealed: &[u8],
+    ) -> StorageResult<bool>;
+
     /// Adds a device to the account with the lowest free id (2 or more), with its signed
     /// keys, in one transaction (nothing is stored unless it is `Added`).
     async fn add_device(

@@ -181,6 +181,26 @@ async fn a_linked_device_s_creation_time_opens_with_the_identity_key_only(backen
     assert_eq!(devices(&app, &alice).await, listed);
 }
 
+/// A device stored before sealpost kept the sealed time (straight in Postgres, as V0005
+/// leaves older rows) gets one on its first listing, kept from then on.
+#[tokio::test]
+async fn an_older_device_is_sealed_on_its_first_listing_and_keeps_it() {
+    let (app, stores) = spawn_app(Backend::External).await;
+    let (alice, keys) = app.client.register_new().await.unwrap();
+    crate::common::add_device(&stores, &alice, 2, 99).await;
+    let first = devices(&app, &alice).await;
+    assert_eq!(first.len(), 2);
+    let sealed = std_nopad(&first[1].created_at_ciphertext);
+    let created = created_at::open(
+        &keys.identity.to_bytes(),
+        &sealed,
+        DeviceId::new(2).unwrap(),
+        RegistrationId::new(99).unwrap(),
+    );
+    assert_eq!(created, Ok(0), "the row's creation time");
+    assert_eq!(devices(&app, &alice).await, first, "the same bytes again");
+}
+
 async fn linking_without_the_optional_phone_number_capability_is_refused(backend: Backend) {
     let (app, _stores) = spawn_app(backend).await;
     let (alice, keys) = app.client.register_new().await.unwrap();

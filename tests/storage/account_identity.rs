@@ -135,8 +135,48 @@ async fn renaming_replaces_one_device_s_name_only(backend: Backend) {
     );
 }
 
+async fn a_sealed_creation_time_is_stored_once_and_never_replaced(backend: Backend) {
+    let (stores, _test) = stores(backend).await;
+    let mut new = new_account();
+    new.primary.created_at_ciphertext = None;
+    let aci = new.account.aci;
+    stores.accounts.create(&new).await.unwrap();
+    let first = vec![0x01; 57];
+    assert!(
+        stores
+            .accounts
+            .seal_created_at_once(aci, DeviceId::PRIMARY, &first)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !stores
+            .accounts
+            .seal_created_at_once(aci, DeviceId::PRIMARY, &[0x02; 57])
+            .await
+            .unwrap(),
+        "it had one already"
+    );
+    let stored = stores
+        .accounts
+        .device(aci, DeviceId::PRIMARY)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.created_at_ciphertext, Some(first));
+    assert!(
+        !stores
+            .accounts
+            .seal_created_at_once(aci, DeviceId::new(2).unwrap(), &[0x01; 57])
+            .await
+            .unwrap(),
+        "no such device"
+    );
+}
+
 on_both_backends!(
     the_auth_credential_salt_and_the_sealed_creation_time_are_kept,
+    a_sealed_creation_time_is_stored_once_and_never_replaced,
     a_linked_device_s_creation_time_is_sealed_with_the_id_it_got,
     renaming_replaces_one_device_s_name_only,
 );

@@ -155,6 +155,17 @@ impl AccountStore for CachedAccountStore {
         result
     }
 
+    async fn seal_created_at_once(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        sealed: &[u8],
+    ) -> StorageResult<bool> {
+        let result = self.inner.seal_created_at_once(aci, id, sealed).await;
+        self.changed(aci).await;
+        result
+    }
+
     async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool> {
         let result = self.inner.set_device_name(aci, id, name).await;
         self.changed(aci).await;

@@ -148,6 +148,23 @@ impl AccountStore for MemoryAccountStore {
         Ok(self.lock()?.remove(&aci).is_some())
     }
 
+    async fn seal_created_at_once(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        sealed: &[u8],
+    ) -> StorageResult<bool> {
+        let mut accounts = self.lock()?;
+        let device = accounts.get_mut(&aci).and_then(|a| a.devices.get_mut(&id));
+        Ok(match device {
+            Some(device) if device.device.created_at_ciphertext.is_none() => {
+                device.device.created_at_ciphertext = Some(sealed.to_vec());
+                true
+            }
+            _ => false,
+        })
+    }
+
     async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool> {
         let mut accounts = self.lock()?;
         let device = accounts.get_mut(&aci).and_then(|a| a.devices.get_mut(&id));

@@ -303,6 +303,24 @@ impl AccountStore for PgStore {
         Ok(DeviceAdded::Added(id))
     }
 
+    async fn seal_created_at_once(
+        &self,
+        aci: Aci,
+        id: DeviceId,
+        sealed: &[u8],
+    ) -> StorageResult<bool> {
+        let client = self.client().await?;
+        let updated = client
+            .execute(
+                "UPDATE devices SET created_at_ciphertext = $3 \
+                 WHERE aci = $1 AND device_id = $2 AND created_at_ciphertext IS NULL",
+                &[&aci.uuid(), &i16::from(id.get()), &sealed],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(updated == 1)
+    }
+
     async fn set_device_name(&self, aci: Aci, id: DeviceId, name: &[u8]) -> StorageResult<bool> {
         let client = self.client().await?;
         let updated = client
