@@ -320,6 +320,10 @@ async fn devices_are_renamed_by_themselves_or_by_the_primary(backend: Backend) {
         names,
         vec![Some(b"phone".to_vec()), Some(b"my laptop".to_vec())]
     );
+    // The body is bounded (a 225-byte name fits many times over in 1 KiB).
+    let (status, error) = rename(&app, &alice, "", json!({"deviceName": "A".repeat(2000)})).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error["code"], 413);
     // Only 225 bytes fit, and 225 do.
     assert_eq!(
         rename(&app, &alice, "", name(&[7; 225])).await.0,
