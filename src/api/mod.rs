@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod attachments;
+pub mod avatars;
 pub mod bounds;
 pub mod devices;
 pub mod entities;
@@ -123,7 +124,14 @@ pub fn endpoints() -> Vec<Endpoint> {
             .put(messages::send),
         Endpoint::new("/v1/keepalive").get(messages::keepalive),
         Endpoint::new("/v1/keepalive/provisioning").get(messages::keepalive_provisioning),
+        Endpoint::new("/v1/profile")
+            .json_limit(profiles::PROFILE_JSON_LIMIT)
+            .put(profiles::set_profile),
         Endpoint::new("/v1/profile/{identifier}").get(profiles::profile),
+        Endpoint::new("/v1/profile/{identifier}/{version}").get(profiles::versioned_profile),
+        Endpoint::new("/v1/profile/{identifier}/{version}/{credentialRequest}")
+            .get(profiles::credential_profile),
+        Endpoint::new("/cdn0/profiles/{id}").get(avatars::download_avatar),
         Endpoint::new("/v1/certificate/delivery").get(profiles::delivery_certificate),
         Endpoint::new("/v1/provisioning/{address}").put(devices::provision),
         Endpoint::new("/v1/websocket/provisioning/").get(crate::ws::provisioning::upgrade),

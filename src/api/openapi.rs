@@ -9,7 +9,8 @@ use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, attachments, devices, entities, identity, keys, messages, profiles, push, uploads,
+    accounts, attachments, avatars, devices, entities, identity, keys, messages, profiles, push,
+    uploads,
 };
 
 #[derive(OpenApi)]
@@ -42,6 +43,10 @@ use super::{
         messages::keepalive,
         messages::keepalive_provisioning,
         profiles::profile,
+        profiles::set_profile,
+        profiles::versioned_profile,
+        profiles::credential_profile,
+        avatars::download_avatar,
         profiles::delivery_certificate,
         push::set_gcm,
         push::delete_gcm,

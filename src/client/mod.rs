@@ -2,7 +2,10 @@
 //! It makes real keys and real signatures, as a Signal client would; `ws` is its WebSocket
 //! side.
 
+mod profiles;
 pub mod ws;
+
+pub use profiles::profile_request;
 
 use base64::Engine;
 use rand::RngCore;

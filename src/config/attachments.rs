@@ -41,6 +41,9 @@ pub struct AttachmentsConfig {
     /// `SEALPOST_ATTACHMENTS_URL`: the cdn-3 base (TUS uploads and downloads); unset: the
     /// public URL.
     pub attachments_url: Option<String>,
+    /// `SEALPOST_CDN0_URL`: the cdn-0 base avatars are posted to and read from; unset: the
+    /// bucket's URL with a bucket, else `<public URL>/cdn0` (PROTOCOL.md "0 (additions)").
+    pub cdn0_url: Option<String>,
     /// `SEALPOST_MAX_ATTACHMENT_BYTES`.
     pub max_bytes: u64,
     /// `SEALPOST_S3_*`: the bucket attachments live in; None: a directory under the data
@@ -62,6 +65,7 @@ impl Default for AttachmentsConfig {
         Self {
             public_url: None,
             attachments_url: None,
+            cdn0_url: None,
             max_bytes: DEFAULT_MAX_ATTACHMENT_BYTES,
             s3: None,
             retention_days: DEFAULT_RETENTION_DAYS,
@@ -75,6 +79,13 @@ impl Default for AttachmentsConfig {
 impl AttachmentsConfig {
     pub fn retention(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(self.retention_days) * 24 * 3600)
+    }
+
+    /// The public base URL for a server whose public listener is bound at `bound`.
+    pub fn public_base(&self, bound: std::net::SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
     }
 
     /// The cdn-3 base for a server whose public listener is bound at `bound`.

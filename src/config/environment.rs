@@ -137,6 +137,9 @@ pub(super) fn overlay_env(
     if let Some(v) = var(env, "SEALPOST_ATTACHMENTS_URL") {
         raw.attachments_url = Some(v);
     }
+    if let Some(v) = var(env, "SEALPOST_CDN0_URL") {
+        raw.cdn0_url = Some(v);
+    }
     if let Some(v) = parse_var(env, "SEALPOST_MAX_ATTACHMENT_BYTES", "a whole number")? {
         raw.max_attachment_bytes = Some(v);
     }

@@ -38,6 +38,7 @@ pub(super) struct FileConfig {
     pub(super) data_dir: Option<PathBuf>,
     pub(super) public_url: Option<String>,
     pub(super) attachments_url: Option<String>,
+    pub(super) cdn0_url: Option<String>,
     pub(super) max_attachment_bytes: Option<u64>,
     pub(super) attachment_retention_days: Option<u32>,
     pub(super) attachments_redirect: Option<bool>,

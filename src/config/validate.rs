@@ -155,6 +155,10 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             )?),
             None => None,
         },
+        cdn0_url: match &raw.cdn0_url {
+            Some(url) => Some(super::attachments::base_url("SEALPOST_CDN0_URL", url)?),
+            None => None,
+        },
         max_bytes: match raw.max_attachment_bytes {
             Some(0) => return Err(ConfigError::new("max_attachment_bytes must be at least 1")),
             Some(n) => n,

@@ -11,6 +11,8 @@ pub mod ids;
 pub mod keys;
 pub mod messages;
 pub mod multi_recipient;
+pub mod post_policy;
+pub mod profiles;
 pub mod push;
 pub mod queued;
 pub mod uploads;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::keys::signatures_checked;
 use super::messages::MessageService;
+use super::profiles::ProfileService;
 use crate::auth::Authenticator;
 use crate::auth::password::Passwords;
 use crate::domain::accounts::new_auth_credential_salt;
@@ -51,6 +52,9 @@ pub struct AccountService {
     link_codes: Arc<dyn LinkCodeStore>,
     linked_devices: Arc<dyn LinkedDeviceStore>,
     metrics: Metrics,
+    /// Profile versions and avatars, deleted with the account (`with_profiles`; startup
+    /// always gives it).
+    profiles: Option<ProfileService>,
 }
 
 /// The stores of device linking: the codes, and which device linked with which.
@@ -100,7 +104,14 @@ impl AccountService {
             link_codes: links.codes,
             linked_devices: links.linked,
             metrics,
+            profiles: None,
         }
+    }
+
+    /// Deletes the account's profile versions and avatars with it.
+    pub fn with_profiles(mut self, profiles: ProfileService) -> Self {
+        self.profiles = Some(profiles);
+        self
     }
 
     /// A single-use code (10 minutes) with which a new device joins the caller's account.
@@ -333,6 +344,11 @@ impl AccountService {
             .into_iter()
             .map(|d| d.id)
             .collect();
+        // First, while the rows still name the avatars (Postgres would drop them with the
+        // account, memory keeps them apart).
+        if let Some(profiles) = &self.profiles {
+            profiles.delete_all(caller.aci).await?;
+        }
         let deleted = self.accounts.delete(caller.aci).await?;
         self.authenticator.forget_account(caller.aci);
         if deleted {

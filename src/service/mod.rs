@@ -5,6 +5,7 @@ pub mod access;
 pub mod accounts;
 pub mod attachment_sweeper;
 pub mod attachments;
+pub mod avatars;
 pub mod devices;
 pub mod identity;
 pub mod keys;

@@ -25,10 +25,11 @@ use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::attachment_sweeper::AttachmentSweeper;
 use crate::service::attachments::AttachmentService;
+use crate::service::avatars::AvatarService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
-use crate::service::profiles::ProfileService;
+use crate::service::profiles::{ProfileParts, ProfileService};
 use crate::service::push::{PushParts, PushService};
 use crate::service::uploads::{UploadParts, UploadService};
 use crate::service::wakeups::{WakeupParts, WakeupService};
@@ -36,7 +37,8 @@ use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
     MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore,
-    MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore, MemoryUploadStore,
+    MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore,
+    MemoryUploadStore,
 };
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
@@ -96,6 +98,56 @@ pub fn objects(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     })
 }
 
+/// Where avatars are posted (PROTOCOL.md 13.4): with a bucket, straight to it under forms
+/// signed with its credentials (cdn-0 = the bucket's URL); without one, to sealpost's own
+/// `/cdn0/` under forms signed with a server secret. `SEALPOST_CDN0_URL` overrides the base.
+async fn avatars(
+    config: &Config,
+    stores: &Stores,
+    limiter: RateLimiter,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<AvatarService> {
+    let (key, base) = match &config.attachments.s3 {
+        Some(s3) => {
+            let settings = S3Settings {
+                endpoint: s3.endpoint.clone(),
+                region: s3.region.clone(),
+                bucket: s3.bucket.clone(),
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: String::new(),
+                path_style: s3.path_style,
+            };
+            let bucket = settings
+                .bucket_url()
+                .map_err(|e| anyhow::anyhow!("the avatar bucket: {e}"))?;
+            let key = crate::domain::post_policy::PolicyKey {
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.expose().to_owned(),
+                region: s3.region.clone(),
+                bucket: s3.bucket.clone(),
+            };
+            (key, bucket.as_str().trim_end_matches('/').to_owned())
+        }
+        None => {
+            let secret = stores
+                .secrets
+                .secret(crate::service::avatars::AVATAR_SECRET)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading the avatar-form secret: {e}"))?;
+            let public = config.attachments.public_base(bound);
+            (AvatarService::local_key(&secret), format!("{public}/cdn0"))
+        }
+    };
+    let base = config.attachments.cdn0_url.clone().unwrap_or(base);
+    Ok(AvatarService::new(
+        stores.objects.clone(),
+        limiter,
+        key,
+        base,
+        config.clock.clone(),
+    ))
+}
+
 /// Unfinished multipart uploads are aborted after this many days (PROTOCOL.md 12.3).
 pub const ABORT_INCOMPLETE_UPLOAD_DAYS: u32 = 7;
 
@@ -150,6 +202,7 @@ async fn connect(
                 push: accounts,
                 objects,
                 push_schedule: Arc::new(MemoryPushScheduleStore::new()),
+                profiles: Arc::new(MemoryProfileStore::new()),
                 uploads: Arc::new(MemoryUploadStore::new()),
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
@@ -189,6 +242,7 @@ async fn connect(
                 linked_devices: shared.clone(),
                 secrets: pg.clone(),
                 push: pg.clone(),
+                profiles: pg.clone(),
                 objects,
                 push_schedule: shared.clone(),
                 uploads: shared.clone(),
@@ -351,6 +405,21 @@ impl Application {
             metrics.clone(),
             wakeups.clone(),
         );
+        let signer = match &config.certificate_dir {
+            Some(dir) => crate::certificates::load(dir)
+                .map_err(|e| e.context(format!("loading certificates from {}", dir.display())))?,
+            None => crate::certificates::ephemeral(),
+        };
+        let avatars = avatars(&config, &stores, limiter.clone(), listener.local_addr()?).await?;
+        let profiles = ProfileService::new(ProfileParts {
+            accounts: stores.accounts.clone(),
+            profiles: stores.profiles.clone(),
+            avatars,
+            limiter: limiter.clone(),
+            signer,
+            certificate_ttl: config.sender_certificate_ttl,
+            metrics: metrics.clone(),
+        });
         let accounts = AccountService::new(
             stores.accounts.clone(),
             limiter.clone(),
@@ -362,7 +431,8 @@ impl Application {
                 linked: stores.linked_devices.clone(),
             },
             metrics.clone(),
-        );
+        )
+        .with_profiles(profiles.clone());
         let identity = crate::service::identity::IdentityService::new(
             stores.accounts.clone(),
             limiter.clone(),
@@ -377,17 +447,6 @@ impl Application {
             stores.accounts.clone(),
             stores.keys.clone(),
             limiter.clone(),
-            metrics.clone(),
-        );
-        let signer = match &config.certificate_dir {
-            Some(dir) => crate::certificates::load(dir)
-                .map_err(|e| e.context(format!("loading certificates from {}", dir.display())))?,
-            None => crate::certificates::ephemeral(),
-        };
-        let profiles = ProfileService::new(
-            stores.accounts.clone(),
-            signer,
-            config.sender_certificate_ttl,
             metrics.clone(),
         );
         let presence = PresenceService::new(

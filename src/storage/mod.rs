@@ -26,6 +26,7 @@ pub mod linked_devices;
 pub mod memory;
 pub mod objects;
 pub mod postgres;
+pub mod profiles;
 pub mod redis;
 pub mod uploads;
 
@@ -465,6 +466,8 @@ pub struct Stores {
     /// Attachment bytes (memory in the embedded mode, else a directory; S3 to come).
     pub objects: Arc<dyn objects::ObjectStore>,
     pub push_schedule: Arc<dyn PushScheduleStore>,
+    /// Versioned profiles (Postgres, or memory in the embedded mode).
+    pub profiles: Arc<dyn profiles::ProfileStore>,
     /// Resumable uploads in progress (Redis, or memory in the embedded mode).
     pub uploads: Arc<dyn uploads::UploadStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).

@@ -51,6 +51,16 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (FetchKeys(Unknown, "*"),               [401, 401, 401, 401, 401, 401, 404, 404, 404, 400]),
     (Profile(Alice),                        [401, 401, 401, 401, 200, 401, 200, 200, 200, 400]),
     (Profile(Unknown),                      [401, 401, 401, 401, 401, 401, 404, 404, 404, 400]),
+    // Versioned profiles (PROTOCOL 13): the caller's own, by device; reads as above.
+    (SetProfile,                            [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
+    (VersionedProfile(Alice),               [401, 401, 401, 401, 200, 401, 200, 200, 200, 400]),
+    (VersionedProfile(Unknown),             [401, 401, 401, 401, 401, 401, 404, 404, 404, 400]),
+    (CredentialProfile(Alice),              [401, 401, 401, 401, 200, 401, 200, 200, 200, 400]),
+    (CredentialProfile(Unknown),            [401, 401, 401, 401, 401, 401, 404, 404, 404, 400]),
+    // No group send endorsements are checked: the token is refused (sealpost, 13.4).
+    (ProfileWithGroupSendToken,             [401, 401, 401, 401, 401, 401, 401, 401, 401, 400]),
+    // Avatars are public (their bytes are encrypted); no such avatar, 404.
+    (AvatarDownload,                        [404, 404, 404, 404, 404, 404, 404, 404, 404, 404]),
     // Alice's own devices send sync messages (leaving themselves out).
     (SendMessage(Alice),                    [401, 401, 401, 401, 200, 401, 200, 200, 200, 400]),
     (SendMessage(Unknown),                  [401, 401, 401, 401, 401, 401, 404, 404, 404, 400]),

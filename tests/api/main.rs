@@ -21,6 +21,7 @@ mod message_helpers;
 mod messages;
 mod operations;
 mod processes;
+mod profiles;
 mod push;
 mod push_apns;
 mod push_fcm;

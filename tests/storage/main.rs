@@ -16,6 +16,7 @@ mod link_codes;
 mod linked_devices;
 mod notifiers;
 mod objects;
+mod profiles;
 mod push;
 mod push_schedule;
 mod queues;

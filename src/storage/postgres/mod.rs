@@ -5,6 +5,7 @@
 
 mod accounts;
 mod keys;
+mod profiles;
 mod push;
 mod secrets;
 

@@ -44,6 +44,16 @@ pub enum Endpoint {
     Certificate,
     FetchKeys(Target, &'static str),
     Profile(Target),
+    /// `PUT /v1/profile` with a valid profile and no avatar.
+    SetProfile,
+    /// `GET /v1/profile/{aci}/{version}`.
+    VersionedProfile(Target),
+    /// `GET /v1/profile/{aci}/{version}/{credentialRequest}?credentialType=expiringProfileKey`.
+    CredentialProfile(Target),
+    /// `GET /v1/profile/{aci}` with a `Group-Send-Token` (sealpost verifies none).
+    ProfileWithGroupSendToken,
+    /// `GET /cdn0/profiles/{id}` of an avatar nobody uploaded.
+    AvatarDownload,
     SendMessage(Target),
     SendMulti(Target),
     /// `/v1/websocket/` or `/v1/websocket`.
@@ -98,6 +108,9 @@ fn json(method: &'static str, path: impl Into<String>, body: &impl serde::Serial
         headers: Vec::new(),
     }
 }
+
+/// The profile version of the profile rows.
+static PROFILE_VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| "5a".repeat(32));
 
 /// The key of the TUS rows (no form was made for it).
 const TUS_KEY: &str = "AAAAAAAAAAAAAAAAAAAA";
@@ -230,6 +243,32 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         Endpoint::Profile(target) => {
             bare("GET", format!("/v1/profile/{}", target_aci(world, target)))
         }
+        Endpoint::SetProfile => json(
+            "PUT",
+            "/v1/profile",
+            &sealpost::client::profile_request(&PROFILE_VERSION, false, false),
+        ),
+        Endpoint::VersionedProfile(target) => bare(
+            "GET",
+            format!(
+                "/v1/profile/{}/{}",
+                target_aci(world, target),
+                *PROFILE_VERSION
+            ),
+        ),
+        Endpoint::CredentialProfile(target) => bare(
+            "GET",
+            format!(
+                "/v1/profile/{}/{}/00ff?credentialType=expiringProfileKey",
+                target_aci(world, target),
+                *PROFILE_VERSION
+            ),
+        ),
+        Endpoint::ProfileWithGroupSendToken => Request {
+            headers: vec![("Group-Send-Token", encode_base64(&[1; 64]))],
+            ..bare("GET", format!("/v1/profile/{}", alice.aci()))
+        },
+        Endpoint::AvatarDownload => bare("GET", "/cdn0/profiles/AAAAAAAAAAAAAAAAAAAAAA=="),
         Endpoint::SendMessage(target) => {
             let sealed =
                 world.authorization(caller).is_none() && world.access_key(caller).is_some();
@@ -433,6 +472,8 @@ pub fn check_body(world: &World, endpoint: Endpoint, caller: Caller, status: u16
     let target = match endpoint {
         Endpoint::FetchKeys(Target::Alice, _)
         | Endpoint::Profile(Target::Alice)
+        | Endpoint::VersionedProfile(Target::Alice)
+        | Endpoint::CredentialProfile(Target::Alice)
         | Endpoint::SendMessage(Target::Alice)
         | Endpoint::SendMulti(Target::Alice) => Some(&world.alice),
         _ => None,
@@ -479,6 +520,16 @@ pub fn check_body(world: &World, endpoint: Endpoint, caller: Caller, status: u16
             assert_eq!(
                 ids, want,
                 "{caller:?} listed devices that are not its account's"
+            );
+        }
+        Endpoint::VersionedProfile(_) | Endpoint::CredentialProfile(_) => {
+            assert_eq!(
+                value["uuid"].as_str(),
+                Some(world.alice.aci().to_string().as_str())
+            );
+            assert_eq!(
+                value["identityKey"].as_str(),
+                Some(encode_base64(&world.alice.keys.identity_public()).as_str())
             );
         }
         Endpoint::FetchKeys(..) | Endpoint::Profile(_) => {
