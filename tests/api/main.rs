@@ -11,6 +11,7 @@ mod account_identity;
 mod accounts;
 mod attachments;
 mod authorization;
+mod avatars;
 mod dashboards;
 mod device_removal;
 mod devices;

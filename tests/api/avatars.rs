@@ -1,0 +1,205 @@
+//! Avatars (PROTOCOL.md 13.1, 13.4) through the real server and a real S3-compatible
+//! server: the form `PUT /v1/profile` hands out is an S3 POST policy the bucket itself
+//! accepts (signature, key, 10 MiB range), the avatar is read anonymously, and replaced,
+//! cleared or deleted-with-the-account avatars leave the bucket.
+
+use reqwest::StatusCode;
+use sealpost::api::profiles::AvatarUploadJson;
+use sealpost::client::{DeviceCredentials, profile_request};
+use serde_json::Value;
+
+use super::profiles::version;
+use crate::common::{Backend, TestApp, TestStores, s3};
+
+const BOUNDARY: &str = "sealpost-avatar-boundary-7d3f";
+
+/// A multipart form as Signal's clients post it (`PushServiceSocket.uploadToCdn0`): the
+/// form's fields, `Content-Type`, then the file.
+fn multipart(form: &AvatarUploadJson, key: &str, file: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in [
+        ("acl", form.acl.as_str()),
+        ("key", key),
+        ("policy", form.policy.as_str()),
+        ("Content-Type", "application/octet-stream"),
+        ("x-amz-algorithm", form.algorithm.as_str()),
+        ("x-amz-credential", form.credential.as_str()),
+        ("x-amz-date", form.date.as_str()),
+        ("x-amz-signature", form.signature.as_str()),
+    ] {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"file\"\r\n\
+             Content-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// Posts the avatar to the cdn-0 base as a client does (`<cdn0>/`); the status.
+async fn upload(cdn0: &str, form: &AvatarUploadJson, key: &str, file: &[u8]) -> StatusCode {
+    reqwest::Client::new()
+        .post(format!("{cdn0}/"))
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(multipart(form, key, file))
+        .send()
+        .await
+        .expect("the cdn-0 answers")
+        .status()
+}
+
+async fn avatar_form(app: &TestApp, who: &DeviceCredentials, v: char) -> AvatarUploadJson {
+    app.client
+        .set_profile(who, &profile_request(&version(v), true, false))
+        .await
+        .unwrap()
+        .expect("a form for a new avatar")
+}
+
+async fn exists(app: &TestApp, key: &str) -> bool {
+    app.stores.objects.head(key).await.unwrap().is_some()
+}
+
+/// The avatar path a version of Alice's profile names.
+async fn avatar_of(app: &TestApp, who: &DeviceCredentials, v: char) -> Value {
+    let response = app
+        .client
+        .http()
+        .get(
+            app.client
+                .url(&format!("/v1/profile/{}/{}", who.aci, version(v))),
+        )
+        .header("Authorization", who.authorization())
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["avatar"].clone()
+}
+
+/// Anonymous read through sealpost's `GET /cdn0/profiles/{id}`.
+async fn read(app: &TestApp, key: &str) -> (StatusCode, Vec<u8>) {
+    let response = reqwest::Client::new()
+        .get(app.client.url(&format!("/cdn0/{key}")))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.bytes().await.unwrap().to_vec())
+}
+
+async fn the_whole_avatar_life_against_a_bucket(backend: Backend) {
+    let stores = TestStores::with_s3(backend).await;
+    let app = TestApp::start(stores.config()).await;
+    let bucket = s3::settings(&stores.s3.as_ref().expect("a bucket").config)
+        .bucket_url()
+        .unwrap();
+    let cdn0 = bucket.as_str().trim_end_matches('/').to_owned();
+    let (alice, _) = app.client.register_new().await.unwrap();
+
+    let form = avatar_form(&app, &alice, 'a').await;
+    assert!(form.key.starts_with("profiles/"), "{}", form.key);
+    assert_eq!(form.acl, "private");
+    assert_eq!(form.algorithm, "AWS4-HMAC-SHA256");
+    assert!(form.credential.starts_with(&format!("{}/", s3::ACCESS_KEY)));
+    assert_eq!(avatar_of(&app, &alice, 'a').await, form.key.as_str());
+
+    // The bucket checks the policy: another key or a file over 10 MiB is refused.
+    let other = "profiles/AAAAAAAAAAAAAAAAAAAAAA==";
+    assert!(upload(&cdn0, &form, other, b"x").await.is_client_error());
+    assert!(!exists(&app, other).await);
+    let too_large = vec![0u8; 10 * 1024 * 1024 + 1];
+    assert!(
+        upload(&cdn0, &form, &form.key, &too_large)
+            .await
+            .is_client_error()
+    );
+    assert!(!exists(&app, &form.key).await);
+    let mut forged = form.clone();
+    forged.signature = "0".repeat(64);
+    assert!(
+        upload(&cdn0, &forged, &form.key, b"x")
+            .await
+            .is_client_error()
+    );
+
+    let avatar = vec![42u8; 1000];
+    let status = upload(&cdn0, &form, &form.key, &avatar).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(
+        read(&app, &form.key).await,
+        (StatusCode::OK, avatar.clone())
+    );
+
+    // sameAvatar keeps it under the same version.
+    let same = app
+        .client
+        .set_profile(&alice, &profile_request(&version('a'), true, true))
+        .await
+        .unwrap();
+    assert_eq!(same, None, "no form: nothing to upload");
+    assert_eq!(avatar_of(&app, &alice, 'a').await, form.key.as_str());
+    assert!(exists(&app, &form.key).await);
+
+    // A new avatar for the same version: the old object goes.
+    let second = avatar_form(&app, &alice, 'a').await;
+    assert_ne!(second.key, form.key);
+    assert!(
+        !exists(&app, &form.key).await,
+        "the replaced avatar is deleted"
+    );
+    assert_eq!(read(&app, &form.key).await.0, 404);
+    assert!(
+        upload(&cdn0, &second, &second.key, b"second")
+            .await
+            .is_success()
+    );
+
+    // A new version with sameAvatar has none (it must re-upload); the old version keeps its.
+    app.client
+        .set_profile(&alice, &profile_request(&version('b'), true, true))
+        .await
+        .unwrap();
+    assert_eq!(avatar_of(&app, &alice, 'b').await, Value::Null);
+    assert!(exists(&app, &second.key).await);
+
+    // Clearing version a's avatar deletes it.
+    app.client
+        .set_profile(&alice, &profile_request(&version('a'), false, false))
+        .await
+        .unwrap();
+    assert_eq!(avatar_of(&app, &alice, 'a').await, Value::Null);
+    assert!(!exists(&app, &second.key).await);
+
+    // Deleting the account deletes every avatar of every version.
+    let c = avatar_form(&app, &alice, 'c').await;
+    let d = avatar_form(&app, &alice, 'd').await;
+    assert!(upload(&cdn0, &c, &c.key, b"c").await.is_success());
+    assert!(upload(&cdn0, &d, &d.key, b"d").await.is_success());
+    app.client.delete_account(&alice).await.unwrap();
+    assert!(!exists(&app, &c.key).await);
+    assert!(!exists(&app, &d.key).await);
+    assert_eq!(
+        app.stores
+            .profiles
+            .current_version(alice.aci)
+            .await
+            .unwrap(),
+        None
+    );
+    app.stop().await;
+}
+
+on_both_backends!(the_whole_avatar_life_against_a_bucket);
