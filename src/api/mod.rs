@@ -131,6 +131,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/profile/{identifier}/{version}").get(profiles::versioned_profile),
         Endpoint::new("/v1/profile/{identifier}/{version}/{credentialRequest}")
             .get(profiles::credential_profile),
+        Endpoint::new("/cdn0/").post(avatars::upload_avatar),
         Endpoint::new("/cdn0/profiles/{id}").get(avatars::download_avatar),
         Endpoint::new("/v1/certificate/delivery").get(profiles::delivery_certificate),
         Endpoint::new("/v1/provisioning/{address}").put(devices::provision),

@@ -46,6 +46,7 @@ use super::{
         profiles::set_profile,
         profiles::versioned_profile,
         profiles::credential_profile,
+        avatars::upload_avatar,
         avatars::download_avatar,
         profiles::delivery_certificate,
         push::set_gcm,

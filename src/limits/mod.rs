@@ -64,6 +64,9 @@ pub enum Limit {
     AttachmentUpload,
     /// Authenticated profile reads, per requesting account (PROTOCOL.md "9 (additions)").
     Profile,
+    /// Avatar uploads to sealpost's own cdn-0 (`POST /cdn0/`), per client address
+    /// (sealpost's: the form is posted without account credentials).
+    AvatarUpload,
     /// Username hash reservations, per account.
     UsernameReserve,
     /// Username hash confirmations, per account.
@@ -81,7 +84,7 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 22] = [
+    pub const ALL: [Limit; 23] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -97,6 +100,7 @@ impl Limit {
         Limit::AttachmentDownload,
         Limit::AttachmentUpload,
         Limit::Profile,
+        Limit::AvatarUpload,
         Limit::UsernameReserve,
         Limit::UsernameSet,
         Limit::UsernameLookup,
@@ -124,6 +128,7 @@ impl Limit {
             Limit::AttachmentDownload => "attachmentDownload",
             Limit::AttachmentUpload => "attachmentUpload",
             Limit::Profile => "profile",
+            Limit::AvatarUpload => "avatarUpload",
             Limit::UsernameReserve => "usernameReserve",
             Limit::UsernameSet => "usernameSet",
             Limit::UsernameLookup => "usernameLookup",
@@ -158,6 +163,9 @@ impl Limit {
             // Room for many resumes of one upload on a bad network, then one a second.
             Limit::AttachmentUpload => (100, 1_000.0),
             Limit::Profile => (4320, 20_000.0),
+            // Avatars change rarely; room for a household behind one address, then one a
+            // minute.
+            Limit::AvatarUpload => (20, 60_000.0),
             Limit::UsernameReserve => (100, 900_000.0),
             Limit::UsernameSet => (100, 900_000.0),
             Limit::UsernameLookup => (100, 900_000.0),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::domain::clock::Clock;
-use crate::domain::post_policy::{PolicyKey, UploadForm};
+use crate::domain::post_policy::{PolicyError, PolicyKey, UploadForm};
 use crate::domain::profiles::{AVATAR_PREFIX, MAX_AVATAR_BYTES, is_avatar_id};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
@@ -77,6 +77,46 @@ impl AvatarService {
                 tracing::warn!(error = %e, "could not delete a replaced avatar");
             }
         }
+    }
+
+    /// Takes a client address's `avatarUpload` permit, before its form is read.
+    pub async fn admit_upload(&self, client: std::net::IpAddr) -> Result<(), AppError> {
+        Ok(self
+            .limiter
+            .check(Limit::AvatarUpload, &self.limiter.address_key(client))
+            .await?)
+    }
+
+    /// `POST /cdn0/`: stores `file` as the form's key when the form is one this server
+    /// signed, unexpired, its conditions hold, and the file's size is in its range (as S3
+    /// checks a POST policy). `fields` by lowercase name, the file apart.
+    pub async fn upload(
+        &self,
+        fields: &std::collections::BTreeMap<String, String>,
+        file: bytes::Bytes,
+    ) -> Result<(), AppError> {
+        let now = chrono::DateTime::from_timestamp_millis(self.clock.now_ms())
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("the clock is out of range")))?;
+        let allowed = self.key.verify(fields, now).map_err(|e| match e {
+            PolicyError::Malformed(msg) => AppError::BadRequest(msg),
+            PolicyError::Denied(msg) => AppError::Forbidden(msg),
+        })?;
+        let id = allowed.key.strip_prefix(AVATAR_PREFIX).unwrap_or_default();
+        if !is_avatar_id(id) {
+            return Err(AppError::Forbidden("the key is not an avatar's".into()));
+        }
+        let size = file.len() as u64;
+        if size > allowed.max_bytes {
+            return Err(AppError::PayloadTooLarge);
+        }
+        if size < allowed.min_bytes {
+            return Err(AppError::bad_request(format!(
+                "the file must be at least {} bytes",
+                allowed.min_bytes
+            )));
+        }
+        self.objects.put(&allowed.key, file).await?;
+        Ok(())
     }
 
     /// `GET /cdn0/profiles/{id}`: the avatar's bytes (encrypted by the client; anyone may

@@ -61,6 +61,8 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (ProfileWithGroupSendToken,             [401, 401, 401, 401, 401, 401, 401, 401, 401, 400]),
     // Avatars are public (their bytes are encrypted); no such avatar, 404.
     (AvatarDownload,                        [404, 404, 404, 404, 404, 404, 404, 404, 404, 404]),
+    // The form authorizes an upload, never account credentials: none is read (400, no form).
+    (AvatarUpload,                          [400, 400, 400, 400, 400, 400, 400, 400, 400, 400]),
     // Alice's own devices send sync messages (leaving themselves out).
     (SendMessage(Alice),                    [401, 401, 401, 401, 200, 401, 200, 200, 200, 400]),
     (SendMessage(Unknown),                  [401, 401, 401, 401, 401, 401, 404, 404, 404, 400]),

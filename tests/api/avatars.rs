@@ -6,6 +6,7 @@
 use reqwest::StatusCode;
 use sealpost::api::profiles::AvatarUploadJson;
 use sealpost::client::{DeviceCredentials, profile_request};
+use sealpost::limits::Limit;
 use serde_json::Value;
 
 use super::profiles::version;
@@ -100,6 +101,8 @@ async fn read(app: &TestApp, key: &str) -> (StatusCode, Vec<u8>) {
     (response.status(), response.bytes().await.unwrap().to_vec())
 }
 
+/// With a bucket, clients post straight to it (cdn-0 = the bucket's URL) under forms signed
+/// with its credentials.
 async fn the_whole_avatar_life_against_a_bucket(backend: Backend) {
     let stores = TestStores::with_s3(backend).await;
     let app = TestApp::start(stores.config()).await;
@@ -107,41 +110,53 @@ async fn the_whole_avatar_life_against_a_bucket(backend: Backend) {
         .bucket_url()
         .unwrap();
     let cdn0 = bucket.as_str().trim_end_matches('/').to_owned();
+    avatar_life(&app, &cdn0, s3::ACCESS_KEY).await;
+    app.stop().await;
+}
+
+/// Without a bucket (memory in the embedded mode, the data directory otherwise), sealpost
+/// is the cdn-0 (`<public URL>/cdn0`) and checks the same forms, signed with a server secret.
+async fn the_whole_avatar_life_against_sealpost_s_own_cdn0(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config()).await;
+    let cdn0 = app.client.url("/cdn0");
+    avatar_life(&app, &cdn0, "sealpost").await;
+    app.stop().await;
+}
+
+async fn avatar_life(app: &TestApp, cdn0: &str, access_key_id: &str) {
     let (alice, _) = app.client.register_new().await.unwrap();
 
-    let form = avatar_form(&app, &alice, 'a').await;
+    let form = avatar_form(app, &alice, 'a').await;
     assert!(form.key.starts_with("profiles/"), "{}", form.key);
     assert_eq!(form.acl, "private");
     assert_eq!(form.algorithm, "AWS4-HMAC-SHA256");
-    assert!(form.credential.starts_with(&format!("{}/", s3::ACCESS_KEY)));
-    assert_eq!(avatar_of(&app, &alice, 'a').await, form.key.as_str());
+    assert!(form.credential.starts_with(&format!("{access_key_id}/")));
+    assert_eq!(avatar_of(app, &alice, 'a').await, form.key.as_str());
 
     // The bucket checks the policy: another key or a file over 10 MiB is refused.
     let other = "profiles/AAAAAAAAAAAAAAAAAAAAAA==";
-    assert!(upload(&cdn0, &form, other, b"x").await.is_client_error());
-    assert!(!exists(&app, other).await);
+    assert!(upload(cdn0, &form, other, b"x").await.is_client_error());
+    assert!(!exists(app, other).await);
     let too_large = vec![0u8; 10 * 1024 * 1024 + 1];
     assert!(
-        upload(&cdn0, &form, &form.key, &too_large)
+        upload(cdn0, &form, &form.key, &too_large)
             .await
             .is_client_error()
     );
-    assert!(!exists(&app, &form.key).await);
+    assert!(!exists(app, &form.key).await);
     let mut forged = form.clone();
     forged.signature = "0".repeat(64);
     assert!(
-        upload(&cdn0, &forged, &form.key, b"x")
+        upload(cdn0, &forged, &form.key, b"x")
             .await
             .is_client_error()
     );
 
     let avatar = vec![42u8; 1000];
-    let status = upload(&cdn0, &form, &form.key, &avatar).await;
+    let status = upload(cdn0, &form, &form.key, &avatar).await;
     assert!(status.is_success(), "{status}");
-    assert_eq!(
-        read(&app, &form.key).await,
-        (StatusCode::OK, avatar.clone())
-    );
+    assert_eq!(read(app, &form.key).await, (StatusCode::OK, avatar.clone()));
 
     // sameAvatar keeps it under the same version.
     let same = app
@@ -150,19 +165,19 @@ async fn the_whole_avatar_life_against_a_bucket(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(same, None, "no form: nothing to upload");
-    assert_eq!(avatar_of(&app, &alice, 'a').await, form.key.as_str());
-    assert!(exists(&app, &form.key).await);
+    assert_eq!(avatar_of(app, &alice, 'a').await, form.key.as_str());
+    assert!(exists(app, &form.key).await);
 
     // A new avatar for the same version: the old object goes.
-    let second = avatar_form(&app, &alice, 'a').await;
+    let second = avatar_form(app, &alice, 'a').await;
     assert_ne!(second.key, form.key);
     assert!(
-        !exists(&app, &form.key).await,
+        !exists(app, &form.key).await,
         "the replaced avatar is deleted"
     );
-    assert_eq!(read(&app, &form.key).await.0, 404);
+    assert_eq!(read(app, &form.key).await.0, 404);
     assert!(
-        upload(&cdn0, &second, &second.key, b"second")
+        upload(cdn0, &second, &second.key, b"second")
             .await
             .is_success()
     );
@@ -172,25 +187,25 @@ async fn the_whole_avatar_life_against_a_bucket(backend: Backend) {
         .set_profile(&alice, &profile_request(&version('b'), true, true))
         .await
         .unwrap();
-    assert_eq!(avatar_of(&app, &alice, 'b').await, Value::Null);
-    assert!(exists(&app, &second.key).await);
+    assert_eq!(avatar_of(app, &alice, 'b').await, Value::Null);
+    assert!(exists(app, &second.key).await);
 
     // Clearing version a's avatar deletes it.
     app.client
         .set_profile(&alice, &profile_request(&version('a'), false, false))
         .await
         .unwrap();
-    assert_eq!(avatar_of(&app, &alice, 'a').await, Value::Null);
-    assert!(!exists(&app, &second.key).await);
+    assert_eq!(avatar_of(app, &alice, 'a').await, Value::Null);
+    assert!(!exists(app, &second.key).await);
 
     // Deleting the account deletes every avatar of every version.
-    let c = avatar_form(&app, &alice, 'c').await;
-    let d = avatar_form(&app, &alice, 'd').await;
-    assert!(upload(&cdn0, &c, &c.key, b"c").await.is_success());
-    assert!(upload(&cdn0, &d, &d.key, b"d").await.is_success());
+    let c = avatar_form(app, &alice, 'c').await;
+    let d = avatar_form(app, &alice, 'd').await;
+    assert!(upload(cdn0, &c, &c.key, b"c").await.is_success());
+    assert!(upload(cdn0, &d, &d.key, b"d").await.is_success());
     app.client.delete_account(&alice).await.unwrap();
-    assert!(!exists(&app, &c.key).await);
-    assert!(!exists(&app, &d.key).await);
+    assert!(!exists(app, &c.key).await);
+    assert!(!exists(app, &d.key).await);
     assert_eq!(
         app.stores
             .profiles
@@ -199,7 +214,83 @@ async fn the_whole_avatar_life_against_a_bucket(backend: Backend) {
             .unwrap(),
         None
     );
+}
+
+/// sealpost's cdn-0 answers what S3 would refuse with clear JSON errors, and holds each
+/// client address to its `avatarUpload` permits.
+async fn sealpost_s_cdn0_refuses_bad_forms_with_json_errors(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config_with_limit(Limit::AvatarUpload, 6, 3_600_000.0)).await;
+    let cdn0 = app.client.url("/cdn0");
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let form = avatar_form(&app, &alice, 'a').await;
+    let post = |content_type: String, body: Vec<u8>| {
+        let url = format!("{cdn0}/");
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("Content-Type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    let multipart_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let mut forged = form.clone();
+    forged.signature = "0".repeat(64);
+    let mut without_file = multipart(&form, &form.key, b"");
+    let cut = without_file.len() - format!("--{BOUNDARY}--\r\n").len();
+    without_file.truncate(cut);
+    let cases = [
+        (
+            "not multipart",
+            "application/json".to_owned(),
+            b"{}".to_vec(),
+            400,
+        ),
+        (
+            "forged",
+            multipart_type.clone(),
+            multipart(&forged, &form.key, b"x"),
+            403,
+        ),
+        (
+            "another key",
+            multipart_type.clone(),
+            multipart(&form, "profiles/x", b"x"),
+            403,
+        ),
+        (
+            "empty file",
+            multipart_type.clone(),
+            multipart(&form, &form.key, b""),
+            400,
+        ),
+        (
+            "over 10 MiB",
+            multipart_type.clone(),
+            multipart(&form, &form.key, &vec![0; 10 * 1024 * 1024 + 1]),
+            413,
+        ),
+        ("unfinished form", multipart_type.clone(), without_file, 400),
+    ];
+    for (what, content_type, body, want) in cases {
+        let (status, error) = post(content_type, body).await;
+        assert_eq!(status, want, "{what}: {error}");
+        assert_eq!(error["code"], want, "{what}: a JSON body");
+    }
+    assert!(!exists(&app, &form.key).await, "nothing stored");
+    let (status, error) = post(multipart_type, multipart(&form, &form.key, b"x")).await;
+    assert_eq!(status, 429, "the seventh form from this address: {error}");
     app.stop().await;
 }
 
-on_both_backends!(the_whole_avatar_life_against_a_bucket);
+on_both_backends!(
+    the_whole_avatar_life_against_a_bucket,
+    the_whole_avatar_life_against_sealpost_s_own_cdn0,
+    sealpost_s_cdn0_refuses_bad_forms_with_json_errors,
+);

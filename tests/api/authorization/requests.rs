@@ -54,6 +54,8 @@ pub enum Endpoint {
     ProfileWithGroupSendToken,
     /// `GET /cdn0/profiles/{id}` of an avatar nobody uploaded.
     AvatarDownload,
+    /// `POST /cdn0/` with a body that is no multipart form.
+    AvatarUpload,
     SendMessage(Target),
     SendMulti(Target),
     /// `/v1/websocket/` or `/v1/websocket`.
@@ -269,6 +271,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
             ..bare("GET", format!("/v1/profile/{}", alice.aci()))
         },
         Endpoint::AvatarDownload => bare("GET", "/cdn0/profiles/AAAAAAAAAAAAAAAAAAAAAA=="),
+        Endpoint::AvatarUpload => json("POST", "/cdn0/", &serde_json::json!({})),
         Endpoint::SendMessage(target) => {
             let sealed =
                 world.authorization(caller).is_none() && world.access_key(caller).is_some();
