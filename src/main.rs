@@ -140,6 +140,7 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     }
     let objects = sealpost::startup::objects(&config)?;
     let _ = sealpost::startup::apply_lifecycle(&*objects, config.attachments.retention_days).await;
+    sealpost::startup::allow_avatar_reads(&*objects).await;
     Ok(())
 }
 

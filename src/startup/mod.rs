@@ -98,6 +98,28 @@ pub fn objects(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
     })
 }
 
+/// Lets anyone read avatars straight from the bucket (PROTOCOL.md 13.4: the cdn-0 base is
+/// the bucket's URL), as `migrate` and every start do. Never fails: a bucket that refuses
+/// is logged (point `SEALPOST_CDN0_URL` at `<public URL>/cdn0` then, which serves both).
+pub async fn allow_avatar_reads(objects: &dyn ObjectStore) {
+    match objects
+        .allow_anonymous_reads(crate::domain::profiles::AVATAR_PREFIX)
+        .await
+    {
+        Ok(true) => tracing::info!("anonymous reads of profiles/* allowed by the bucket policy"),
+        // The local stores (sealpost serves avatars itself), or a service without policies.
+        Ok(false) => tracing::info!(
+            "the object store takes no bucket policy: avatars are read through sealpost's \
+             /cdn0 (with a bucket, set SEALPOST_CDN0_URL to <public URL>/cdn0)"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not allow anonymous reads of profiles/*: clients cannot read avatars from \
+             the bucket; set SEALPOST_CDN0_URL to <public URL>/cdn0 to serve them through sealpost"
+        ),
+    }
+}
+
 /// Where avatars are posted (PROTOCOL.md 13.4): with a bucket, straight to it under forms
 /// signed with its credentials (cdn-0 = the bucket's URL); without one, to sealpost's own
 /// `/cdn0/` under forms signed with a server secret. `SEALPOST_CDN0_URL` overrides the base.
@@ -332,6 +354,7 @@ impl Application {
                 if apply_lifecycle(&*objects, days).await {
                     sweeper_expires.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
+                allow_avatar_reads(&*objects).await;
             }
         });
         let (stores, redis) = connect(

@@ -111,6 +111,46 @@ async fn the_whole_avatar_life_against_a_bucket(backend: Backend) {
         .unwrap();
     let cdn0 = bucket.as_str().trim_end_matches('/').to_owned();
     avatar_life(&app, &cdn0, s3::ACCESS_KEY).await;
+
+    // Clients read `<cdn0>/profiles/<id>` from the bucket itself: the policy sealpost gave
+    // it at start lets anyone GET avatars, and nothing else.
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let form = avatar_form(&app, &bob, 'a').await;
+    assert!(
+        upload(&cdn0, &form, &form.key, b"bob's avatar")
+            .await
+            .is_success()
+    );
+    let anonymous = reqwest::Client::new();
+    let direct = format!("{cdn0}/{}", form.key);
+    let mut status = StatusCode::FORBIDDEN;
+    // The policy is applied in the background at start: give it a moment.
+    for _ in 0..50 {
+        let response = anonymous.get(&direct).send().await.unwrap();
+        status = response.status();
+        if status.is_success() {
+            assert_eq!(&response.bytes().await.unwrap()[..], b"bob's avatar");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "an anonymous read of the avatar from the bucket"
+    );
+    app.stores
+        .objects
+        .put("attachments/AAAAAAAAAAAAAAAAAAAA", "secret".into())
+        .await
+        .unwrap();
+    let other = anonymous
+        .get(format!("{cdn0}/attachments/AAAAAAAAAAAAAAAAAAAA"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403, "only profiles/* is public");
+    let listing = anonymous.get(format!("{cdn0}/")).send().await.unwrap();
+    assert_eq!(listing.status(), 403, "no anonymous listing");
     app.stop().await;
 }
 

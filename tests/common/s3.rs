@@ -7,8 +7,9 @@
 //! Two servers on two roots: [`Faithful`] wraps s3s-fs with what real S3 (and MinIO) do and
 //! s3s-fs does not (a multipart upload bound to its key, ETags and sizes checked before a
 //! completion, which keeps the upload when refused, and bucket lifecycle configurations
-//! kept in memory), and a plain s3s-fs that answers NotImplemented to a lifecycle, as
-//! services without lifecycle support do.
+//! kept in memory, bucket policies that let anonymous readers GET what they grant), and a
+//! plain s3s-fs that answers NotImplemented to a lifecycle, as services without lifecycle
+//! support do.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -34,11 +35,72 @@ pub const REGION: &str = "us-east-1";
 
 /// The lifecycle configurations the faithful server was given, by bucket.
 type Lifecycles = Arc<Mutex<HashMap<String, BucketLifecycleConfiguration>>>;
+/// The bucket policies (JSON) the faithful server was given, by bucket.
+type Policies = Arc<Mutex<HashMap<String, String>>>;
 
 struct Servers {
     faithful: SocketAddr,
     plain: SocketAddr,
     lifecycles: Lifecycles,
+}
+
+/// What real S3 does with a bucket policy, as far as sealpost uses one: an anonymous
+/// GetObject is allowed when a statement allows `s3:GetObject` to `*` on a resource
+/// `arn:aws:s3:::<bucket>/<prefix>*` whose prefix starts the key; every other anonymous
+/// request is denied (s3s's default).
+struct PolicyAccess {
+    policies: Policies,
+}
+
+impl PolicyAccess {
+    fn grants(&self, bucket: &str, key: &str) -> bool {
+        let policies = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(policy) = policies
+            .get(bucket)
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(p).ok())
+        else {
+            return false;
+        };
+        let statements = policy["Statement"].as_array().cloned().unwrap_or_default();
+        statements.iter().any(|statement| {
+            let list = |v: &serde_json::Value| -> Vec<String> {
+                match v {
+                    serde_json::Value::String(s) => vec![s.clone()],
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .filter_map(|i| i.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => Vec::new(),
+                }
+            };
+            statement["Effect"] == "Allow"
+                && statement["Principal"] == "*"
+                && list(&statement["Action"])
+                    .iter()
+                    .any(|a| a == "s3:GetObject")
+                && list(&statement["Resource"]).iter().any(|r| {
+                    r.strip_prefix(&format!("arn:aws:s3:::{bucket}/"))
+                        .and_then(|p| p.strip_suffix('*'))
+                        .is_some_and(|prefix| key.starts_with(prefix))
+                })
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for PolicyAccess {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        if cx.credentials().is_some() {
+            return Ok(());
+        }
+        if let (s3s::path::S3Path::Object { bucket, key }, "GetObject") =
+            (cx.s3_path(), cx.s3_op().name())
+            && self.grants(bucket, key)
+        {
+            return Ok(());
+        }
+        Err(s3_error!(AccessDenied, "Signature is required"))
+    }
 }
 
 static SERVERS: OnceLock<Servers> = OnceLock::new();
@@ -63,6 +125,7 @@ fn servers() -> &'static Servers {
             std::fs::create_dir_all(dir).expect("the S3 server's directory");
         }
         let lifecycles = Lifecycles::default();
+        let policies = Policies::default();
         let (sent, addresses) = std::sync::mpsc::channel();
         let kept = lifecycles.clone();
         std::thread::Builder::new()
@@ -79,9 +142,10 @@ fn servers() -> &'static Servers {
                         root: faithful_root,
                         uploads: Mutex::default(),
                         lifecycles: kept,
+                        policies: policies.clone(),
                     };
-                    let faithful = serve(faithful).await;
-                    let plain = serve(FileSystem::new(&plain_root).expect("s3s-fs")).await;
+                    let faithful = serve(faithful, Some(PolicyAccess { policies })).await;
+                    let plain = serve(FileSystem::new(&plain_root).expect("s3s-fs"), None).await;
                     let _ = sent.send((faithful, plain));
                     std::future::pending::<()>().await
                 })
@@ -96,11 +160,15 @@ fn servers() -> &'static Servers {
     })
 }
 
-/// Serves `s3` on an ephemeral loopback port, checking signatures with the test keys.
-async fn serve(s3: impl S3) -> SocketAddr {
+/// Serves `s3` on an ephemeral loopback port, checking signatures with the test keys (and
+/// anonymous requests with `access`, when given).
+async fn serve(s3: impl S3, access: Option<PolicyAccess>) -> SocketAddr {
     let service = {
         let mut builder = S3ServiceBuilder::new(s3);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        if let Some(access) = access {
+            builder.set_access(access);
+        }
         builder.build()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -138,6 +206,7 @@ struct Faithful {
     // std: held for map operations only, never across an await.
     uploads: Mutex<HashMap<String, Upload>>,
     lifecycles: Lifecycles,
+    policies: Policies,
 }
 
 fn etag_value(etag: &ETag) -> &str {
@@ -304,6 +373,20 @@ faithful_s3!({
             .unwrap_or_else(|p| p.into_inner())
             .insert(input.bucket, configuration);
         Ok(S3Response::new(PutBucketLifecycleConfigurationOutput::default()))
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
+        let input = req.input;
+        serde_json::from_str::<serde_json::Value>(&input.policy)
+            .map_err(|_| s3_error!(MalformedPolicy))?;
+        self.policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(input.bucket, input.policy);
+        Ok(S3Response::new(PutBucketPolicyOutput::default()))
     }
 
     async fn get_bucket_lifecycle_configuration(

@@ -116,6 +116,13 @@ pub trait ObjectStore: Send + Sync {
         let _ = expires;
         Ok(None)
     }
+    /// Lets anyone GET the objects under `prefix`, and nothing more (S3's bucket policy),
+    /// where the backend serves reads itself. `false`: the backend cannot, and such objects
+    /// are read through sealpost.
+    async fn allow_anonymous_reads(&self, prefix: &str) -> StorageResult<bool> {
+        check_prefix(prefix)?;
+        Ok(false)
+    }
     /// Has the backend expire objects under `attachments/` after `retention_days` and abort
     /// multipart uploads unfinished after `abort_incomplete_days` (S3's bucket lifecycle).
     /// `false`: the backend cannot, and the retention sweeper must do it.

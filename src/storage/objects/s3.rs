@@ -86,6 +86,8 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct S3Objects {
     s3: AmazonS3,
+    /// The bucket's name (its policy names it).
+    bucket: String,
     /// For the requests `object_store` has no call for (the lifecycle configuration).
     bucket_url: url::Url,
     region: String,
@@ -173,10 +175,58 @@ impl S3Objects {
             .map_err(|e| StorageError::Backend(anyhow!("an HTTP client: {e}")))?;
         Ok(Self {
             s3,
+            bucket: settings.bucket.clone(),
             bucket_url,
             region: settings.region.clone(),
             http,
         })
+    }
+
+    /// A signed `PUT <bucket>?<query>` of a bucket configuration (lifecycle, policy): the
+    /// requests `object_store` has no call for.
+    async fn put_subresource(
+        &self,
+        query: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> StorageResult<(url::Url, reqwest::Response)> {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
+        let mut url = self.bucket_url.clone();
+        url.set_query(Some(query));
+        let mut request = object_store::client::HttpRequest::new(body.clone().into());
+        *request.method_mut() = reqwest::Method::PUT;
+        *request.uri_mut() = url
+            .as_str()
+            .parse()
+            .map_err(|_| refused("the bucket URL is not a URI"))?;
+        let headers = request.headers_mut();
+        headers.insert(
+            "content-md5",
+            md5.parse().map_err(|_| refused("Content-MD5"))?,
+        );
+        headers.insert(
+            "content-type",
+            content_type.parse().map_err(|_| refused("Content-Type"))?,
+        );
+        let credential = self
+            .s3
+            .credentials()
+            .get_credential()
+            .await
+            .map_err(backend)?;
+        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+        let response = self
+            .http
+            .put(url.as_str())
+            .headers(request.headers().clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                let cause = anyhow::Error::new(e.without_url());
+                StorageError::Unavailable(cause.context(format!("PUT {url}")))
+            })?;
+        Ok((url, response))
     }
 
     async fn head_meta(&self, location: &Path) -> StorageResult<Option<ObjectMeta>> {
@@ -193,6 +243,22 @@ impl S3Objects {
 
 fn empty_stream() -> ByteStream {
     futures_util::stream::empty().boxed()
+}
+
+/// A bucket policy letting anyone GET the objects under `prefix` (nothing else: no listing,
+/// no writes), for avatars read straight from the bucket (PROTOCOL.md 13.4).
+pub fn public_read_policy(bucket: &str, prefix: &str) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "SealpostAnonymousReads",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": ["s3:GetObject"],
+            "Resource": [format!("arn:aws:s3:::{bucket}/{prefix}*")],
+        }],
+    })
+    .to_string()
 }
 
 /// The lifecycle configuration PROTOCOL.md 12.3 asks for: objects under `attachments/`
@@ -383,45 +449,35 @@ impl ObjectStore for S3Objects {
         Ok(Some(url.to_string()))
     }
 
+    async fn allow_anonymous_reads(&self, prefix: &str) -> StorageResult<bool> {
+        check_prefix(prefix)?;
+        let body = Bytes::from(public_read_policy(&self.bucket, prefix));
+        let (url, response) = self
+            .put_subresource("policy", body, "application/json")
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(true);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let code = error_code(&text).unwrap_or("");
+        if status == reqwest::StatusCode::NOT_IMPLEMENTED || code == "NotImplemented" {
+            return Ok(false);
+        }
+        Err(StorageError::Backend(anyhow!(
+            "PUT {url} answered {status} {code}"
+        )))
+    }
+
     async fn apply_lifecycle(
         &self,
         retention_days: u32,
         abort_incomplete_days: u32,
     ) -> StorageResult<bool> {
         let body = Bytes::from(lifecycle_xml(retention_days, abort_incomplete_days));
-        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
-        let mut url = self.bucket_url.clone();
-        url.set_query(Some("lifecycle"));
-        let mut request = object_store::client::HttpRequest::new(body.clone().into());
-        *request.method_mut() = reqwest::Method::PUT;
-        *request.uri_mut() = url
-            .as_str()
-            .parse()
-            .map_err(|_| refused("the bucket URL is not a URI"))?;
-        let headers = request.headers_mut();
-        headers.insert(
-            "content-md5",
-            md5.parse().map_err(|_| refused("Content-MD5"))?,
-        );
-        headers.insert("content-type", "application/xml".parse().expect("literal"));
-        let credential = self
-            .s3
-            .credentials()
-            .get_credential()
-            .await
-            .map_err(backend)?;
-        AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
-        let response = self
-            .http
-            .put(url.as_str())
-            .headers(request.headers().clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                let cause = anyhow::Error::new(e.without_url());
-                StorageError::Unavailable(cause.context(format!("PUT {url}")))
-            })?;
+        let (url, response) = self
+            .put_subresource("lifecycle", body, "application/xml")
+            .await?;
         let status = response.status();
         if status.is_success() {
             return Ok(true);
@@ -472,6 +528,21 @@ mod tests {
     #[test]
     fn settings_never_show_the_secret() {
         assert!(!format!("{:?}", settings("http://minio:9000", true)).contains("hunter2"));
+    }
+
+    #[test]
+    fn the_avatar_policy_allows_anonymous_gets_under_the_prefix_only() {
+        let policy: serde_json::Value =
+            serde_json::from_str(&public_read_policy("b", "profiles/")).unwrap();
+        let statement = &policy["Statement"][0];
+        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(statement["Principal"], "*");
+        assert_eq!(statement["Action"], serde_json::json!(["s3:GetObject"]));
+        assert_eq!(
+            statement["Resource"],
+            serde_json::json!(["arn:aws:s3:::b/profiles/*"])
+        );
+        assert_eq!(policy["Statement"].as_array().unwrap().len(), 1);
     }
 
     #[test]
