@@ -140,7 +140,9 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     }
     let objects = sealpost::startup::objects(&config)?;
     let _ = sealpost::startup::apply_lifecycle(&*objects, config.attachments.retention_days).await;
-    sealpost::startup::allow_avatar_reads(&*objects).await;
+    if config.attachments.cdn0_url.is_none() {
+        sealpost::startup::allow_avatar_reads(&*objects).await;
+    }
     Ok(())
 }
 

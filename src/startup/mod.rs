@@ -99,8 +99,9 @@ pub fn objects(config: &Config) -> anyhow::Result<Arc<dyn ObjectStore>> {
 }
 
 /// Lets anyone read avatars straight from the bucket (PROTOCOL.md 13.4: the cdn-0 base is
-/// the bucket's URL), as `migrate` and every start do. Never fails: a bucket that refuses
-/// is logged (point `SEALPOST_CDN0_URL` at `<public URL>/cdn0` then, which serves both).
+/// the bucket's URL), as `migrate` and every start do unless `SEALPOST_CDN0_URL` is set
+/// (the bucket's policy is replaced). Never fails: a bucket that refuses is logged (point
+/// `SEALPOST_CDN0_URL` at `<public URL>/cdn0` then, which serves both).
 pub async fn allow_avatar_reads(objects: &dyn ObjectStore) {
     match objects
         .allow_anonymous_reads(crate::domain::profiles::AVATAR_PREFIX)
@@ -350,11 +351,16 @@ impl Application {
         tokio::spawn({
             let (objects, days) = (objects.clone(), config.attachments.retention_days);
             let sweeper_expires = sweeper_expires.clone();
+            // Only when clients read avatars from the bucket (no SEALPOST_CDN0_URL): the
+            // policy replaces any the bucket had.
+            let public_avatars = config.attachments.cdn0_url.is_none();
             async move {
                 if apply_lifecycle(&*objects, days).await {
                     sweeper_expires.store(false, std::sync::atomic::Ordering::Relaxed);
                 }
-                allow_avatar_reads(&*objects).await;
+                if public_avatars {
+                    allow_avatar_reads(&*objects).await;
+                }
             }
         });
         let (stores, redis) = connect(
