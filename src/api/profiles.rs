@@ -137,6 +137,7 @@ pub struct AvatarUploadJson {
         (status = 401, description = "Missing or invalid credentials", body = crate::error::ErrorJson),
         (status = 413, description = "Body over 64 KiB", body = crate::error::ErrorJson),
         (status = 422, description = "A field missing, of the wrong size or not std base64; nothing stored", body = crate::error::ErrorJson),
+        (status = 429, description = "Rate limited (profileSet, per account)", body = crate::error::ErrorJson),
     ))]
 pub async fn set_profile(
     state: web::Data<AppState>,

@@ -64,6 +64,9 @@ pub enum Limit {
     AttachmentUpload,
     /// Authenticated profile reads, per requesting account (PROTOCOL.md "9 (additions)").
     Profile,
+    /// Profile versions stored (`PUT /v1/profile`), per account (sealpost's: Signal limits
+    /// none).
+    ProfileSet,
     /// Avatar uploads to sealpost's own cdn-0 (`POST /cdn0/`), per client address
     /// (sealpost's: the form is posted without account credentials).
     AvatarUpload,
@@ -84,7 +87,7 @@ pub enum Limit {
 }
 
 impl Limit {
-    pub const ALL: [Limit; 23] = [
+    pub const ALL: [Limit; 24] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -100,6 +103,7 @@ impl Limit {
         Limit::AttachmentDownload,
         Limit::AttachmentUpload,
         Limit::Profile,
+        Limit::ProfileSet,
         Limit::AvatarUpload,
         Limit::UsernameReserve,
         Limit::UsernameSet,
@@ -128,6 +132,7 @@ impl Limit {
             Limit::AttachmentDownload => "attachmentDownload",
             Limit::AttachmentUpload => "attachmentUpload",
             Limit::Profile => "profile",
+            Limit::ProfileSet => "profileSet",
             Limit::AvatarUpload => "avatarUpload",
             Limit::UsernameReserve => "usernameReserve",
             Limit::UsernameSet => "usernameSet",
@@ -163,6 +168,9 @@ impl Limit {
             // Room for many resumes of one upload on a bad network, then one a second.
             Limit::AttachmentUpload => (100, 1_000.0),
             Limit::Profile => (4320, 20_000.0),
+            // A client writes its profile on changes and key rotations: a burst, then one
+            // every 30 s.
+            Limit::ProfileSet => (100, 30_000.0),
             // Avatars change rarely; room for a household behind one address, then one a
             // minute.
             Limit::AvatarUpload => (20, 60_000.0),

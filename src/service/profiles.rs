@@ -90,7 +90,8 @@ impl ProfileService {
         &self.avatars
     }
 
-    /// `PUT /v1/profile`: stores the checked version and makes it current; the avatar form
+    /// `PUT /v1/profile` (within the account's `profileSet` permits): stores the checked
+    /// version and makes it current; the avatar form
     /// when a new avatar is expected. The avatar the version had is deleted when it is
     /// replaced or cleared (PC), never another version's.
     pub async fn set_profile(
@@ -98,6 +99,9 @@ impl ProfileService {
         caller: AuthenticatedDevice,
         update: ProfileUpdate,
     ) -> Result<Option<UploadForm>, AppError> {
+        self.limiter
+            .check(Limit::ProfileSet, &caller.aci.to_string())
+            .await?;
         let current = self.profiles.get(caller.aci, &update.version).await?;
         let avatar = match update.avatar {
             AvatarChange::Unchanged => current.and_then(|p| p.avatar),

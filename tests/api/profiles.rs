@@ -296,7 +296,42 @@ async fn authenticated_reads_take_the_readers_profile_permits(backend: Backend) 
     app.stop().await;
 }
 
+/// Each stored version takes one of the account's `profileSet` permits; a refused body
+/// takes none.
+async fn storing_profiles_takes_the_accounts_profile_set_permits(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config_with_limit(Limit::ProfileSet, 2, 3_600_000.0)).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let body = |v: char| serde_json::to_value(profile_request(&version(v), false, false)).unwrap();
+    let mut bad = body('a');
+    bad["name"] = "AAAA".into();
+    assert_eq!(put(&app, &alice, &bad).await.0, 422);
+    assert_eq!(put(&app, &alice, &body('a')).await.0, 200);
+    assert_eq!(put(&app, &alice, &body('b')).await.0, 200);
+    let (status, error) = put(&app, &alice, &body('c')).await;
+    assert_eq!(status, 429, "{error}");
+    assert_eq!(error["code"], 429);
+    assert_eq!(
+        app.stores
+            .profiles
+            .current_version(alice.aci)
+            .await
+            .unwrap()
+            .map(|v| v.as_str().to_owned()),
+        Some(version('b')),
+        "the refused one stored nothing"
+    );
+    assert_eq!(
+        put(&app, &bob, &body('c')).await.0,
+        200,
+        "Bob's permits are his"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
+    storing_profiles_takes_the_accounts_profile_set_permits,
     a_profile_is_stored_per_version_and_read_back_in_full,
     a_profile_with_one_bad_field_is_refused_and_stores_nothing,
     the_reads_refuse_what_sealpost_cannot_check,
