@@ -1,5 +1,6 @@
 //! The cdn-0 base sealpost serves itself (PROTOCOL.md 13.4): `POST /cdn0/`, an avatar
-//! posted as S3's POST-policy form (multipart, parsed by `multer`), and
+//! posted as S3's POST-policy form (multipart, parsed by `multer` as it arrives, the form
+//! checked before the file is read), and
 //! `GET /cdn0/profiles/{id}`, an avatar's encrypted bytes for anyone who knows its name.
 //! Thin handlers over `service::avatars`.
 
@@ -12,6 +13,7 @@ use futures_util::StreamExt;
 use crate::domain::profiles::MAX_AVATAR_BYTES;
 use crate::error::AppError;
 use crate::identity::ClientAddr;
+use crate::service::avatars::AvatarService;
 use crate::state::AppState;
 
 /// The largest form body: the avatar and 64 KiB of fields and multipart framing.
@@ -19,42 +21,69 @@ pub const MAX_FORM_BYTES: usize = MAX_AVATAR_BYTES as usize + 64 * 1024;
 /// At most this many fields besides the file (a form has nine).
 const MAX_FIELDS: usize = 32;
 
-/// The body, read up to `MAX_FORM_BYTES` (413 past it, 408 when it stalls).
-async fn read_body(mut payload: web::Payload) -> Result<bytes::Bytes, AppError> {
-    let mut body = bytes::BytesMut::new();
+/// Feeds the body into `sender` chunk by chunk, up to `MAX_FORM_BYTES` (413 past it, 408
+/// when it stalls); stops early, without error, once the parser is gone.
+async fn feed(
+    mut payload: web::Payload,
+    sender: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) -> Result<(), AppError> {
+    let mut total = 0;
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| match super::bounds::is_timeout(&e) {
-            true => AppError::RequestTimeout,
-            false => AppError::bad_request(format!("the body did not arrive: {e}")),
-        })?;
-        if body.len() + chunk.len() > MAX_FORM_BYTES {
-            return Err(AppError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
+        let failed = match chunk {
+            Ok(chunk) => {
+                total += chunk.len();
+                if total <= MAX_FORM_BYTES {
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                AppError::PayloadTooLarge
+            }
+            Err(e) if super::bounds::is_timeout(&e) => AppError::RequestTimeout,
+            Err(e) => AppError::bad_request(format!("the body did not arrive: {e}")),
+        };
+        let _ = sender
+            .send(Err(std::io::Error::other("the body was cut")))
+            .await;
+        return Err(failed);
     }
-    Ok(body.freeze())
+    Ok(())
 }
 
-/// The form's fields by lowercase name, and its file (the field named `file`, last as S3
-/// wants it: fields after it are ignored, as S3 does).
-async fn parse_form(
+/// Reads the form: its fields by lowercase name, then, once the field named `file` starts
+/// (last, as S3 wants it), the form is checked before a byte of the file is read, and the
+/// file read only up to what the form allows, then stored.
+async fn parse_and_store(
+    avatars: &AvatarService,
     content_type: &str,
-    body: bytes::Bytes,
-) -> Result<(BTreeMap<String, String>, bytes::Bytes), AppError> {
+    chunks: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> Result<(), AppError> {
     let malformed = |e: multer::Error| AppError::bad_request(format!("not a multipart form: {e}"));
     let boundary = multer::parse_boundary(content_type).map_err(malformed)?;
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let stream = futures_util::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    });
     let mut form = multer::Multipart::new(stream, boundary);
     let mut fields = BTreeMap::new();
-    while let Some(field) = form.next_field().await.map_err(malformed)? {
+    while let Some(mut field) = form.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_ascii_lowercase();
-        if name == "file" {
-            return Ok((fields, field.bytes().await.map_err(malformed)?));
+        if name != "file" {
+            if fields.len() == MAX_FIELDS {
+                return Err(AppError::bad_request("too many form fields"));
+            }
+            fields.insert(name, field.text().await.map_err(malformed)?);
+            continue;
         }
-        if fields.len() == MAX_FIELDS {
-            return Err(AppError::bad_request("too many form fields"));
+        let allowed = avatars.authorize_upload(&fields)?;
+        let mut file = bytes::BytesMut::new();
+        while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+            if (file.len() + chunk.len()) as u64 > allowed.max_bytes {
+                return Err(AppError::PayloadTooLarge);
+            }
+            file.extend_from_slice(&chunk);
         }
-        fields.insert(name, field.text().await.map_err(malformed)?);
+        return avatars.store_upload(&allowed, file.freeze()).await;
     }
     Err(AppError::bad_request("the form has no file"))
 }
@@ -82,9 +111,15 @@ pub async fn upload_avatar(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let body = read_body(payload).await?;
-    let (fields, file) = parse_form(&content_type, body).await?;
-    avatars.upload(&fields, file).await?;
+    // One task, no spawn (the payload is not Send): the feeder and the parser take turns,
+    // a small channel between them, so a refused form costs its fields, not its file.
+    let (sender, chunks) = tokio::sync::mpsc::channel(4);
+    let (fed, stored) = futures_util::join!(
+        feed(payload, sender),
+        parse_and_store(avatars, &content_type, chunks)
+    );
+    fed?;
+    stored?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::domain::clock::Clock;
-use crate::domain::post_policy::{PolicyError, PolicyKey, UploadForm};
+use crate::domain::post_policy::{Allowed, PolicyError, PolicyKey, UploadForm};
 use crate::domain::profiles::{AVATAR_PREFIX, MAX_AVATAR_BYTES, is_avatar_id};
 use crate::error::AppError;
 use crate::limits::{Limit, RateLimiter};
@@ -87,14 +87,13 @@ impl AvatarService {
             .await?)
     }
 
-    /// `POST /cdn0/`: stores `file` as the form's key when the form is one this server
-    /// signed, unexpired, its conditions hold, and the file's size is in its range (as S3
-    /// checks a POST policy). `fields` by lowercase name, the file apart.
-    pub async fn upload(
+    /// `POST /cdn0/`, before the file is read: what the form allows, when it is one this
+    /// server signed, unexpired, and its conditions hold (as S3 checks a POST policy).
+    /// `fields` by lowercase name, without the file.
+    pub fn authorize_upload(
         &self,
         fields: &std::collections::BTreeMap<String, String>,
-        file: bytes::Bytes,
-    ) -> Result<(), AppError> {
+    ) -> Result<Allowed, AppError> {
         let now = chrono::DateTime::from_timestamp_millis(self.clock.now_ms())
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("the clock is out of range")))?;
         let allowed = self.key.verify(fields, now).map_err(|e| match e {
@@ -105,6 +104,15 @@ impl AvatarService {
         if !is_avatar_id(id) {
             return Err(AppError::Forbidden("the key is not an avatar's".into()));
         }
+        Ok(allowed)
+    }
+
+    /// Stores the file of an authorized form (its size checked against the form's range).
+    pub async fn store_upload(
+        &self,
+        allowed: &Allowed,
+        file: bytes::Bytes,
+    ) -> Result<(), AppError> {
         let size = file.len() as u64;
         if size > allowed.max_bytes {
             return Err(AppError::PayloadTooLarge);
