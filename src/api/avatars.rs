@@ -18,8 +18,10 @@ use crate::state::AppState;
 
 /// The largest form body: the avatar and 64 KiB of fields and multipart framing.
 pub const MAX_FORM_BYTES: usize = MAX_AVATAR_BYTES as usize + 64 * 1024;
-/// At most this many fields besides the file (a form has nine).
-const MAX_FIELDS: usize = 32;
+/// At most this many fields besides the file (a form has eight), each of at most
+/// `MAX_FIELD_BYTES` (the policy, the longest, is under 1 KiB): 64 KiB of fields at most.
+const MAX_FIELDS: usize = 16;
+const MAX_FIELD_BYTES: u64 = 4 * 1024;
 
 /// Feeds the body into `sender` chunk by chunk, up to `MAX_FORM_BYTES` (413 past it, 408
 /// when it stalls); stops early, without error, once the parser is gone.
@@ -64,7 +66,14 @@ async fn parse_and_store(
     let stream = futures_util::stream::unfold(chunks, |mut chunks| async move {
         chunks.recv().await.map(|chunk| (chunk, chunks))
     });
-    let mut form = multer::Multipart::new(stream, boundary);
+    let limits = multer::SizeLimit::new()
+        .per_field(MAX_FIELD_BYTES)
+        .for_field("file", MAX_AVATAR_BYTES + 1);
+    let mut form = multer::Multipart::with_constraints(
+        stream,
+        boundary,
+        multer::Constraints::new().size_limit(limits),
+    );
     let mut fields = BTreeMap::new();
     while let Some(mut field) = form.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_ascii_lowercase();

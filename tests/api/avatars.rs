@@ -260,7 +260,7 @@ async fn avatar_life(app: &TestApp, cdn0: &str, access_key_id: &str) {
 /// client address to its `avatarUpload` permits.
 async fn sealpost_s_cdn0_refuses_bad_forms_with_json_errors(backend: Backend) {
     let stores = TestStores::new(backend).await;
-    let app = TestApp::start(stores.config_with_limit(Limit::AvatarUpload, 6, 3_600_000.0)).await;
+    let app = TestApp::start(stores.config_with_limit(Limit::AvatarUpload, 7, 3_600_000.0)).await;
     let cdn0 = app.client.url("/cdn0");
     let (alice, _) = app.client.register_new().await.unwrap();
     let form = avatar_form(&app, &alice, 'a').await;
@@ -317,6 +317,12 @@ async fn sealpost_s_cdn0_refuses_bad_forms_with_json_errors(backend: Backend) {
             413,
         ),
         ("unfinished form", multipart_type.clone(), without_file, 400),
+        (
+            "a 5 KiB field",
+            multipart_type.clone(),
+            multipart(&form, &"k".repeat(5 * 1024), b"x"),
+            400,
+        ),
     ];
     for (what, content_type, body, want) in cases {
         let (status, error) = post(content_type, body).await;
@@ -325,7 +331,7 @@ async fn sealpost_s_cdn0_refuses_bad_forms_with_json_errors(backend: Backend) {
     }
     assert!(!exists(&app, &form.key).await, "nothing stored");
     let (status, error) = post(multipart_type, multipart(&form, &form.key, b"x")).await;
-    assert_eq!(status, 429, "the seventh form from this address: {error}");
+    assert_eq!(status, 429, "the eighth form from this address: {error}");
     app.stop().await;
 }
 
