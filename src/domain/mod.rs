@@ -16,6 +16,7 @@ pub mod profiles;
 pub mod push;
 pub mod queued;
 pub mod uploads;
+pub mod usernames;
 pub mod xeddsa;
 
 /// Why client input was refused. `Invalid` is a 400; `BadSignature` and `Unprocessable` (a

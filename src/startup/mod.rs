@@ -36,9 +36,7 @@ use crate::service::wakeups::{WakeupParts, WakeupService};
 use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
-    MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore,
-    MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore,
-    MemoryUploadStore,
+    MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore, MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore, MemoryUploadStore, MemoryUsernameStore,
 };
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
@@ -227,6 +225,7 @@ async fn connect(
                 push_schedule: Arc::new(MemoryPushScheduleStore::new()),
                 profiles: Arc::new(MemoryProfileStore::new()),
                 uploads: Arc::new(MemoryUploadStore::new()),
+                usernames: Arc::new(MemoryUsernameStore::new()),
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
@@ -269,6 +268,7 @@ async fn connect(
                 objects,
                 push_schedule: shared.clone(),
                 uploads: shared.clone(),
+                usernames: pg.clone(),
                 probes: vec![pg, shared],
                 account_cache: Some(account_cache),
             };

@@ -1,5 +1,5 @@
 //! Storage traits, one small trait per area, and their backends: `postgres` (accounts,
-//! devices, keys, server secrets, push registrations), `redis` (queues, rate-limit buckets,
+//! devices, keys, server secrets, push registrations, usernames), `redis` (queues, rate-limit buckets,
 //! link codes, scheduled wake-ups), `memory` (the embedded mode) and `objects` (attachment
 //! bytes, behind their own trait). Storage never sees HTTP types; a failure is an error, never "not found".
 
@@ -29,6 +29,7 @@ pub mod postgres;
 pub mod profiles;
 pub mod redis;
 pub mod uploads;
+pub mod usernames;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -470,6 +471,8 @@ pub struct Stores {
     pub profiles: Arc<dyn profiles::ProfileStore>,
     /// Resumable uploads in progress (Redis, or memory in the embedded mode).
     pub uploads: Arc<dyn uploads::UploadStore>,
+    /// Username hashes and links (Postgres, or memory in the embedded mode).
+    pub usernames: Arc<dyn usernames::UsernameStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The cache in front of `accounts` (Postgres only: memory needs none).

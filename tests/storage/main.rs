@@ -25,3 +25,4 @@ mod shared_payloads;
 mod store_faults;
 mod support;
 mod uploads;
+mod usernames;

@@ -12,6 +12,7 @@ mod push_schedule;
 mod rate_limits;
 mod secrets;
 mod uploads;
+mod usernames;
 
 pub use accounts::MemoryAccountStore;
 pub use link_codes::MemoryLinkCodeStore;
@@ -22,3 +23,4 @@ pub use push_schedule::MemoryPushScheduleStore;
 pub use rate_limits::MemoryRateLimitStore;
 pub use secrets::MemorySecretStore;
 pub use uploads::MemoryUploadStore;
+pub use usernames::MemoryUsernameStore;

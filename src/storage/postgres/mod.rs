@@ -8,6 +8,7 @@ mod keys;
 mod profiles;
 mod push;
 mod secrets;
+mod usernames;
 
 use std::time::Duration;
 
