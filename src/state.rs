@@ -18,6 +18,7 @@ use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
 use crate::service::push::PushService;
 use crate::service::uploads::UploadService;
+use crate::service::usernames::UsernameService;
 use crate::service::wakeups::WakeupService;
 use crate::storage::Stores;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub attachments: AttachmentService,
     /// Resumable attachment uploads (the TUS endpoint).
     pub uploads: UploadService,
+    /// Usernames and username links.
+    pub usernames: UsernameService,
     pub keys: KeyService,
     pub messages: MessageService,
     pub profiles: ProfileService,

@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod profiles;
 pub mod push;
 pub mod uploads;
+pub mod usernames;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
@@ -80,6 +81,20 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v1/accounts/attributes/").put(accounts::set_attributes),
         Endpoint::new("/v1/accounts/attributes").put(accounts::set_attributes),
         Endpoint::new("/v1/accounts/me").delete(accounts::delete),
+        Endpoint::new("/v1/accounts/username_hash/reserve")
+            .json_limit(usernames::USERNAME_JSON_LIMIT)
+            .put(usernames::reserve_username_hash),
+        Endpoint::new("/v1/accounts/username_hash/confirm")
+            .json_limit(usernames::USERNAME_JSON_LIMIT)
+            .put(usernames::confirm_username_hash),
+        Endpoint::new("/v1/accounts/username_hash").delete(usernames::delete_username_hash),
+        Endpoint::new("/v1/accounts/username_hash/{usernameHash}")
+            .get(usernames::lookup_username_hash),
+        Endpoint::new("/v1/accounts/username_link")
+            .json_limit(usernames::USERNAME_JSON_LIMIT)
+            .put(usernames::set_username_link)
+            .delete(usernames::delete_username_link),
+        Endpoint::new("/v1/accounts/username_link/{uuid}").get(usernames::lookup_username_link),
         Endpoint::new("/v1/accounts/gcm/")
             .json_limit(push::PUSH_JSON_LIMIT)
             .put(push::set_gcm)

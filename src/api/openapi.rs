@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     accounts, attachments, avatars, devices, entities, identity, keys, messages, profiles, push,
-    uploads,
+    uploads, usernames,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +27,13 @@ use super::{
         identity::account_exists,
         accounts::set_attributes,
         accounts::delete,
+        usernames::reserve_username_hash,
+        usernames::confirm_username_hash,
+        usernames::delete_username_hash,
+        usernames::lookup_username_hash,
+        usernames::set_username_link,
+        usernames::delete_username_link,
+        usernames::lookup_username_link,
         devices::list,
         devices::link_code,
         devices::link,

@@ -3,9 +3,11 @@
 //! side.
 
 mod profiles;
+mod usernames;
 pub mod ws;
 
 pub use profiles::profile_request;
+pub use usernames::random_username_hash;
 
 use base64::Engine;
 use rand::RngCore;

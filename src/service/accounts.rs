@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::keys::signatures_checked;
 use super::messages::MessageService;
 use super::profiles::ProfileService;
+use super::usernames::UsernameService;
 use crate::auth::Authenticator;
 use crate::auth::password::Passwords;
 use crate::domain::accounts::new_auth_credential_salt;
@@ -52,9 +53,10 @@ pub struct AccountService {
     link_codes: Arc<dyn LinkCodeStore>,
     linked_devices: Arc<dyn LinkedDeviceStore>,
     metrics: Metrics,
-    /// Profile versions and avatars, deleted with the account (`with_profiles`; startup
-    /// always gives it).
-    profiles: Option<ProfileService>,
+    /// Profile versions and avatars, deleted with the account.
+    profiles: ProfileService,
+    /// Usernames and links, released with the account.
+    usernames: UsernameService,
 }
 
 /// The stores of device linking: the codes, and which device linked with which.
@@ -85,33 +87,35 @@ pub struct LinkRequest {
     pub push: Option<PushRegistration>,
 }
 
-impl AccountService {
-    pub fn new(
-        accounts: Arc<dyn AccountStore>,
-        limiter: RateLimiter,
-        authenticator: Authenticator,
-        passwords: Passwords,
-        messages: MessageService,
-        links: LinkStores,
-        metrics: Metrics,
-    ) -> Self {
-        Self {
-            accounts,
-            limiter,
-            authenticator,
-            passwords,
-            messages,
-            link_codes: links.codes,
-            linked_devices: links.linked,
-            metrics,
-            profiles: None,
-        }
-    }
+/// What [`AccountService`] is made of.
+pub struct AccountParts {
+    pub accounts: Arc<dyn AccountStore>,
+    pub limiter: RateLimiter,
+    pub authenticator: Authenticator,
+    pub passwords: Passwords,
+    pub messages: MessageService,
+    pub links: LinkStores,
+    pub metrics: Metrics,
+    /// Deleted with the account.
+    pub profiles: ProfileService,
+    /// Released with a deleted account.
+    pub usernames: UsernameService,
+}
 
-    /// Deletes the account's profile versions and avatars with it.
-    pub fn with_profiles(mut self, profiles: ProfileService) -> Self {
-        self.profiles = Some(profiles);
-        self
+impl AccountService {
+    pub fn new(parts: AccountParts) -> Self {
+        Self {
+            accounts: parts.accounts,
+            limiter: parts.limiter,
+            authenticator: parts.authenticator,
+            passwords: parts.passwords,
+            messages: parts.messages,
+            link_codes: parts.links.codes,
+            linked_devices: parts.links.linked,
+            metrics: parts.metrics,
+            profiles: parts.profiles,
+            usernames: parts.usernames,
+        }
     }
 
     /// A single-use code (10 minutes) with which a new device joins the caller's account.
@@ -344,11 +348,10 @@ impl AccountService {
             .into_iter()
             .map(|d| d.id)
             .collect();
-        // First, while the rows still name the avatars (Postgres would drop them with the
-        // account, memory keeps them apart).
-        if let Some(profiles) = &self.profiles {
-            profiles.delete_all(caller.aci).await?;
-        }
+        // The username and the profiles first, while the rows still name the avatars: when
+        // this fails the account is still there for a retry.
+        self.usernames.forget(caller.aci).await?;
+        self.profiles.delete_all(caller.aci).await?;
         let deleted = self.accounts.delete(caller.aci).await?;
         self.authenticator.forget_account(caller.aci);
         if deleted {

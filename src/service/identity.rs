@@ -56,11 +56,21 @@ impl AccountIdentity {
 pub struct IdentityService {
     accounts: Arc<dyn AccountStore>,
     limiter: RateLimiter,
+    /// Where whoami's username hash and link handle come from.
+    usernames: super::usernames::UsernameService,
 }
 
 impl IdentityService {
-    pub fn new(accounts: Arc<dyn AccountStore>, limiter: RateLimiter) -> Self {
-        Self { accounts, limiter }
+    pub fn new(
+        accounts: Arc<dyn AccountStore>,
+        limiter: RateLimiter,
+        usernames: super::usernames::UsernameService,
+    ) -> Self {
+        Self {
+            accounts,
+            limiter,
+            usernames,
+        }
     }
 
     /// The caller's account identity (`GET /v1/accounts/whoami`).
@@ -71,7 +81,9 @@ impl IdentityService {
             .await?
             // Deleted between authentication and now: the credentials no longer hold.
             .ok_or(AppError::Unauthorized)?;
-        Ok(AccountIdentity::of(&account))
+        let username = self.usernames.of_account(caller.aci).await?;
+        Ok(AccountIdentity::of(&account)
+            .with_username(username.hash.map(|h| *h.as_bytes()), username.link_handle))
     }
 
     /// Whether an account exists, for an anonymous caller: `checkAccountExistence` per

@@ -14,4 +14,5 @@ pub mod presence;
 pub mod profiles;
 pub mod push;
 pub mod uploads;
+pub mod usernames;
 pub mod wakeups;

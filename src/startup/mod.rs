@@ -22,7 +22,7 @@ use crate::delivery::{Notifier, ProvisioningSockets, Registry};
 use crate::descriptors::Budget;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
-use crate::service::accounts::AccountService;
+use crate::service::accounts::{AccountParts, AccountService};
 use crate::service::attachment_sweeper::AttachmentSweeper;
 use crate::service::attachments::AttachmentService;
 use crate::service::avatars::AvatarService;
@@ -32,11 +32,14 @@ use crate::service::presence::PresenceService;
 use crate::service::profiles::{ProfileParts, ProfileService};
 use crate::service::push::{PushParts, PushService};
 use crate::service::uploads::{UploadParts, UploadService};
+use crate::service::usernames::UsernameService;
 use crate::service::wakeups::{WakeupParts, WakeupService};
 use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
-    MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore, MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore, MemoryUploadStore, MemoryUsernameStore,
+    MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore,
+    MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore,
+    MemoryUploadStore, MemoryUsernameStore,
 };
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
@@ -449,22 +452,29 @@ impl Application {
             certificate_ttl: config.sender_certificate_ttl,
             metrics: metrics.clone(),
         });
-        let accounts = AccountService::new(
-            stores.accounts.clone(),
+        let usernames = UsernameService::new(
+            stores.usernames.clone(),
             limiter.clone(),
-            authenticator.clone(),
+            config.clock.clone(),
+        );
+        let accounts = AccountService::new(AccountParts {
+            accounts: stores.accounts.clone(),
+            limiter: limiter.clone(),
+            authenticator: authenticator.clone(),
             passwords,
-            messages.clone(),
-            crate::service::accounts::LinkStores {
+            messages: messages.clone(),
+            links: crate::service::accounts::LinkStores {
                 codes: stores.link_codes.clone(),
                 linked: stores.linked_devices.clone(),
             },
-            metrics.clone(),
-        )
-        .with_profiles(profiles.clone());
+            metrics: metrics.clone(),
+            profiles: profiles.clone(),
+            usernames: usernames.clone(),
+        });
         let identity = crate::service::identity::IdentityService::new(
             stores.accounts.clone(),
             limiter.clone(),
+            usernames.clone(),
         );
         let devices = crate::service::devices::DeviceService::new(
             stores.accounts.clone(),
@@ -536,6 +546,7 @@ impl Application {
             devices,
             attachments,
             uploads,
+            usernames,
             keys,
             messages,
             profiles,

@@ -35,4 +35,5 @@ mod receipts;
 mod sealed_sender;
 mod timeouts;
 mod uploads;
+mod usernames;
 mod websocket;
