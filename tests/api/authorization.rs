@@ -108,6 +108,18 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (RenameDevice("?deviceId=1"),           [401, 401, 401, 401, 401, 401, 204, 403, 204, 204]),
     // Any device of an account may wait; nobody used this code, so the wait ends (204).
     (WaitForLinkedDevice,                   [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    // Usernames (PROTOCOL 14.1): each account its own hash; the lookups must be anonymous
+    // (400 for any Authorization header or authenticated socket; an access key is no
+    // authentication). Confirming again is idempotent; deleting comes last, and the
+    // tunnel's pass reserves the held hash back (it is the account's own).
+    (ReserveUsername,                       [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
+    (ConfirmUsername,                       [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
+    (LookupUsername(Alice),                 [200, 400, 400, 400, 200, 200, 400, 400, 400, 400]),
+    (LookupUsername(Unknown),               [404, 400, 400, 400, 404, 404, 400, 400, 400, 400]),
+    (SetUsernameLink,                       [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
+    (LookupUsernameLink,                    [404, 400, 400, 400, 404, 404, 400, 400, 400, 400]),
+    (DeleteUsernameLink,                    [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    (DeleteUsername,                        [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove
     // itself (403); the primary removes 3 (204), after which it is gone (404).
     (RemoveDevice(3),                       [401, 401, 401, 401, 401, 401, 404, 403, 204, 404]),

@@ -87,9 +87,33 @@ pub enum Endpoint {
     RenameDevice(&'static str),
     /// `GET /v1/devices/wait_for_linked_device/{token}?timeout=1` for a code nobody used.
     WaitForLinkedDevice,
+    /// The caller's own account's username hash (`username_hash_of`).
+    ReserveUsername,
+    ConfirmUsername,
+    /// Alice's username hash, or one nobody has.
+    LookupUsername(Target),
+    SetUsernameLink,
+    /// A handle nobody has (the real ones are random).
+    LookupUsernameLink,
+    DeleteUsernameLink,
+    DeleteUsername,
     RemoveDevice(u8),
     RemoveOwnDevice,
     DeleteAccount,
+}
+
+/// The username hash the matrix gives an account: a Ristretto point made from its ACI, so
+/// every request can name it. `None` for a hash nobody has.
+pub fn username_hash_of(aci: Option<Aci>) -> String {
+    use curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT;
+    use curve25519_dalek::scalar::Scalar;
+    let mut seed = [0u8; 32];
+    match aci {
+        Some(aci) => seed[..16].copy_from_slice(aci.as_bytes()),
+        None => seed[0] = 77,
+    }
+    let point = Scalar::from_bytes_mod_order(seed) * RISTRETTO_BASEPOINT_POINT;
+    sealpost::domain::encoding::encode_url_base64(&point.compress().to_bytes())
 }
 
 pub struct Request {
@@ -380,6 +404,38 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         Endpoint::TusCreate => tus("POST", "/upload/attachments".into()),
         Endpoint::TusHead => tus("HEAD", format!("/upload/attachments/{TUS_KEY}")),
         Endpoint::TusPatch => tus("PATCH", format!("/upload/attachments/{TUS_KEY}")),
+        Endpoint::ReserveUsername => json(
+            "PUT",
+            "/v1/accounts/username_hash/reserve",
+            &serde_json::json!({"usernameHashes": [username_hash_of(Some(own.aci()))]}),
+        ),
+        Endpoint::ConfirmUsername => json(
+            "PUT",
+            "/v1/accounts/username_hash/confirm",
+            &serde_json::json!({
+                "usernameHash": username_hash_of(Some(own.aci())),
+                "zkProof": "AQID",
+                "encryptedUsername": "BAUG",
+            }),
+        ),
+        Endpoint::LookupUsername(target) => {
+            let aci = (target == Target::Alice).then(|| alice.aci());
+            bare(
+                "GET",
+                format!("/v1/accounts/username_hash/{}", username_hash_of(aci)),
+            )
+        }
+        Endpoint::SetUsernameLink => json(
+            "PUT",
+            "/v1/accounts/username_link",
+            &serde_json::json!({"usernameLinkEncryptedValue": "BwgJ", "keepLinkHandle": true}),
+        ),
+        Endpoint::LookupUsernameLink => bare(
+            "GET",
+            "/v1/accounts/username_link/00000000-0000-4000-8000-000000000000",
+        ),
+        Endpoint::DeleteUsernameLink => bare("DELETE", "/v1/accounts/username_link"),
+        Endpoint::DeleteUsername => bare("DELETE", "/v1/accounts/username_hash"),
         Endpoint::DeleteAccount => bare("DELETE", "/v1/accounts/me"),
     }
 }
@@ -478,7 +534,8 @@ pub fn check_body(world: &World, endpoint: Endpoint, caller: Caller, status: u16
         | Endpoint::VersionedProfile(Target::Alice)
         | Endpoint::CredentialProfile(Target::Alice)
         | Endpoint::SendMessage(Target::Alice)
-        | Endpoint::SendMulti(Target::Alice) => Some(&world.alice),
+        | Endpoint::SendMulti(Target::Alice)
+        | Endpoint::LookupUsername(Target::Alice) => Some(&world.alice),
         _ => None,
     };
     for account in world.accounts() {
@@ -501,6 +558,13 @@ pub fn check_body(world: &World, endpoint: Endpoint, caller: Caller, status: u16
     let own_aci = own.map(|a| a.aci().to_string());
     match endpoint {
         Endpoint::WhoAmI => assert_eq!(value["uuid"].as_str(), own_aci.as_deref()),
+        Endpoint::LookupUsername(_) => {
+            assert_eq!(value["uuid"], world.alice.aci().to_string());
+        }
+        Endpoint::ConfirmUsername => {
+            let own = own.expect("authenticated").aci();
+            assert_eq!(value["usernameHash"], username_hash_of(Some(own)));
+        }
         Endpoint::Register => {
             let uuid = value["uuid"].as_str().expect("a uuid");
             for known in [world.alice.aci(), world.bob.aci(), world.unknown] {
