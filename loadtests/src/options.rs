@@ -18,10 +18,11 @@ pub enum Scenario {
     Auth,
     Push,
     Attachments,
+    Lookups,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Pairs,
         Scenario::LatencyAtRate,
         Scenario::Drain,
@@ -31,13 +32,14 @@ impl Scenario {
         Scenario::Auth,
         Scenario::Push,
         Scenario::Attachments,
+        Scenario::Lookups,
     ];
 
     /// What runs when no `--scenario` is given: all but `push`, which needs a push sink and
     /// a server sending to it (`scripts/bench` has both; a server started by hand often
     /// has neither) and a thousand more accounts, and `attachments`, which needs a server on
     /// an S3 bucket this process can reach too.
-    pub const DEFAULT: [Scenario; 7] = [
+    pub const DEFAULT: [Scenario; 8] = [
         Scenario::Pairs,
         Scenario::LatencyAtRate,
         Scenario::Drain,
@@ -45,6 +47,7 @@ impl Scenario {
         Scenario::Prekeys,
         Scenario::Fanout,
         Scenario::Auth,
+        Scenario::Lookups,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Scenario {
             Scenario::Auth => "auth",
             Scenario::Push => "push",
             Scenario::Attachments => "attachments",
+            Scenario::Lookups => "lookups",
         }
     }
 
@@ -173,7 +177,7 @@ pub struct Options {
     /// Hard cap on requests or messages per phase.
     #[arg(long, default_value_t = 5_000_000)]
     pub max_requests: u64,
-    /// Concurrent clients of the HTTP scenarios (auth, prekeys).
+    /// Concurrent clients of the HTTP scenarios (auth, prekeys, lookups).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
     /// pairs, latency-at-rate: sender/receiver pairs, each on its own socket.
@@ -216,6 +220,9 @@ pub struct Options {
     /// prekeys: target accounts, each given 100 EC and 100 Kyber one-time keys.
     #[arg(long, default_value_t = 500)]
     pub targets: usize,
+    /// lookups: accounts, each with a confirmed username whose hash is looked up.
+    #[arg(long, default_value_t = 500)]
+    pub usernames: usize,
     /// fanout: recipient devices (one account each).
     #[arg(long, default_value_t = 100)]
     pub group: usize,
@@ -268,6 +275,7 @@ impl Options {
         self.hold = self.hold.min(1);
         self.source_addresses = self.source_addresses.min(4);
         self.targets = self.targets.min(6);
+        self.usernames = self.usernames.min(8);
         self.group = self.group.min(5);
         self.payload_bytes = self.payload_bytes.min(4096);
         // Fewer receivers, each allowed more: the sends of a short phase still fit.

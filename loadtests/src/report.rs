@@ -83,6 +83,7 @@ pub fn headline(scenario: Scenario) -> &'static str {
         Scenario::Auth => "authenticated_per_s",
         Scenario::Push => "pushes_per_s",
         Scenario::Attachments => "upload_vs_plain_copy_20mib",
+        Scenario::Lookups => "lookups_per_s",
     }
 }
 
@@ -426,6 +427,21 @@ fn describe(
                 "RSS +{} MiB during a 100 MiB upload; sweeper {} objects/s",
                 num(s.get("rss_growth_mib_during_100mib_upload")),
                 num(s.get("sweeper_deleted_per_s"))
+            ),
+            "recorded in RESULTS.md (no goal)".into(),
+        ),
+        Scenario::Lookups => (
+            format!(
+                "{} anonymous username lookups/s over {} usernames",
+                num(s.get("lookups_per_s")),
+                num(s.get("usernames"))
+            ),
+            "- (no usernames)".into(),
+            latency(s),
+            format!(
+                "wrong answers {}, errors {}",
+                num(s.get("missing")),
+                num(s.get("errors"))
             ),
             "recorded in RESULTS.md (no goal)".into(),
         ),

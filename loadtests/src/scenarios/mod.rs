@@ -9,6 +9,7 @@ pub mod connections;
 pub mod drain;
 pub mod fanout;
 pub mod latency;
+pub mod lookups;
 pub mod pairs;
 pub mod prekeys;
 pub mod push;
@@ -104,6 +105,7 @@ pub async fn run_set(env: &Env, run: usize) -> anyhow::Result<Run> {
                 Scenario::Auth => auth::run(env, &target).await?,
                 Scenario::Push => push::run(env, &target).await?,
                 Scenario::Attachments => attachments::run(env, &target).await?,
+                Scenario::Lookups => lookups::run(env, &target).await?,
             };
             eprintln!(
                 "== {} {}: {}",
