@@ -1,6 +1,8 @@
 //! Username hashes and links in memory, with the rules of the Postgres tables: one row per
 //! hash (its account, confirmed or reserved or held, and until when) and one per account
-//! (its reservation and link). One lock over both, so every operation is one atomic step.
+//! (its reservation and link), with two indexes (each account's username, each link handle's
+//! account) so that nothing but a hold change scans. One lock over all, so every operation
+//! is one atomic step.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -44,19 +46,32 @@ struct AccountRow {
 struct State {
     hashes: HashMap<UsernameHash, HashRow>,
     accounts: HashMap<Aci, AccountRow>,
+    /// The confirmed row of each account that has one.
+    usernames: HashMap<Aci, UsernameHash>,
+    /// The account of each link handle.
+    handles: HashMap<Uuid, Aci>,
 }
 
 impl State {
     fn confirmed_of(&self, aci: Aci) -> Option<UsernameHash> {
-        self.hashes
-            .iter()
-            .find(|(_, row)| row.aci == aci && row.confirmed)
-            .map(|(hash, _)| *hash)
+        self.usernames.get(&aci).copied()
+    }
+
+    /// Replaces the account's link, keeping the handle index in step.
+    fn set_link(&mut self, aci: Aci, link: Option<(Uuid, EncryptedUsername)>) {
+        let row = self.accounts.entry(aci).or_default();
+        if let Some((old, _)) = row.link.take() {
+            self.handles.remove(&old);
+        }
+        if let Some((handle, _)) = &link {
+            self.handles.insert(*handle, aci);
+        }
+        row.link = link;
     }
 
     /// Puts the account's confirmed hash on hold and keeps its newest `MAX_HOLDS` holds.
     fn hold_current(&mut self, aci: Aci, now_ms: i64) {
-        if let Some(current) = self.confirmed_of(aci)
+        if let Some(current) = self.usernames.remove(&aci)
             && let Some(row) = self.hashes.get_mut(&current)
         {
             row.confirmed = false;
@@ -183,6 +198,7 @@ impl UsernameStore for MemoryUsernameStore {
                 reclaimable: false,
             },
         );
+        state.usernames.insert(aci, hash);
         let old_handle = account.link.map(|(handle, _)| handle);
         let link = encrypted.map(|value| {
             let handle = old_handle
@@ -191,18 +207,15 @@ impl UsernameStore for MemoryUsernameStore {
             (handle, value.clone())
         });
         let link_handle = link.as_ref().map(|(handle, _)| *handle);
-        let row = state.accounts.entry(aci).or_default();
-        row.reserved = None;
-        row.link = link;
+        state.accounts.entry(aci).or_default().reserved = None;
+        state.set_link(aci, link);
         Ok(Confirmed::Confirmed { link_handle })
     }
 
     async fn clear(&self, aci: Aci, now_ms: i64) -> StorageResult<()> {
         let mut state = self.state()?;
         state.hold_current(aci, now_ms);
-        if let Some(row) = state.accounts.get_mut(&aci) {
-            row.link = None;
-        }
+        state.set_link(aci, None);
         Ok(())
     }
 
@@ -236,37 +249,37 @@ impl UsernameStore for MemoryUsernameStore {
         if state.confirmed_of(aci).is_none() {
             return Ok(None);
         }
-        let row = state.accounts.entry(aci).or_default();
-        let handle = row
-            .link
-            .as_ref()
-            .map(|(handle, _)| *handle)
+        let handle = state
+            .accounts
+            .get(&aci)
+            .and_then(|row| row.link.as_ref().map(|(handle, _)| *handle))
             .filter(|_| keep_handle)
             .unwrap_or_else(Uuid::new_v4);
-        row.link = Some((handle, encrypted.clone()));
+        state.set_link(aci, Some((handle, encrypted.clone())));
         Ok(Some(handle))
     }
 
     async fn clear_link(&self, aci: Aci) -> StorageResult<()> {
         let mut state = self.state()?;
-        if let Some(row) = state.accounts.get_mut(&aci) {
-            row.link = None;
-        }
+        state.set_link(aci, None);
         Ok(())
     }
 
     async fn link(&self, handle: Uuid) -> StorageResult<Option<EncryptedUsername>> {
         let state = self.state()?;
-        Ok(state.accounts.values().find_map(|row| match &row.link {
-            Some((h, value)) if *h == handle => Some(value.clone()),
-            _ => None,
-        }))
+        let aci = state.handles.get(&handle);
+        Ok(aci
+            .and_then(|aci| state.accounts.get(aci))
+            .and_then(|row| row.link.as_ref())
+            .map(|(_, value)| value.clone()))
     }
 
     async fn forget(&self, aci: Aci) -> StorageResult<()> {
         let mut state = self.state()?;
         state.hashes.retain(|_, row| row.aci != aci);
+        state.set_link(aci, None);
         state.accounts.remove(&aci);
+        state.usernames.remove(&aci);
         Ok(())
     }
 }
