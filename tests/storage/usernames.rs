@@ -267,6 +267,21 @@ async fn accounts_racing_for_a_hash_leave_it_to_exactly_one(backend: Backend) {
     expected.sort();
     assert_eq!(winners, expected, "each hash reserved by exactly one");
 
+    // Offered in opposite orders: the racers lock candidate rows in different orders,
+    // and a reservation that loses a deadlock is run again, never an error.
+    let crossed: Vec<UsernameHash> = (0..4).map(|_| hash()).collect();
+    let reversed: Vec<UsernameHash> = crossed.iter().rev().copied().collect();
+    let reserved = join_all(racers.iter().enumerate().map(|(i, aci)| {
+        let order = if i % 2 == 0 { &crossed } else { &reversed };
+        names.reserve(*aci, order, T0 + 1)
+    }))
+    .await;
+    let mut winners: Vec<UsernameHash> = reserved.into_iter().filter_map(|r| r.unwrap()).collect();
+    winners.sort();
+    let mut expected = crossed.clone();
+    expected.sort();
+    assert_eq!(winners, expected, "each hash reserved by exactly one");
+
     let (alice, bob) = (racers[0], racers[1]);
     let h = hash();
     names.reserve(alice, &[h], T0).await.unwrap();

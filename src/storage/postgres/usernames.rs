@@ -19,7 +19,15 @@ use crate::storage::usernames::{AccountUsername, Confirmed, UsernameStore};
 
 /// How often an operation that lost a deadlock (two reservations locking each other's
 /// candidate rows) is run again before its error is returned.
-const ATTEMPTS: usize = 3;
+const ATTEMPTS: usize = 5;
+
+/// Whether another account visibly holds the row of `$1` at `$3` (`$2` the asking account):
+/// read without a lock, so a reservation skips taken hashes instead of locking their rows
+/// (an upsert locks the row it conflicts with even when its condition fails, and racers
+/// offering the same hashes in other orders would then wait on each other).
+const TAKEN: &str = "SELECT EXISTS (SELECT 1 FROM usernames WHERE hash = $1 AND (confirmed OR \
+     (aci <> $2 AND ((reserved_until_ms IS NOT NULL AND reserved_until_ms > $3) OR \
+                     (held_until_ms IS NOT NULL AND held_until_ms > $3)))))";
 
 /// The condition under which `EXCLUDED.aci` may take an existing row at `$now`: not anyone's
 /// username, and the account's own row or another's lapsed reservation and hold.
@@ -156,7 +164,15 @@ impl UsernameStore for PgStore {
                              WHERE {FREE} RETURNING hash"
                         ))
                         .await?;
+                    let taken_by_another = tx.prepare_cached(TAKEN).await?;
                     for hash in &candidates {
+                        let visibly_taken: bool = tx
+                            .query_one(&taken_by_another, &[hash, &aci.uuid(), &now_ms])
+                            .await?
+                            .get(0);
+                        if visibly_taken {
+                            continue;
+                        }
                         let until = now_ms + RESERVATION_MS;
                         let taken = tx
                             .query_opt(&take, &[hash, &aci.uuid(), &now_ms, &until])
