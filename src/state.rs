@@ -12,6 +12,7 @@ use crate::delivery::{Notifier, ProvisioningSockets, Registry};
 use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::attachments::AttachmentService;
+use crate::service::calling::CallingService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub uploads: UploadService,
     /// Usernames and username links.
     pub usernames: UsernameService,
+    /// TURN relay credentials for calls.
+    pub calling: CallingService,
     pub keys: KeyService,
     pub messages: MessageService,
     pub profiles: ProfileService,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod attachments;
 pub mod avatars;
 pub mod bounds;
+pub mod calling;
 pub mod devices;
 pub mod entities;
 pub mod extract;
@@ -149,6 +150,7 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/cdn0/").post(avatars::upload_avatar),
         Endpoint::new("/cdn0/profiles/{id}").get(avatars::download_avatar),
         Endpoint::new("/v1/certificate/delivery").get(profiles::delivery_certificate),
+        Endpoint::new("/v2/calling/relays").get(calling::relays),
         Endpoint::new("/v1/provisioning/{address}").put(devices::provision),
         Endpoint::new("/v1/websocket/provisioning/").get(crate::ws::provisioning::upgrade),
         Endpoint::new("/v1/websocket/provisioning").get(crate::ws::provisioning::upgrade),

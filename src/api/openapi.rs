@@ -9,8 +9,8 @@ use utoipa::openapi::{OpenApi as Document, PathItem};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    accounts, attachments, avatars, devices, entities, identity, keys, messages, profiles, push,
-    uploads, usernames,
+    accounts, attachments, avatars, calling, devices, entities, identity, keys, messages, profiles,
+    push, uploads, usernames,
 };
 
 #[derive(OpenApi)]
@@ -56,6 +56,7 @@ use super::{
         avatars::upload_avatar,
         avatars::download_avatar,
         profiles::delivery_certificate,
+        calling::relays,
         push::set_gcm,
         push::delete_gcm,
         push::set_apn,

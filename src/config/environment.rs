@@ -183,6 +183,7 @@ pub(super) fn overlay_env(
     super::push::overlay_env(&mut raw.push, &|name| var(env, name), &|name| {
         on_off_var(env, name)
     })?;
+    super::calling::overlay_env(&mut raw.turn, &|name| var(env, name))?;
     if let Some(v) = var(env, "SEALPOST_LOG_FORMAT") {
         raw.log_format = Some(match v.trim() {
             "text" => LogFormat::Text,

@@ -52,6 +52,8 @@ pub(super) struct FileConfig {
     pub(super) rate_limits: FileRateLimits,
     #[serde(default)]
     pub(super) push: super::push::FilePush,
+    #[serde(default)]
+    pub(super) turn: super::calling::FileTurn,
 }
 
 // No `deny_unknown_fields` here: serde does not support it with `flatten`; unknown limit

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::limits::Limit;
 
 mod attachments;
+mod calling;
 mod environment;
 mod file;
 mod push;
@@ -21,6 +22,7 @@ mod secret;
 mod validate;
 
 pub use attachments::{AttachmentsConfig, S3Config};
+pub use calling::{DEFAULT_TURN_TTL, DEFAULT_TURN_URLS_WITH_IPS, TurnConfig};
 pub use push::{ApnsConfig, DEFAULT_VAPID_SUBJECT, PushConfig};
 pub use secret::{Secret, SecretUrl};
 
@@ -78,6 +80,8 @@ pub struct Config {
     pub webpush_allow_private: bool,
     /// Push providers and their credentials.
     pub push: PushConfig,
+    /// Calling relays (coturn); `None` = `GET /v2/calling/relays` answers no relays.
+    pub turn: Option<TurnConfig>,
     /// The public base URLs and the attachment size limit.
     pub attachments: AttachmentsConfig,
     /// `SEALPOST_DATA_DIR`: where the external mode keeps attachments (`objects/`) until an
@@ -194,6 +198,7 @@ impl Config {
             trust_forwarded_for: false,
             webpush_allow_private: false,
             push: PushConfig::default(),
+            turn: None,
             attachments: AttachmentsConfig::default(),
             data_dir: DEFAULT_DATA_DIR.into(),
             clock: Clock::default(),
@@ -234,6 +239,90 @@ mod tests {
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9090");
         assert!(config.rate_limits.enabled);
+    }
+
+    #[test]
+    fn turn_relays_need_a_secret_and_urls_and_never_show_the_secret() {
+        let none = Config::load_with(None, env(&[])).unwrap();
+        assert!(none.turn.is_none());
+        let secret = "a-shared-coturn-secret";
+        let config = Config::load_with(
+            None,
+            env(&[
+                ("SEALPOST_TURN_SECRET", secret),
+                (
+                    "SEALPOST_TURN_URLS",
+                    "turn:turn.example.org, turns:turn.example.org:443",
+                ),
+                ("SEALPOST_TURN_HOSTNAME", "turn.example.org"),
+                ("SEALPOST_TURN_TTL", "3600"),
+            ]),
+        )
+        .unwrap();
+        let turn = config.turn.as_ref().expect("relays configured");
+        assert_eq!(
+            turn.urls,
+            ["turn:turn.example.org", "turns:turn.example.org:443"]
+        );
+        assert_eq!(turn.urls_with_ips, DEFAULT_TURN_URLS_WITH_IPS);
+        assert_eq!(turn.ttl, Duration::from_secs(3600));
+        assert!(!format!("{config:?}").contains(secret));
+        // The same as the file's `[turn]` table.
+        let dir = std::env::temp_dir().join(format!("sealpost-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sealpost.toml");
+        std::fs::write(
+            &file,
+            format!("[turn]\nsecret = \"{secret}\"\nurls = [\"turn:t.example:3478\"]\nttl_seconds = 60\n"),
+        )
+        .unwrap();
+        let from_file = Config::load_with(Some(&file), env(&[])).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let turn = from_file.turn.expect("relays from the file");
+        assert_eq!((turn.urls.len(), turn.ttl.as_secs()), (1, 60));
+        for (pairs, expected) in [
+            (
+                vec![("SEALPOST_TURN_URLS", "turn:x")],
+                "SEALPOST_TURN_SECRET",
+            ),
+            (vec![("SEALPOST_TURN_SECRET", secret)], "SEALPOST_TURN_URLS"),
+            (
+                vec![
+                    ("SEALPOST_TURN_SECRET", "short"),
+                    ("SEALPOST_TURN_URLS", "turn:x"),
+                ],
+                "16",
+            ),
+            (
+                vec![
+                    ("SEALPOST_TURN_SECRET", secret),
+                    ("SEALPOST_TURN_URLS", "http://x"),
+                ],
+                "turn:",
+            ),
+            (
+                vec![
+                    ("SEALPOST_TURN_SECRET", secret),
+                    ("SEALPOST_TURN_URLS", "turn:x"),
+                    ("SEALPOST_TURN_URLS_WITH_IPS", "turn:x"),
+                ],
+                "%s",
+            ),
+            (
+                vec![
+                    ("SEALPOST_TURN_SECRET", secret),
+                    ("SEALPOST_TURN_URLS", "turn:x"),
+                    ("SEALPOST_TURN_TTL", "0"),
+                ],
+                "SEALPOST_TURN_TTL",
+            ),
+        ] {
+            let err = Config::load_with(None, env(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{pairs:?}: {err}");
+            assert!(!err.contains(secret), "{err}");
+        }
     }
 
     #[test]

@@ -193,6 +193,7 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
         webpush_allow_private: raw.webpush_allow_private.unwrap_or(false),
         push: super::push::validate(raw.push)?,
+        turn: super::calling::validate(raw.turn)?,
         attachments,
         data_dir: raw
             .data_dir

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod attachments;
+pub mod calling;
 pub mod certificates;
 pub mod clock;
 pub mod created_at;

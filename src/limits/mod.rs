@@ -84,10 +84,12 @@ pub enum Limit {
     CheckAccountExistence,
     /// Waiting for a linked device, per account.
     WaitForLinkedDevice,
+    /// Calling relay credentials, per account.
+    GetCallingRelays,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 24] = [
+    pub const ALL: [Limit; 25] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -112,6 +114,7 @@ impl Limit {
         Limit::UsernameLinkLookupPerIp,
         Limit::CheckAccountExistence,
         Limit::WaitForLinkedDevice,
+        Limit::GetCallingRelays,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -141,6 +144,7 @@ impl Limit {
             Limit::UsernameLinkLookupPerIp => "usernameLinkLookupPerIp",
             Limit::CheckAccountExistence => "checkAccountExistence",
             Limit::WaitForLinkedDevice => "waitForLinkedDevice",
+            Limit::GetCallingRelays => "getCallingRelays",
         }
     }
 
@@ -181,6 +185,7 @@ impl Limit {
             Limit::UsernameLinkLookupPerIp => (100, 15_000.0),
             Limit::CheckAccountExistence => (1000, 4_000.0),
             Limit::WaitForLinkedDevice => (10, 30_000.0),
+            Limit::GetCallingRelays => (100, 600_000.0),
         };
         BucketSpec {
             bucket_size,

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod attachment_sweeper;
 pub mod attachments;
 pub mod avatars;
+pub mod calling;
 pub mod devices;
 pub mod identity;
 pub mod keys;

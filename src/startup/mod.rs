@@ -26,6 +26,7 @@ use crate::service::accounts::{AccountParts, AccountService};
 use crate::service::attachment_sweeper::AttachmentSweeper;
 use crate::service::attachments::AttachmentService;
 use crate::service::avatars::AvatarService;
+use crate::service::calling::CallingService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
@@ -442,6 +443,8 @@ impl Application {
                 .map_err(|e| e.context(format!("loading certificates from {}", dir.display())))?,
             None => crate::certificates::ephemeral(),
         };
+        let calling =
+            CallingService::new(config.turn.clone(), limiter.clone(), config.clock.clone());
         let avatars = avatars(&config, &stores, limiter.clone(), listener.local_addr()?).await?;
         let profiles = ProfileService::new(ProfileParts {
             accounts: stores.accounts.clone(),
@@ -547,6 +550,7 @@ impl Application {
             attachments,
             uploads,
             usernames,
+            calling,
             keys,
             messages,
             profiles,

@@ -120,6 +120,8 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (LookupUsernameLink,                    [404, 400, 400, 400, 404, 404, 400, 400, 400, 400]),
     (DeleteUsernameLink,                    [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
     (DeleteUsername,                        [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
+    // Relay credentials are for devices only (PROTOCOL 15.2).
+    (CallingRelays,                         [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove
     // itself (403); the primary removes 3 (204), after which it is gone (404).
     (RemoveDevice(3),                       [401, 401, 401, 401, 401, 401, 404, 403, 204, 404]),

@@ -12,6 +12,7 @@ mod accounts;
 mod attachments;
 mod authorization;
 mod avatars;
+mod calling;
 mod dashboards;
 mod device_removal;
 mod devices;

@@ -5,6 +5,7 @@
 pub mod process;
 pub mod push;
 pub mod s3;
+pub mod turn;
 
 use std::time::Duration;
 

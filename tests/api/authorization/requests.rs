@@ -70,6 +70,7 @@ pub enum Endpoint {
     ActivateWebPush,
     DeleteWebPush,
     VapidKey,
+    CallingRelays,
     UploadForm,
     /// `GET` or `HEAD /attachments/{key}`.
     Download(&'static str),
@@ -398,6 +399,7 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         ),
         Endpoint::DeleteWebPush => bare("DELETE", "/v1/accounts/webpush/"),
         Endpoint::VapidKey => bare("GET", "/v1/webpush/vapid"),
+        Endpoint::CallingRelays => bare("GET", "/v2/calling/relays"),
         Endpoint::Download(method) => bare(method, "/attachments/AAAAAAAAAAAAAAAAAAAA"),
         Endpoint::UploadForm => bare("GET", "/v4/attachments/form/upload?uploadLength=100"),
         Endpoint::TusOptions => bare("OPTIONS", "/upload/attachments"),
@@ -598,6 +600,10 @@ pub fn check_body(world: &World, endpoint: Endpoint, caller: Caller, status: u16
                 value["identityKey"].as_str(),
                 Some(encode_base64(&world.alice.keys.identity_public()).as_str())
             );
+        }
+        // The matrix's server has no relay configured: an empty list, whoever asks.
+        Endpoint::CallingRelays => {
+            assert_eq!(value, serde_json::json!({"relays": []}));
         }
         Endpoint::FetchKeys(..) | Endpoint::Profile(_) => {
             assert_eq!(
