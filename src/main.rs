@@ -55,6 +55,27 @@ enum Command {
     /// Print a `POST /v1/registration` body with fresh keys and valid signatures, for
     /// trying the API with curl (the private keys are thrown away).
     ExampleRegistration,
+    /// Spam reports that counted (kept in Postgres; nothing acts on them automatically).
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportsCommand {
+    /// Print reports oldest first, one per line, tab-separated: time (UTC), reported
+    /// sender, reporter, message GUID, and the token's size in bytes (0: none; the token
+    /// itself is never printed).
+    List {
+        /// Only reports made since then: an RFC 3339 time (`2026-12-01T00:00:00Z`) or a
+        /// time ago (`24h`, `7days`).
+        #[arg(long, value_name = "WHEN", default_value = "7days")]
+        since: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,6 +117,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => migrate(config).await,
+        Command::Reports {
+            command: ReportsCommand::List { since, limit },
+        } => list_reports(config, &since, limit).await,
         Command::ExampleRegistration
         | Command::Certificates { .. }
         | Command::Healthcheck { .. }
@@ -116,6 +140,58 @@ async fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// `since` as milliseconds since the epoch: an RFC 3339 time or a duration before now.
+fn since_ms(since: &str) -> anyhow::Result<i64> {
+    let at = match humantime::parse_rfc3339_weak(since) {
+        Ok(at) => at,
+        Err(_) => {
+            let ago = humantime::parse_duration(since).map_err(|_| {
+                anyhow::anyhow!(
+                    "--since {since:?}: expected an RFC 3339 time or a duration like 24h"
+                )
+            })?;
+            std::time::SystemTime::now()
+                .checked_sub(ago)
+                .unwrap_or(std::time::UNIX_EPOCH)
+        }
+    };
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
+}
+
+async fn list_reports(config: Config, since: &str, limit: usize) -> anyhow::Result<()> {
+    use sealpost::storage::reports::SpamReportLog;
+    let since = since_ms(since)?;
+    let StoreConfig::External {
+        database_url,
+        database_pool_size,
+        ..
+    } = &config.stores
+    else {
+        anyhow::bail!(
+            "reports are kept in Postgres: set SEALPOST_DATABASE_URL (and SEALPOST_REDIS_URL) \
+             as the server has them (the embedded mode keeps them in its own memory)"
+        );
+    };
+    let store = PgStore::connect(database_url.expose(), *database_pool_size)?;
+    let reports = store.since(since, limit).await?;
+    for report in &reports {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(report.reported_at_ms.max(0) as u64);
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            humantime::format_rfc3339_millis(at),
+            report.source,
+            report.reporter,
+            report.guid,
+            report.token.as_ref().map_or(0, Vec::len)
+        );
+    }
+    eprintln!("{} report(s)", reports.len());
+    Ok(())
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

@@ -113,6 +113,8 @@ pub struct Inner {
     pub object_store_errors: IntCounterVec,
     /// Objects the retention sweeper deleted.
     pub attachments_expired: IntCounter,
+    /// Spam reports that counted (named a reportable message).
+    pub spam_reports: IntCounter,
 }
 
 impl std::ops::Deref for Metrics {
@@ -456,6 +458,10 @@ impl Metrics {
             attachments_expired: b.counter(
                 "sealpost_attachments_expired_total",
                 "Attachments deleted by the retention sweeper",
+            ),
+            spam_reports: b.counter(
+                "sealpost_spam_reports_total",
+                "Spam reports that named a reportable message (identified, for another account, under 7 days old)",
             ),
             registry: b.0.clone(),
         };

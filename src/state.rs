@@ -18,6 +18,7 @@ use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
 use crate::service::profiles::ProfileService;
 use crate::service::push::PushService;
+use crate::service::reports::ReportService;
 use crate::service::uploads::UploadService;
 use crate::service::usernames::UsernameService;
 use crate::service::wakeups::WakeupService;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub usernames: UsernameService,
     /// TURN relay credentials for calls.
     pub calling: CallingService,
+    /// Spam reports.
+    pub reports: ReportService,
     pub keys: KeyService,
     pub messages: MessageService,
     pub profiles: ProfileService,

@@ -18,6 +18,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod profiles;
 pub mod push;
+pub mod reports;
 pub mod uploads;
 pub mod usernames;
 
@@ -135,6 +136,8 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new("/v2/keys/check").post(keys::check),
         Endpoint::new("/v2/keys/{identifier}/{device_id}").get(keys::fetch),
         Endpoint::new("/v1/messages/multi_recipient").put(messages::send_multi),
+        // Before `/v1/messages/{destination}`, which takes only one segment anyway.
+        Endpoint::new("/v1/messages/report/{source}/{messageGuid}").post(reports::report),
         Endpoint::new("/v1/messages/{destination}")
             .json_limit(messages::MESSAGES_JSON_LIMIT)
             .put(messages::send),

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     accounts, attachments, avatars, calling, devices, entities, identity, keys, messages, profiles,
-    push, uploads, usernames,
+    push, reports, uploads, usernames,
 };
 
 #[derive(OpenApi)]
@@ -49,6 +49,7 @@ use super::{
         messages::send_multi,
         messages::keepalive,
         messages::keepalive_provisioning,
+        reports::report,
         profiles::profile,
         profiles::set_profile,
         profiles::versioned_profile,

@@ -16,6 +16,7 @@ pub mod post_policy;
 pub mod profiles;
 pub mod push;
 pub mod queued;
+pub mod reports;
 pub mod uploads;
 pub mod usernames;
 pub mod xeddsa;

@@ -86,10 +86,13 @@ pub enum Limit {
     WaitForLinkedDevice,
     /// Calling relay credentials, per account.
     GetCallingRelays,
+    /// Spam reports, per account (sealpost's: Signal limits none; a report costs a Postgres
+    /// row when it counts).
+    SpamReport,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 25] = [
+    pub const ALL: [Limit; 26] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -115,6 +118,7 @@ impl Limit {
         Limit::CheckAccountExistence,
         Limit::WaitForLinkedDevice,
         Limit::GetCallingRelays,
+        Limit::SpamReport,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -145,6 +149,7 @@ impl Limit {
             Limit::CheckAccountExistence => "checkAccountExistence",
             Limit::WaitForLinkedDevice => "waitForLinkedDevice",
             Limit::GetCallingRelays => "getCallingRelays",
+            Limit::SpamReport => "spamReport",
         }
     }
 
@@ -186,6 +191,8 @@ impl Limit {
             Limit::CheckAccountExistence => (1000, 4_000.0),
             Limit::WaitForLinkedDevice => (10, 30_000.0),
             Limit::GetCallingRelays => (100, 600_000.0),
+            // A day's worth of reporting at once, then one a minute.
+            Limit::SpamReport => (100, 60_000.0),
         };
         BucketSpec {
             bucket_size,

@@ -24,10 +24,12 @@ use crate::domain::messages::{
 use crate::domain::messages::{mismatched_devices, stale_devices};
 use crate::domain::multi_recipient::{MultiRecipientMessage, Recipient};
 use crate::domain::queued::SharedMessage;
+use crate::domain::reports::{REPORT_HASH_TTL, report_hash};
 use crate::error::AppError;
 use crate::identity::AuthenticatedDevice;
 use crate::limits::{Limit, RateLimiter};
 use crate::metrics::Metrics;
+use crate::storage::reports::ReportHashStore;
 use crate::storage::{AccountStore, Inserted, MessageStore};
 
 use super::wakeups::WakeupService;
@@ -52,6 +54,8 @@ pub struct MessageService {
     metrics: Metrics,
     /// Pushes for devices no pod holds a socket for.
     wakeups: WakeupService,
+    /// Where identified messages are made reportable (PROTOCOL.md 17).
+    report_hashes: Arc<dyn ReportHashStore>,
 }
 
 /// How a queued envelope wakes its device.
@@ -73,6 +77,7 @@ impl MessageService {
         limiter: RateLimiter,
         metrics: Metrics,
         wakeups: WakeupService,
+        report_hashes: Arc<dyn ReportHashStore>,
     ) -> Self {
         Self {
             accounts,
@@ -81,6 +86,7 @@ impl MessageService {
             limiter,
             metrics,
             wakeups,
+            report_hashes,
         }
     }
 
@@ -182,12 +188,29 @@ impl MessageService {
             }
             .build();
             let device = message.device;
+            // An identified message for another account may be reported as spam for a
+            // week (Signal's rule); the hash goes to the store beside the insert, in the same
+            // round trip's time. Sealed and ephemeral messages leave none.
+            let reportable = source
+                .filter(|s| s.aci != target && !outgoing.online)
+                .map(|s| report_hash(guid, s.aci));
             async move {
-                let inserted = self
-                    .messages
-                    .insert(target, device, guid, Bytes::from(envelope.encode_to_vec()))
-                    .await?;
-                Ok::<QueueInsert, AppError>((target, device, guid, inserted))
+                let insert = self.messages.insert(
+                    target,
+                    device,
+                    guid,
+                    Bytes::from(envelope.encode_to_vec()),
+                );
+                let remember = async {
+                    if let Some(hash) = &reportable
+                        && let Err(e) = self.report_hashes.remember(hash, REPORT_HASH_TTL).await
+                    {
+                        // The message is still sent; only a report of it will not count.
+                        tracing::warn!(error = %e, "could not make a message reportable");
+                    }
+                };
+                let (inserted, ()) = tokio::join!(insert, remember);
+                Ok::<QueueInsert, AppError>((target, device, guid, inserted?))
             }
         });
         let queued = try_join_all(inserts).await?;

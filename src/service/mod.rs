@@ -14,6 +14,7 @@ pub mod messages;
 pub mod presence;
 pub mod profiles;
 pub mod push;
+pub mod reports;
 pub mod uploads;
 pub mod usernames;
 pub mod wakeups;

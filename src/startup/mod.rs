@@ -32,6 +32,7 @@ use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
 use crate::service::profiles::{ProfileParts, ProfileService};
 use crate::service::push::{PushParts, PushService};
+use crate::service::reports::ReportService;
 use crate::service::uploads::{UploadParts, UploadService};
 use crate::service::usernames::UsernameService;
 use crate::service::wakeups::{WakeupParts, WakeupService};
@@ -39,8 +40,8 @@ use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
     MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore,
-    MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemorySecretStore,
-    MemoryUploadStore, MemoryUsernameStore,
+    MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemoryReportStore,
+    MemorySecretStore, MemoryUploadStore, MemoryUsernameStore,
 };
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
@@ -221,6 +222,7 @@ async fn connect(
                  NOTHING PERSISTS: a restart loses everything. Do not use this in production."
             );
             let accounts = Arc::new(MemoryAccountStore::new());
+            let reports = Arc::new(MemoryReportStore::new());
             let stores = Stores {
                 accounts: accounts.clone(),
                 keys: accounts.clone(),
@@ -230,6 +232,8 @@ async fn connect(
                 profiles: Arc::new(MemoryProfileStore::new()),
                 uploads: Arc::new(MemoryUploadStore::new()),
                 usernames: Arc::new(MemoryUsernameStore::new()),
+                report_hashes: reports.clone(),
+                spam_reports: reports,
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
@@ -273,6 +277,8 @@ async fn connect(
                 push_schedule: shared.clone(),
                 uploads: shared.clone(),
                 usernames: pg.clone(),
+                report_hashes: shared.clone(),
+                spam_reports: pg.clone(),
                 probes: vec![pg, shared],
                 account_cache: Some(account_cache),
             };
@@ -437,6 +443,14 @@ impl Application {
             limiter.clone(),
             metrics.clone(),
             wakeups.clone(),
+            stores.report_hashes.clone(),
+        );
+        let reports = ReportService::new(
+            stores.report_hashes.clone(),
+            stores.spam_reports.clone(),
+            limiter.clone(),
+            metrics.clone(),
+            config.clock.clone(),
         );
         let signer = match &config.certificate_dir {
             Some(dir) => crate::certificates::load(dir)
@@ -551,6 +565,7 @@ impl Application {
             uploads,
             usernames,
             calling,
+            reports,
             keys,
             messages,
             profiles,

@@ -28,6 +28,7 @@ pub mod objects;
 pub mod postgres;
 pub mod profiles;
 pub mod redis;
+pub mod reports;
 pub mod uploads;
 pub mod usernames;
 
@@ -473,6 +474,10 @@ pub struct Stores {
     pub uploads: Arc<dyn uploads::UploadStore>,
     /// Username hashes and links (Postgres, or memory in the embedded mode).
     pub usernames: Arc<dyn usernames::UsernameStore>,
+    /// Which queued messages may be reported as spam (Redis, or memory).
+    pub report_hashes: Arc<dyn reports::ReportHashStore>,
+    /// The spam reports that counted (Postgres, or memory).
+    pub spam_reports: Arc<dyn reports::SpamReportLog>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The cache in front of `accounts` (Postgres only: memory needs none).

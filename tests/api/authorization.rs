@@ -122,6 +122,8 @@ const MATRIX: &[(Endpoint, [u16; 10])] = &[
     (DeleteUsername,                        [401, 401, 401, 401, 401, 401, 204, 204, 204, 204]),
     // Relay credentials are for devices only (PROTOCOL 15.2).
     (CallingRelays,                         [401, 401, 401, 401, 401, 401, 200, 200, 200, 200]),
+    // Any device may report; the answer is 202 whether or not the report counts.
+    (ReportSpam,                            [401, 401, 401, 401, 401, 401, 202, 202, 202, 202]),
     // Destructive rows last. Bob has no device 3 (404); a linked device may only remove
     // itself (403); the primary removes 3 (204), after which it is gone (404).
     (RemoveDevice(3),                       [401, 401, 401, 401, 401, 401, 404, 403, 204, 404]),

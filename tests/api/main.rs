@@ -33,6 +33,7 @@ mod push_webpush;
 mod queues;
 mod rate_limits;
 mod receipts;
+mod reports;
 mod sealed_sender;
 mod timeouts;
 mod uploads;

@@ -21,6 +21,7 @@ mod push;
 mod push_schedule;
 mod queues;
 mod rate_limits;
+mod reports;
 mod shared_payloads;
 mod store_faults;
 mod support;

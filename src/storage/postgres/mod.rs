@@ -7,6 +7,7 @@ mod accounts;
 mod keys;
 mod profiles;
 mod push;
+mod reports;
 mod secrets;
 mod usernames;
 

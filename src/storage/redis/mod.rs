@@ -8,6 +8,7 @@ mod linked_devices;
 mod messages;
 mod push_schedule;
 mod rate_limits;
+mod reports;
 mod uploads;
 
 use std::sync::Arc;

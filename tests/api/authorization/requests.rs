@@ -71,6 +71,7 @@ pub enum Endpoint {
     DeleteWebPush,
     VapidKey,
     CallingRelays,
+    ReportSpam,
     UploadForm,
     /// `GET` or `HEAD /attachments/{key}`.
     Download(&'static str),
@@ -400,6 +401,14 @@ pub fn request(world: &World, endpoint: Endpoint, caller: Caller) -> Request {
         Endpoint::DeleteWebPush => bare("DELETE", "/v1/accounts/webpush/"),
         Endpoint::VapidKey => bare("GET", "/v1/webpush/vapid"),
         Endpoint::CallingRelays => bare("GET", "/v2/calling/relays"),
+        Endpoint::ReportSpam => bare(
+            "POST",
+            format!(
+                "/v1/messages/report/{}/{}",
+                world.alice.aci(),
+                uuid::Uuid::new_v4()
+            ),
+        ),
         Endpoint::Download(method) => bare(method, "/attachments/AAAAAAAAAAAAAAAAAAAA"),
         Endpoint::UploadForm => bare("GET", "/v4/attachments/form/upload?uploadLength=100"),
         Endpoint::TusOptions => bare("OPTIONS", "/upload/attachments"),
