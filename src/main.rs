@@ -55,10 +55,72 @@ enum Command {
     /// Print a `POST /v1/registration` body with fresh keys and valid signatures, for
     /// trying the API with curl (the private keys are thrown away).
     ExampleRegistration,
+    /// A command-line client for trying a server: register, upload keys, send, listen,
+    /// link a device. Contents are opaque bytes to the server and shown as base64.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Spam reports that counted (kept in Postgres; nothing acts on them automatically).
     Reports {
         #[command(subcommand)]
         command: ReportsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a new account with fresh keys; print its ACI and write its credentials
+    /// (password and private keys: keep the file private) to FILE.
+    Register {
+        /// The server's base URL.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Where the credentials go (never overwritten).
+        #[arg(long, value_name = "FILE", default_value = "sealpost-credentials.json")]
+        out: PathBuf,
+    },
+    /// Upload one-time prekeys (EC and Kyber) for the device in FILE.
+    Keys {
+        #[arg(long, value_name = "FILE", default_value = "sealpost-credentials.json")]
+        credentials: PathBuf,
+        /// How many of each (1 to 100).
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+    /// Send a message to every device of an account.
+    Send {
+        #[arg(long, value_name = "FILE", default_value = "sealpost-credentials.json")]
+        credentials: PathBuf,
+        /// The recipient's ACI.
+        #[arg(long, value_name = "ACI")]
+        to: String,
+        /// The content as text (sent as its UTF-8 bytes).
+        #[arg(long, conflicts_with = "base64", required_unless_present = "base64")]
+        text: Option<String>,
+        /// The content as base64.
+        #[arg(long)]
+        base64: Option<String>,
+    },
+    /// Open the device's WebSocket and print each delivered envelope as a JSON line,
+    /// acknowledging it.
+    Listen {
+        #[arg(long, value_name = "FILE", default_value = "sealpost-credentials.json")]
+        credentials: PathBuf,
+        /// Stop after this many envelopes.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop when nothing arrives for this many seconds (default: run until interrupted).
+        #[arg(long, value_name = "SECONDS")]
+        idle: Option<u64>,
+    },
+    /// Link a new device to the primary in FILE; print its device id and write its
+    /// credentials to OUT.
+    Link {
+        #[arg(long, value_name = "FILE", default_value = "sealpost-credentials.json")]
+        credentials: PathBuf,
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
     },
 }
 
@@ -96,6 +158,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Command::ExampleRegistration => return example_registration(),
+        Command::Client { command } => return client(command).await,
         Command::Healthcheck { url } => return healthcheck(url).await,
         Command::Openapi => {
             println!("{}", sealpost::api::openapi::document_json());
@@ -121,6 +184,7 @@ async fn main() -> ExitCode {
             command: ReportsCommand::List { since, limit },
         } => list_reports(config, &since, limit).await,
         Command::ExampleRegistration
+        | Command::Client { .. }
         | Command::Certificates { .. }
         | Command::Healthcheck { .. }
         | Command::Openapi => {
@@ -140,6 +204,51 @@ async fn main() -> ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// `sealpost client ...`: needs no configuration, only a server's URL or credentials file.
+async fn client(command: &ClientCommand) -> ExitCode {
+    use sealpost::client::cli;
+    let result = match command {
+        ClientCommand::Register { server, out } => cli::register(server, out).await,
+        ClientCommand::Keys { credentials, count } => cli::upload_keys(credentials, *count).await,
+        ClientCommand::Send {
+            credentials,
+            to,
+            text,
+            base64,
+        } => match (to.parse(), text, base64) {
+            (Err(e), ..) => Err(anyhow::anyhow!("--to: {e}")),
+            (Ok(to), Some(text), _) => cli::send(credentials, to, text.as_bytes()).await,
+            (Ok(to), None, Some(b64)) => {
+                match sealpost::domain::encoding::decode_base64("--base64", b64) {
+                    Ok(bytes) => cli::send(credentials, to, &bytes).await,
+                    Err(e) => Err(e.into()),
+                }
+            }
+            (Ok(_), None, None) => Err(anyhow::anyhow!("give --text or --base64")),
+        },
+        ClientCommand::Listen {
+            credentials,
+            count,
+            idle,
+        } => {
+            cli::listen(
+                credentials,
+                *count,
+                idle.map(std::time::Duration::from_secs),
+            )
+            .await
+        }
+        ClientCommand::Link { credentials, out } => cli::link(credentials, out).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sealpost client: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `since` as milliseconds since the epoch: an RFC 3339 time or a duration before now.

@@ -2,6 +2,7 @@
 //! It makes real keys and real signatures, as a Signal client would; `ws` is its WebSocket
 //! side.
 
+pub mod cli;
 mod profiles;
 mod usernames;
 pub mod ws;

@@ -13,6 +13,7 @@ mod attachments;
 mod authorization;
 mod avatars;
 mod calling;
+mod cli_client;
 mod dashboards;
 mod device_removal;
 mod devices;
