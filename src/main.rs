@@ -61,6 +61,11 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Operators' commands against the configured stores (each action is logged).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Spam reports that counted (kept in Postgres; nothing acts on them automatically).
     Reports {
         #[command(subcommand)]
@@ -125,6 +130,32 @@ enum ClientCommand {
 }
 
 #[derive(Subcommand)]
+enum AdminCommand {
+    /// Invite tokens for `registration = "token"`.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make an invite token and print it (shown this once: only its hash is stored).
+    Create {
+        /// Registrations it admits.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid (`7days`, `12h`), or `never`.
+        #[arg(long, value_name = "DURATION", default_value = "7days")]
+        expires: String,
+    },
+    /// Every invite: id, uses taken of uses, expiry, creation time, state (never the token).
+    List,
+    /// Revoke an invite by id: it admits no further registration.
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum ReportsCommand {
     /// Print reports oldest first, one per line, tab-separated: time (UTC), reported
     /// sender, reporter, message GUID, and the token's size in bytes (0: none; the token
@@ -183,6 +214,9 @@ async fn main() -> ExitCode {
         Command::Reports {
             command: ReportsCommand::List { since, limit },
         } => list_reports(config, &since, limit).await,
+        Command::Admin {
+            command: AdminCommand::Tokens { command },
+        } => tokens(config, command).await,
         Command::ExampleRegistration
         | Command::Client { .. }
         | Command::Certificates { .. }
@@ -251,6 +285,110 @@ async fn client(command: &ClientCommand) -> ExitCode {
     }
 }
 
+/// Postgres as the configuration names it, for the commands that read or write it.
+fn database(config: &Config, what: &str) -> anyhow::Result<PgStore> {
+    let StoreConfig::External {
+        database_url,
+        database_pool_size,
+        ..
+    } = &config.stores
+    else {
+        anyhow::bail!(
+            "{what} live in Postgres: set SEALPOST_DATABASE_URL (and SEALPOST_REDIS_URL) as \
+             the server has them (the embedded mode keeps everything in its own memory)"
+        );
+    };
+    PgStore::connect(database_url.expose(), *database_pool_size)
+}
+
+/// Who runs an admin command, for its log line.
+fn operator() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+async fn tokens(config: Config, command: TokensCommand) -> anyhow::Result<()> {
+    use sealpost::service::invites::InviteService;
+    let store = std::sync::Arc::new(database(&config, "invite tokens")?);
+    store.migrate().await?;
+    let invites = InviteService::new(
+        store,
+        config.registration,
+        config.clock.clone(),
+        sealpost::metrics::Metrics::new(),
+    );
+    let operator = operator();
+    match command {
+        TokensCommand::Create { uses, expires } => {
+            let expires_ms = match expires.trim() {
+                "never" => None,
+                ttl => {
+                    let ttl = humantime::parse_duration(ttl).map_err(|_| {
+                        anyhow::anyhow!(
+                            "--expires {ttl:?}: expected a duration like 7days, or never"
+                        )
+                    })?;
+                    Some(config.clock.now_ms() + ttl.as_millis() as i64)
+                }
+            };
+            let (token, id) = invites.create(uses, expires_ms).await?;
+            tracing::info!(%operator, action = "tokens create", invite = id, uses, "admin action");
+            println!("{token}");
+            eprintln!(
+                "invite {id}: {uses} registration(s), {}",
+                expires_ms.map_or("never expires".into(), |ms| format!(
+                    "until {}",
+                    rfc3339(ms)
+                ))
+            );
+            if config.registration != sealpost::config::RegistrationMode::Token {
+                eprintln!(
+                    "note: registration is {:?} here; tokens are asked for only with SEALPOST_REGISTRATION=token",
+                    config.registration.as_str()
+                );
+            }
+        }
+        TokensCommand::List => {
+            tracing::info!(%operator, action = "tokens list", "admin action");
+            let now = config.clock.now_ms();
+            for invite in invites.list().await? {
+                let state = if invite.revoked {
+                    "revoked"
+                } else if invite.expires_ms.is_some_and(|e| e <= now) {
+                    "expired"
+                } else if invite.used >= invite.uses {
+                    "used up"
+                } else {
+                    "valid"
+                };
+                println!(
+                    "{}\t{}/{}\t{}\t{}\t{state}",
+                    invite.id,
+                    invite.used,
+                    invite.uses,
+                    invite.expires_ms.map_or("never".into(), rfc3339),
+                    rfc3339(invite.created_ms),
+                );
+            }
+        }
+        TokensCommand::Revoke { id } => {
+            let revoked = invites.revoke(id).await?;
+            tracing::info!(%operator, action = "tokens revoke", invite = id, revoked, "admin action");
+            if !revoked {
+                anyhow::bail!("no invite {id}");
+            }
+            eprintln!("invite {id} revoked");
+        }
+    }
+    Ok(())
+}
+
 /// `since` as milliseconds since the epoch: an RFC 3339 time or a duration before now.
 fn since_ms(since: &str) -> anyhow::Result<i64> {
     let at = match humantime::parse_rfc3339_weak(since) {
@@ -274,25 +412,12 @@ fn since_ms(since: &str) -> anyhow::Result<i64> {
 async fn list_reports(config: Config, since: &str, limit: usize) -> anyhow::Result<()> {
     use sealpost::storage::reports::SpamReportLog;
     let since = since_ms(since)?;
-    let StoreConfig::External {
-        database_url,
-        database_pool_size,
-        ..
-    } = &config.stores
-    else {
-        anyhow::bail!(
-            "reports are kept in Postgres: set SEALPOST_DATABASE_URL (and SEALPOST_REDIS_URL) \
-             as the server has them (the embedded mode keeps them in its own memory)"
-        );
-    };
-    let store = PgStore::connect(database_url.expose(), *database_pool_size)?;
+    let store = database(&config, "spam reports")?;
     let reports = store.since(since, limit).await?;
     for report in &reports {
-        let at = std::time::UNIX_EPOCH
-            + std::time::Duration::from_millis(report.reported_at_ms.max(0) as u64);
         println!(
             "{}\t{}\t{}\t{}\t{}",
-            humantime::format_rfc3339_millis(at),
+            rfc3339(report.reported_at_ms),
             report.source,
             report.reporter,
             report.guid,

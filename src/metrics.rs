@@ -23,6 +23,8 @@ pub struct Inner {
     pub auth_attempts: IntCounterVec,
     pub password_verifications: IntCounter,
     pub registrations: IntCounter,
+    /// Registrations refused by the registration mode, by `reason`.
+    pub registrations_refused: IntCounterVec,
     pub accounts_deleted: IntCounter,
     /// `limit` is a declared limit name.
     pub rate_limit_hits: IntCounterVec,
@@ -244,6 +246,11 @@ impl Metrics {
             registrations: b.counter(
                 "sealpost_accounts_registrations_total",
                 "Accounts registered",
+            ),
+            registrations_refused: b.counters(
+                "sealpost_accounts_registrations_refused_total",
+                "Registrations refused by the registration mode, by reason",
+                &["reason"],
             ),
             accounts_deleted: b.counter("sealpost_accounts_deleted_total", "Accounts deleted"),
             rate_limit_hits: b.counters(

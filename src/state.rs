@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::service::accounts::AccountService;
 use crate::service::attachments::AttachmentService;
 use crate::service::calling::CallingService;
+use crate::service::invites::InviteService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub calling: CallingService,
     /// Spam reports.
     pub reports: ReportService,
+    /// Who may register, and invite tokens.
+    pub invites: InviteService,
     pub keys: KeyService,
     pub messages: MessageService,
     pub profiles: ProfileService,

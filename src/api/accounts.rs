@@ -15,6 +15,7 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "Registered", body = crate::api::entities::RegistrationResponseJson),
         (status = 400, description = "Malformed body or password", body = crate::api::entities::ErrorJson),
+        (status = 403, description = "Registration is closed, or needs a valid inviteToken (registration = token)", body = crate::api::entities::ErrorJson),
         (status = 422, description = "A signature does not verify", body = crate::api::entities::ErrorJson),
         (status = 429, description = "Rate limited (registration)", body = crate::api::entities::ErrorJson),
     ))]
@@ -27,10 +28,12 @@ pub async fn register(
     body: web::Json<RegistrationRequestJson>,
 ) -> Result<HttpResponse, AppError> {
     let NewPassword(password) = password;
-    let registration = body.into_inner().try_into()?;
+    let mut body = body.into_inner();
+    let invite_token = body.invite_token.take();
+    let registration = body.try_into()?;
     let identity = state
         .accounts
-        .register(registration, password, client.0)
+        .register(registration, password, client.0, invite_token.as_deref())
         .await?;
     Ok(HttpResponse::Ok().json(RegistrationResponseJson::of(&identity, false)))
 }

@@ -127,6 +127,9 @@ pub struct RegistrationRequestJson {
     pub aci_pq_last_resort_pre_key: SignedPreKeyJson,
     #[serde(default)]
     pub skip_device_transfer: bool,
+    /// sealpost's: the invite token a server in `registration = "token"` mode asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_token: Option<String>,
     /// The device's APNs token (then `fetchesMessages` must be false and no `gcmToken`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apn_token: Option<ApnTokenJson>,

@@ -156,6 +156,7 @@ impl AccountKeys {
             aci_signed_pre_key: self.signed_pre_key_json(1),
             aci_pq_last_resort_pre_key: self.kem_pre_key_json(1),
             skip_device_transfer: true,
+            invite_token: None,
             apn_token: None,
             gcm_token: None,
         }

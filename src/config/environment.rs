@@ -68,6 +68,9 @@ pub(super) fn overlay_env(
     if let Some(v) = on_off_var(env, "SEALPOST_RATE_LIMITS")? {
         raw.rate_limits.enabled = Some(v);
     }
+    if let Some(v) = var(env, "SEALPOST_REGISTRATION") {
+        raw.registration = Some(v);
+    }
     if let Some(v) = on_off_var(env, "SEALPOST_WEBPUSH_ALLOW_PRIVATE")? {
         raw.webpush_allow_private = Some(v);
     }

@@ -23,6 +23,7 @@ pub(super) struct FileConfig {
     pub(super) shutdown_timeout_secs: Option<u64>,
     pub(super) trust_forwarded_for: Option<bool>,
     pub(super) webpush_allow_private: Option<bool>,
+    pub(super) registration: Option<String>,
     pub(super) log_format: Option<LogFormat>,
     pub(super) queue_ttl_secs: Option<u64>,
     pub(super) queue_max_messages: Option<u64>,

@@ -27,6 +27,7 @@ pub use push::{ApnsConfig, DEFAULT_VAPID_SUBJECT, PushConfig};
 pub use secret::{Secret, SecretUrl};
 
 pub use crate::domain::clock::Clock;
+pub use crate::domain::invites::RegistrationMode;
 
 /// `SEALPOST_DATA_DIR`'s default, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "data";
@@ -78,6 +79,9 @@ pub struct Config {
     /// Accept WebPush endpoints that resolve to loopback, private or link-local addresses
     /// (a push distributor on the LAN); off by default (PROTOCOL.md 11.8).
     pub webpush_allow_private: bool,
+    /// Who may register: anyone (`open`), holders of an invite token (`token`), nobody
+    /// (`closed`).
+    pub registration: RegistrationMode,
     /// Push providers and their credentials.
     pub push: PushConfig,
     /// Calling relays (coturn); `None` = `GET /v2/calling/relays` answers no relays.
@@ -198,6 +202,7 @@ impl Config {
             trust_forwarded_for: false,
             webpush_allow_private: false,
             push: PushConfig::default(),
+            registration: RegistrationMode::Open,
             turn: None,
             attachments: AttachmentsConfig::default(),
             data_dir: DEFAULT_DATA_DIR.into(),

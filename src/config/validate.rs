@@ -12,7 +12,8 @@ use super::{
     DEFAULT_MAX_WEBSOCKETS_PER_CLIENT, DEFAULT_QUEUE_MAX_BYTES, DEFAULT_QUEUE_MAX_MESSAGES,
     DEFAULT_QUEUE_TTL, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_REQUEST_HEAD_TIMEOUT,
     DEFAULT_SENDER_CERTIFICATE_TTL, DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
-    DEFAULT_WEBSOCKET_WRITE_TIMEOUT, LogFormat, RateLimitsConfig, SecretUrl, StoreConfig,
+    DEFAULT_WEBSOCKET_WRITE_TIMEOUT, LogFormat, RateLimitsConfig, RegistrationMode, SecretUrl,
+    StoreConfig,
 };
 use crate::limits::{BucketSpec, Limit};
 
@@ -27,6 +28,12 @@ fn parse_addr(value: Option<String>, default: &str, name: &str) -> Result<Socket
 
 pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
     let s3 = super::attachments::s3(&raw)?;
+    let registration: RegistrationMode = match &raw.registration {
+        Some(mode) => mode.parse().map_err(|e: crate::domain::DomainError| {
+            ConfigError::new(format!("SEALPOST_REGISTRATION: {e}"))
+        })?,
+        None => RegistrationMode::Open,
+    };
     let listen = parse_addr(raw.listen, "127.0.0.1:8080", "listen (SEALPOST_LISTEN)")?;
     let admin_listen = parse_addr(
         raw.admin_listen,
@@ -76,6 +83,12 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
             ));
         }
     };
+    if registration == RegistrationMode::Token && matches!(stores, StoreConfig::Embedded) {
+        return Err(ConfigError::new(
+            "SEALPOST_REGISTRATION=token needs the external stores: invite tokens live in \
+             Postgres, where `sealpost admin tokens create` writes them",
+        ));
+    }
 
     let mut specs: BTreeMap<Limit, BucketSpec> =
         Limit::ALL.iter().map(|l| (*l, l.default_spec())).collect();
@@ -192,6 +205,7 @@ pub(super) fn validate(raw: FileConfig) -> Result<Config, ConfigError> {
         shutdown_timeout: Duration::from_secs(raw.shutdown_timeout_secs.unwrap_or(30)),
         trust_forwarded_for: raw.trust_forwarded_for.unwrap_or(false),
         webpush_allow_private: raw.webpush_allow_private.unwrap_or(false),
+        registration,
         push: super::push::validate(raw.push)?,
         turn: super::calling::validate(raw.turn)?,
         attachments,

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod created_at;
 pub mod encoding;
 pub mod ids;
+pub mod invites;
 pub mod keys;
 pub mod messages;
 pub mod multi_recipient;

@@ -1,5 +1,6 @@
 //! Registering, updating and deleting accounts.
 
+use super::invites::InviteService;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -57,6 +58,8 @@ pub struct AccountService {
     profiles: ProfileService,
     /// Usernames and links, released with the account.
     usernames: UsernameService,
+    /// Who may register.
+    invites: InviteService,
 }
 
 /// The stores of device linking: the codes, and which device linked with which.
@@ -100,6 +103,8 @@ pub struct AccountParts {
     pub profiles: ProfileService,
     /// Released with a deleted account.
     pub usernames: UsernameService,
+    /// Who may register.
+    pub invites: InviteService,
 }
 
 impl AccountService {
@@ -115,6 +120,7 @@ impl AccountService {
             metrics: parts.metrics,
             profiles: parts.profiles,
             usernames: parts.usernames,
+            invites: parts.invites,
         }
     }
 
@@ -235,6 +241,7 @@ impl AccountService {
         registration: Registration,
         password: Password,
         client: IpAddr,
+        invite_token: Option<&str>,
     ) -> Result<AccountIdentity, AppError> {
         self.limiter
             .check(Limit::Registration, &self.limiter.address_key(client))
@@ -247,7 +254,19 @@ impl AccountService {
                 &registration.pq_last_resort_pre_key,
             ),
         )?;
+        let admission = self.invites.admit(invite_token).await?;
+        let created = self.create(registration, password).await;
+        if created.is_err() {
+            self.invites.give_back(admission).await;
+        }
+        created
+    }
 
+    async fn create(
+        &self,
+        registration: Registration,
+        password: Password,
+    ) -> Result<AccountIdentity, AppError> {
         let password_hash = self.passwords.hash(password.expose().to_owned()).await?;
         let aci = Aci::random();
         let now = now_ms();

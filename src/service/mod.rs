@@ -9,6 +9,7 @@ pub mod avatars;
 pub mod calling;
 pub mod devices;
 pub mod identity;
+pub mod invites;
 pub mod keys;
 pub mod messages;
 pub mod presence;

@@ -27,6 +27,7 @@ use crate::service::attachment_sweeper::AttachmentSweeper;
 use crate::service::attachments::AttachmentService;
 use crate::service::avatars::AvatarService;
 use crate::service::calling::CallingService;
+use crate::service::invites::InviteService;
 use crate::service::keys::KeyService;
 use crate::service::messages::MessageService;
 use crate::service::presence::PresenceService;
@@ -39,9 +40,9 @@ use crate::service::wakeups::{WakeupParts, WakeupService};
 use crate::state::{AppState, Readiness};
 use crate::storage::cache::{self, AccountCache, CachedAccountStore};
 use crate::storage::memory::{
-    MemoryAccountStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore, MemoryMessageStore,
-    MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore, MemoryReportStore,
-    MemorySecretStore, MemoryUploadStore, MemoryUsernameStore,
+    MemoryAccountStore, MemoryInviteStore, MemoryLinkCodeStore, MemoryLinkedDeviceStore,
+    MemoryMessageStore, MemoryProfileStore, MemoryPushScheduleStore, MemoryRateLimitStore,
+    MemoryReportStore, MemorySecretStore, MemoryUploadStore, MemoryUsernameStore,
 };
 use crate::storage::objects::ObjectStore;
 use crate::storage::objects::directory::DirectoryObjects;
@@ -234,6 +235,7 @@ async fn connect(
                 usernames: Arc::new(MemoryUsernameStore::new()),
                 report_hashes: reports.clone(),
                 spam_reports: reports,
+                invites: Arc::new(MemoryInviteStore::new()),
                 rate_limits: Arc::new(MemoryRateLimitStore::new()),
                 messages: Arc::new(MemoryMessageStore::new(queue)),
                 link_codes: Arc::new(MemoryLinkCodeStore::new()),
@@ -279,6 +281,7 @@ async fn connect(
                 usernames: pg.clone(),
                 report_hashes: shared.clone(),
                 spam_reports: pg.clone(),
+                invites: pg.clone(),
                 probes: vec![pg, shared],
                 account_cache: Some(account_cache),
             };
@@ -445,6 +448,12 @@ impl Application {
             wakeups.clone(),
             stores.report_hashes.clone(),
         );
+        let invites = InviteService::new(
+            stores.invites.clone(),
+            config.registration,
+            config.clock.clone(),
+            metrics.clone(),
+        );
         let reports = ReportService::new(
             stores.report_hashes.clone(),
             stores.spam_reports.clone(),
@@ -487,6 +496,7 @@ impl Application {
             metrics: metrics.clone(),
             profiles: profiles.clone(),
             usernames: usernames.clone(),
+            invites: invites.clone(),
         });
         let identity = crate::service::identity::IdentityService::new(
             stores.accounts.clone(),
@@ -566,6 +576,7 @@ impl Application {
             usernames,
             calling,
             reports,
+            invites,
             keys,
             messages,
             profiles,

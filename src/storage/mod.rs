@@ -22,6 +22,7 @@ pub use crate::domain::queued::SharedMessage;
 pub(crate) use crate::domain::queued::stored;
 
 pub mod cache;
+pub mod invites;
 pub mod linked_devices;
 pub mod memory;
 pub mod objects;
@@ -478,6 +479,8 @@ pub struct Stores {
     pub report_hashes: Arc<dyn reports::ReportHashStore>,
     /// The spam reports that counted (Postgres, or memory).
     pub spam_reports: Arc<dyn reports::SpamReportLog>,
+    /// Invite tokens for `registration = "token"` (Postgres, or memory).
+    pub invites: Arc<dyn invites::InviteStore>,
     /// What readiness checks (empty in the embedded mode: memory always answers).
     pub probes: Vec<Arc<dyn Probe>>,
     /// The cache in front of `accounts` (Postgres only: memory needs none).

@@ -34,6 +34,7 @@ mod push_webpush;
 mod queues;
 mod rate_limits;
 mod receipts;
+mod registration_modes;
 mod reports;
 mod sealed_sender;
 mod timeouts;

@@ -11,6 +11,7 @@ mod account_identity;
 mod accounts;
 mod backends;
 mod devices;
+mod invites;
 mod keys;
 mod link_codes;
 mod linked_devices;

@@ -3,6 +3,7 @@
 //! a few map operations.
 
 mod accounts;
+mod invites;
 mod link_codes;
 mod linked_devices;
 mod messages;
@@ -16,6 +17,7 @@ mod uploads;
 mod usernames;
 
 pub use accounts::MemoryAccountStore;
+pub use invites::MemoryInviteStore;
 pub use link_codes::MemoryLinkCodeStore;
 pub use linked_devices::MemoryLinkedDeviceStore;
 pub use messages::MemoryMessageStore;

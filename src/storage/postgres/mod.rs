@@ -4,6 +4,7 @@
 //! together migrate once.
 
 mod accounts;
+mod invites;
 mod keys;
 mod profiles;
 mod push;
