@@ -84,6 +84,9 @@ enum ClientCommand {
         /// Where the credentials go (never overwritten).
         #[arg(long, value_name = "FILE", default_value = "sealpost-credentials.json")]
         out: PathBuf,
+        /// An invite token, for a server with `registration = "token"`.
+        #[arg(long, value_name = "TOKEN")]
+        invite: Option<String>,
     },
     /// Upload one-time prekeys (EC and Kyber) for the device in FILE.
     Keys {
@@ -244,7 +247,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn client(command: &ClientCommand) -> ExitCode {
     use sealpost::client::cli;
     let result = match command {
-        ClientCommand::Register { server, out } => cli::register(server, out).await,
+        ClientCommand::Register {
+            server,
+            out,
+            invite,
+        } => cli::register(server, out, invite.as_deref()).await,
         ClientCommand::Keys { credentials, count } => cli::upload_keys(credentials, *count).await,
         ClientCommand::Send {
             credentials,

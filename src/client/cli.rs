@@ -108,8 +108,9 @@ fn describe(e: ClientError) -> anyhow::Error {
 }
 
 /// Registers a new account (fresh identity key, signed prekeys, a random access key and
-/// password), writes its credentials to `out` and prints its ACI.
-pub async fn register(server: &str, out: &Path) -> anyhow::Result<()> {
+/// password), with `invite` when the server asks for one, writes its credentials to `out`
+/// and prints its ACI.
+pub async fn register(server: &str, out: &Path, invite: Option<&str>) -> anyhow::Result<()> {
     if out.exists() {
         bail!(
             "{} exists; an existing file is never overwritten",
@@ -121,8 +122,10 @@ pub async fn register(server: &str, out: &Path) -> anyhow::Result<()> {
     let password = random_password();
     let attributes = default_attributes();
     let access_key = attributes.unidentified_access_key.clone();
+    let mut request = keys.registration_request(attributes);
+    request.invite_token = invite.map(str::to_owned);
     let registered = client
-        .register(&keys.registration_request(attributes), &password)
+        .register(&request, &password)
         .await
         .map_err(describe)?;
     CredentialsFile {

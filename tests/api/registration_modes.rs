@@ -201,7 +201,28 @@ async fn operators_make_list_and_revoke_invites_from_the_command_line() {
     let mut config = stores.config();
     config.registration = RegistrationMode::Token;
     let app = TestApp::start(config).await;
-    assert_eq!(register(&app, Some(&token)).await.0, 200);
+    // The command-line client carries the token (a process beside the server, which this
+    // test's runtime serves: tokio's process API, never a blocking wait).
+    let out = std::env::temp_dir().join(format!("sealpost-invite-{}.json", uuid::Uuid::new_v4()));
+    let client = |invite: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .args(["client", "register", "--server", &app.address, "--out"])
+            .arg(&out)
+            .args(["--invite", invite])
+            .env_clear()
+            .kill_on_drop(true)
+            .output()
+    };
+    let registered = client(&token).await.unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert!(
+        registered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let again = client(&token).await.unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("403"));
     assert_eq!(register(&app, Some(&token)).await.0, 403);
     app.stop().await;
 
