@@ -89,10 +89,13 @@ pub enum Limit {
     /// Spam reports, per account (sealpost's: Signal limits none; a report costs a Postgres
     /// row when it counts).
     SpamReport,
+    /// Renaming devices, per calling device (sealpost's: Signal limits none; each rename is
+    /// a Postgres write).
+    SetDeviceName,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 26] = [
+    pub const ALL: [Limit; 27] = [
         Limit::Registration,
         Limit::PreKeys,
         Limit::Messages,
@@ -119,6 +122,7 @@ impl Limit {
         Limit::WaitForLinkedDevice,
         Limit::GetCallingRelays,
         Limit::SpamReport,
+        Limit::SetDeviceName,
     ];
 
     /// The name used in configuration, Redis keys and the metric label.
@@ -150,6 +154,7 @@ impl Limit {
             Limit::WaitForLinkedDevice => "waitForLinkedDevice",
             Limit::GetCallingRelays => "getCallingRelays",
             Limit::SpamReport => "spamReport",
+            Limit::SetDeviceName => "setDeviceName",
         }
     }
 
@@ -193,6 +198,8 @@ impl Limit {
             Limit::GetCallingRelays => (100, 600_000.0),
             // A day's worth of reporting at once, then one a minute.
             Limit::SpamReport => (100, 60_000.0),
+            // A few renames at once, then one a minute.
+            Limit::SetDeviceName => (10, 60_000.0),
         };
         BucketSpec {
             bucket_size,

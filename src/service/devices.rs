@@ -179,6 +179,12 @@ impl DeviceService {
                 "a linked device may only rename itself".into(),
             ));
         }
+        self.limiter
+            .check(
+                Limit::SetDeviceName,
+                &format!("{}.{}", caller.aci, caller.device.get()),
+            )
+            .await?;
         if self
             .accounts
             .set_device_name(caller.aci, target, &name)

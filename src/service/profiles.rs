@@ -26,6 +26,15 @@ use crate::service::avatars::AvatarService;
 use crate::storage::AccountStore;
 use crate::storage::profiles::ProfileStore;
 
+/// The capabilities a profile shows (Signal's `DeviceCapability` values that are not
+/// server-only, PROTOCOL.md 13.2).
+pub const PROFILE_CAPABILITIES: [&str; 4] = [
+    "attachmentBackfill",
+    "spqr",
+    "profiles_v2",
+    "usernameChangeSyncMessage",
+];
+
 /// What `GET /v1/profile/{aci}` answers.
 #[derive(Clone, Debug)]
 pub struct Profile {
@@ -185,20 +194,22 @@ impl ProfileService {
             }
         };
         let devices = self.accounts.devices(target).await?;
-        let mut capabilities: BTreeMap<String, bool> = BTreeMap::new();
-        for name in devices
+        // Signal's profile names every capability that is not server-only, each true only
+        // when every device of the account has it (PROTOCOL.md 13.2), and no other.
+        let capabilities: BTreeMap<String, bool> = PROFILE_CAPABILITIES
             .iter()
-            .flat_map(|d| d.attributes.capabilities.keys())
-        {
-            let everywhere = devices.iter().all(|d| {
-                d.attributes
-                    .capabilities
-                    .get(name)
-                    .copied()
-                    .unwrap_or(false)
-            });
-            capabilities.insert(name.clone(), everywhere);
-        }
+            .map(|name| {
+                let everywhere = !devices.is_empty()
+                    && devices.iter().all(|d| {
+                        d.attributes
+                            .capabilities
+                            .get(*name)
+                            .copied()
+                            .unwrap_or(false)
+                    });
+                ((*name).to_owned(), everywhere)
+            })
+            .collect();
         let unidentified_access = account.access.unidentified_access_key.map(|key| {
             let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
             mac.update(&[0u8; 32]);

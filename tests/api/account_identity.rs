@@ -246,6 +246,34 @@ async fn rename(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+async fn renames_are_limited_per_device(backend: Backend) {
+    let stores = TestStores::new(backend).await;
+    let app = TestApp::start(stores.config_with_limit(Limit::SetDeviceName, 2, 60_000.0)).await;
+    let (alice, _) = app.client.register_new().await.unwrap();
+    let (bob, _) = app.client.register_new().await.unwrap();
+    let name =
+        json!({"deviceName": base64::engine::general_purpose::STANDARD_NO_PAD.encode(b"phone")});
+    assert_eq!(
+        rename(&app, &alice, "", name.clone()).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        rename(&app, &alice, "", name.clone()).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, body) = rename(&app, &alice, "", name.clone()).await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::TOO_MANY_REQUESTS, json!(429))
+    );
+    assert_eq!(
+        rename(&app, &bob, "", name).await.0,
+        StatusCode::NO_CONTENT,
+        "its own bucket"
+    );
+    app.stop().await;
+}
+
 async fn devices_are_renamed_by_themselves_or_by_the_primary(backend: Backend) {
     let (app, _stores) = spawn_app(backend).await;
     let (alice, keys) = app.client.register_new().await.unwrap();
@@ -612,6 +640,7 @@ on_both_backends!(
     a_linked_device_s_creation_time_opens_with_the_identity_key_only,
     linking_without_the_optional_phone_number_capability_is_refused,
     devices_are_renamed_by_themselves_or_by_the_primary,
+    renames_are_limited_per_device,
     a_primary_waiting_for_its_link_hears_of_the_device,
     waits_are_limited_per_account,
     a_wait_ends_when_its_server_shuts_down,

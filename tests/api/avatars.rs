@@ -48,7 +48,12 @@ fn multipart(form: &AvatarUploadJson, key: &str, file: &[u8]) -> Vec<u8> {
 }
 
 /// Posts the avatar to the cdn-0 base as a client does (`<cdn0>/`); the status.
-async fn upload(cdn0: &str, form: &AvatarUploadJson, key: &str, file: &[u8]) -> StatusCode {
+pub(super) async fn upload(
+    cdn0: &str,
+    form: &AvatarUploadJson,
+    key: &str,
+    file: &[u8],
+) -> StatusCode {
     reqwest::Client::new()
         .post(format!("{cdn0}/"))
         .header(

@@ -17,6 +17,7 @@ mod cli_client;
 mod dashboards;
 mod device_removal;
 mod devices;
+mod finding_each_other;
 mod key_uploads;
 mod keys;
 mod limits;

@@ -138,7 +138,13 @@ async fn profiles_answer_with_the_access_checksum_and_follow_the_access_rules(ba
         Some(encode_base64(&mac.finalize().into_bytes()))
     );
     assert!(!profile.unrestricted_unidentified_access);
-    assert_eq!(profile.capabilities.get("storage"), Some(&true));
+    // Signal's four profile capabilities and no other (the devices' `storage` is not one);
+    // none of this account's devices has them.
+    let names: Vec<&str> = profile.capabilities.keys().map(String::as_str).collect();
+    let mut expected = sealpost::service::profiles::PROFILE_CAPABILITIES.to_vec();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    assert!(profile.capabilities.values().all(|v| !v));
 
     assert_eq!(
         get(format!("/v1/profile/{}", target.aci), uak(&key))
