@@ -360,15 +360,14 @@ async fn devices_are_renamed_by_themselves_or_by_the_primary(backend: Backend) {
 }
 
 async fn wait(
-    app: &TestApp,
+    client: &sealpost::client::Client,
     who: &DeviceCredentials,
     token: &str,
     query: &str,
 ) -> (StatusCode, Value) {
-    let response = app
-        .client
+    let response = client
         .http()
-        .get(app.client.url(&format!(
+        .get(client.url(&format!(
             "/v1/devices/wait_for_linked_device/{token}{query}"
         )))
         .header("Authorization", who.authorization())
@@ -395,21 +394,7 @@ async fn a_primary_waiting_for_its_link_hears_of_the_device(backend: Backend) {
             alice.clone(),
             code.token_identifier.clone(),
         );
-        tokio::spawn(async move {
-            let response = app_client
-                .http()
-                .get(app_client.url(&format!(
-                    "/v1/devices/wait_for_linked_device/{token}?timeout=20"
-                )))
-                .header("Authorization", alice.authorization())
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status(),
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        })
+        tokio::spawn(async move { wait(&app_client, &alice, &token, "?timeout=20").await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _, _) =
@@ -427,16 +412,16 @@ async fn a_primary_waiting_for_its_link_hears_of_the_device(backend: Backend) {
         "its DeviceInfo"
     );
     // Kept: a later wait answers at once.
-    let (status, again) = wait(&app, &alice, &code.token_identifier, "").await;
+    let (status, again) = wait(&app.client, &alice, &code.token_identifier, "").await;
     assert_eq!((status, again), (StatusCode::OK, info));
 
     // Another account does not learn of it.
     let (bob, _) = app.client.register_new().await.unwrap();
-    let (status, _) = wait(&app, &bob, &code.token_identifier, "?timeout=1").await;
+    let (status, _) = wait(&app.client, &bob, &code.token_identifier, "?timeout=1").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     // Nothing linked within the timeout: 204.
     let unknown = "u".repeat(43);
-    let (status, body) = wait(&app, &alice, &unknown, "?timeout=1").await;
+    let (status, body) = wait(&app.client, &alice, &unknown, "?timeout=1").await;
     assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
     // Bad input.
     for (token, query) in [
@@ -447,7 +432,7 @@ async fn a_primary_waiting_for_its_link_hears_of_the_device(backend: Backend) {
         (unknown.clone(), "?timeout=3601"),
         (unknown.clone(), "?timeout=soon"),
     ] {
-        let (status, error) = wait(&app, &alice, &token, query).await;
+        let (status, error) = wait(&app.client, &alice, &token, query).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{token}{query}");
         assert_eq!(error["code"], 400);
     }
@@ -472,11 +457,11 @@ async fn waits_are_limited_per_account(backend: Backend) {
     let token = "w".repeat(43);
     for _ in 0..2 {
         assert_eq!(
-            wait(&app, &alice, &token, "?timeout=1").await.0,
+            wait(&app.client, &alice, &token, "?timeout=1").await.0,
             StatusCode::NO_CONTENT
         );
     }
-    let (status, error) = wait(&app, &alice, &token, "?timeout=1").await;
+    let (status, error) = wait(&app.client, &alice, &token, "?timeout=1").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(error["code"], 429);
 }
@@ -496,21 +481,7 @@ async fn a_wait_on_one_pod_hears_a_link_made_on_another() {
             alice.clone(),
             code.token_identifier.clone(),
         );
-        tokio::spawn(async move {
-            let response = client
-                .http()
-                .get(client.url(&format!(
-                    "/v1/devices/wait_for_linked_device/{token}?timeout=20"
-                )))
-                .header("Authorization", alice.authorization())
-                .send()
-                .await
-                .unwrap();
-            (
-                response.status(),
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        })
+        tokio::spawn(async move { wait(&client, &alice, &token, "?timeout=20").await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, linked, _) =
