@@ -47,7 +47,7 @@ pub async fn register_one(
         .await
         .map_err(|e| anyhow::anyhow!("registering an account: {e}"))?;
     Ok(DeviceCredentials {
-        aci: response.uuid,
+        aci: response.identity.uuid,
         device: DeviceId::PRIMARY,
         password,
     })

@@ -77,40 +77,15 @@ impl AccountIdentityResponseJson {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrationResponseJson {
-    #[schema(value_type = String, format = Uuid)]
-    pub uuid: Aci,
-    pub number: Option<String>,
-    pub pni: Option<String>,
-    pub username_hash: Option<String>,
-    #[schema(value_type = Option<String>, format = Uuid)]
-    pub username_link_handle: Option<uuid::Uuid>,
-    pub storage_capable: bool,
-    pub entitlements: EntitlementsJson,
-    pub auth_credential_salt: Option<String>,
+    #[serde(flatten)]
+    pub identity: AccountIdentityResponseJson,
     pub reregistration: bool,
 }
 
 impl RegistrationResponseJson {
     pub fn of(identity: &AccountIdentity, reregistration: bool) -> Self {
-        let AccountIdentityResponseJson {
-            uuid,
-            number,
-            pni,
-            username_hash,
-            username_link_handle,
-            storage_capable,
-            entitlements,
-            auth_credential_salt,
-        } = AccountIdentityResponseJson::of(identity);
         Self {
-            uuid,
-            number,
-            pni,
-            username_hash,
-            username_link_handle,
-            storage_capable,
-            entitlements,
-            auth_credential_salt,
+            identity: AccountIdentityResponseJson::of(identity),
             reregistration,
         }
     }

@@ -130,7 +130,7 @@ pub async fn register(server: &str, out: &Path, invite: Option<&str>) -> anyhow:
         .map_err(describe)?;
     CredentialsFile {
         server: server.trim_end_matches('/').to_owned(),
-        aci: registered.uuid,
+        aci: registered.identity.uuid,
         device_id: 1,
         password,
         access_key,
@@ -139,7 +139,7 @@ pub async fn register(server: &str, out: &Path, invite: Option<&str>) -> anyhow:
         kem_public_key: encode_base64(&keys.kem_public_key),
     }
     .write(out)?;
-    println!("{}", registered.uuid);
+    println!("{}", registered.identity.uuid);
     Ok(())
 }
 

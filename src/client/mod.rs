@@ -249,7 +249,7 @@ impl Client {
             .await?;
         Ok((
             DeviceCredentials {
-                aci: response.uuid,
+                aci: response.identity.uuid,
                 device: DeviceId::PRIMARY,
                 password,
             },

@@ -203,6 +203,7 @@ async fn fetch_access_follows_credentials_or_the_access_key(backend: Backend) {
         )
         .await
         .unwrap()
+        .identity
         .uuid;
     let ok = app
         .client

@@ -331,7 +331,13 @@ async fn registration_and_linking_take_a_token_as_signal_clients_send_it(backend
         gcm_registration_id: "fcm-at-registration".into(),
     });
     let password = random_password();
-    let aci = app.client.register(&request, &password).await.unwrap().uuid;
+    let aci = app
+        .client
+        .register(&request, &password)
+        .await
+        .unwrap()
+        .identity
+        .uuid;
     let primary = DeviceCredentials {
         aci,
         device: DeviceId::PRIMARY,

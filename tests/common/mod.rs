@@ -338,6 +338,7 @@ pub async fn register_with(
         .register(&keys.registration_request(attributes), &password)
         .await
         .expect("registration succeeds")
+        .identity
         .uuid;
     let credentials = sealpost::client::DeviceCredentials {
         aci,
